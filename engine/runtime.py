@@ -1,0 +1,191 @@
+"""The runtime: an Engine is a loaded plan; an ExecutionContext runs it.
+
+Nothing here imports onnx or torch: a worker needs only numpy (and CuPy on a GPU) to load a plan
+and score with it. Several contexts may share one Engine; the weights are held once, by the Engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from engine.errors import InputError, LayerError, PlanFormatError
+from engine.ir import format_shape
+from engine.plan import Plan, read_plan
+from kernels.cpu import CPU_OPS
+from kernels.dtypes import resolve
+from kernels.registry import OpKernel
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple  # ints, or strings for symbolic dimensions
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.dtype}, {format_shape(self.shape)})"
+
+
+@dataclasses.dataclass
+class Layer:
+    name: str
+    kind: str
+    kernel: OpKernel
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any]
+
+    def run(self, args: list[np.ndarray | None]) -> tuple:
+        attrs = self.attrs
+        if self.kernel.wants_num_outputs:
+            attrs = dict(attrs, num_outputs=len(self.outputs))
+        result = self.kernel.fn(*args, **attrs)
+        return result if isinstance(result, tuple) else (result,)
+
+
+def decode_attrs(attrs: dict[str, Any], tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Plan attributes: tensors are stored as {"tensor": name} references into the plan's data."""
+
+    def decode(value):
+        if isinstance(value, dict) and "tensor" in value:
+            return tensors[value["tensor"]]
+        if isinstance(value, list):
+            return [decode(v) for v in value]
+        return value
+
+    return {k: decode(v) for k, v in attrs.items()}
+
+
+def _spec(entry: dict) -> TensorSpec:
+    return TensorSpec(entry["name"], resolve(entry["dtype"]), tuple(entry["shape"]))
+
+
+class Engine:
+    def __init__(self, plan: Plan, source: str = "<plan>"):
+        header = plan.header
+        device = header.get("device", {}).get("kind", "cpu")
+        if device != "cpu":
+            raise PlanFormatError(f"{source}: the plan was built for device '{device}'; this runtime runs 'cpu' plans")
+        self.source = source
+        self.header = header
+        self.name = header.get("model_name", "model")
+        self.max_batch = header.get("max_batch")
+        self.inputs = [_spec(e) for e in header["inputs"]]
+        self.outputs = [_spec(e) for e in header["outputs"]]
+        self.weights = {name: plan.tensors[name] for name in header.get("weights", [])}
+        self.layers = []
+        for entry in header["layers"]:
+            try:
+                kernel = CPU_OPS.by_key(entry["kernel"])
+            except KeyError:
+                raise PlanFormatError(
+                    f"{source}: layer '{entry['name']}' needs kernel {entry['kernel']}, which this "
+                    f"batchscore does not have; rebuild the plan with this version"
+                ) from None
+            attrs = decode_attrs(entry.get("attrs", {}), plan.tensors)
+            self.layers.append(Layer(entry["name"], entry["kind"], kernel, entry["inputs"], entry["outputs"], attrs))
+        self._release = _last_uses(self.layers, {s.name for s in self.outputs})
+
+    def create_context(self) -> "ExecutionContext":
+        return ExecutionContext(self)
+
+
+def _last_uses(layers: list[Layer], keep: set[str]) -> list[list[str]]:
+    """After layer i runs, which values no later layer reads (so the context can drop them)."""
+    last: dict[str, int] = {}
+    for i, layer in enumerate(layers):
+        for name in layer.inputs + layer.outputs:
+            if name:
+                last[name] = i
+    release: list[list[str]] = [[] for _ in layers]
+    for name, i in last.items():
+        if name not in keep:
+            release[i].append(name)
+    return release
+
+
+Observer = Callable[[Layer, tuple], None]
+
+
+class ExecutionContext:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def run(self, feeds: Mapping[str, Any], observer: Observer | None = None) -> dict[str, np.ndarray]:
+        """Run the plan on named input arrays; returns the named outputs as numpy arrays.
+
+        `observer(layer, outputs)` is called after each layer (the builder's shape probe uses it).
+        """
+        engine = self.engine
+        env: dict[str, Any] = dict(engine.weights)
+        env.update(self._check_inputs(feeds))
+        with np.errstate(all="ignore"):
+            for layer, release in zip(engine.layers, engine._release):
+                args = [env[name] if name else None for name in layer.inputs]
+                try:
+                    results = layer.run(args)
+                except Exception as exc:
+                    raise LayerError(_layer_failure(layer, args, exc)) from exc
+                for name, value in zip(layer.outputs, results):
+                    if name:
+                        env[name] = value if isinstance(value, np.ndarray) else np.asarray(value)
+                if observer is not None:
+                    observer(layer, results)
+                for name in release:
+                    if name not in engine.weights:
+                        env.pop(name, None)
+        return {spec.name: env[spec.name] for spec in engine.outputs}
+
+    def _check_inputs(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        engine = self.engine
+        expected = {s.name: s for s in engine.inputs}
+        wanted = "; the plan's inputs are: " + ", ".join(s.describe() for s in engine.inputs)
+        unknown = sorted(set(feeds) - set(expected))
+        if unknown:
+            raise InputError(f"unknown input(s) {', '.join(map(repr, unknown))}{wanted}")
+        checked = {}
+        for spec in engine.inputs:
+            if spec.name not in feeds:
+                raise InputError(f"missing input '{spec.name}'{wanted}")
+            array = np.asarray(feeds[spec.name])
+            checked[spec.name] = _check_array(spec, array, engine.max_batch)
+        return checked
+
+
+def _check_array(spec: TensorSpec, array: np.ndarray, max_batch: int | None) -> np.ndarray:
+    if array.dtype != spec.dtype:
+        raise InputError(f"input '{spec.name}' has dtype {array.dtype}; the plan expects {spec.dtype}")
+    if len(array.shape) != len(spec.shape):
+        raise InputError(
+            f"input '{spec.name}' has shape {format_shape(array.shape)} (rank {array.ndim}); "
+            f"the plan expects {format_shape(spec.shape)} (rank {len(spec.shape)})"
+        )
+    for axis, (got, want) in enumerate(zip(array.shape, spec.shape)):
+        if isinstance(want, int) and got != want:
+            raise InputError(
+                f"input '{spec.name}' has shape {format_shape(array.shape)}; the plan expects "
+                f"{format_shape(spec.shape)} (axis {axis} must be {want})"
+            )
+    if max_batch is not None and spec.shape and isinstance(spec.shape[0], str) and array.shape[0] > max_batch:
+        raise InputError(
+            f"input '{spec.name}' has batch {array.shape[0]}, more than the plan's max batch {max_batch}; "
+            f"split the batch or rebuild with a larger --max-batch"
+        )
+    return array
+
+
+def _layer_failure(layer: Layer, args: list, exc: Exception) -> str:
+    shapes = ", ".join(
+        f"{name or '-'}: {format_shape(a.shape)} {a.dtype}" if isinstance(a, np.ndarray) else f"{name or '-'}: none"
+        for name, a in zip(layer.inputs, args)
+    )
+    return f"layer '{layer.name}' ({layer.kind}, kernel {layer.kernel.key}) failed on inputs [{shapes}]: {exc}"
+
+
+def load(path: str | os.PathLike) -> Engine:
+    """Load a plan file (runtime only: no onnx, no torch)."""
+    return Engine(read_plan(path), str(path))

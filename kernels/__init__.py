@@ -1,0 +1,1 @@
+"""What computes a layer: the op registry and the backends (cpu/ numpy, cuda/ later)."""
