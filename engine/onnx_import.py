@@ -8,6 +8,7 @@ lists every such op, its node names and the opset. Only the build side imports t
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -21,7 +22,9 @@ from engine.errors import ModelImportError, UnsupportedOpsError
 from engine.ir import Graph, Node, Shape, Value
 from kernels.cpu import CPU_OPS
 
-MIN_OPSET = 7
+log = logging.getLogger("batchscore.build")
+
+MIN_OPSET = 7  # older models are upgraded with ONNX's version converter on import
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
@@ -69,10 +72,9 @@ def import_model(model: str | os.PathLike | bytes | onnx.ModelProto, name: str |
     opsets = _opsets(proto)
     opset = opsets.get("", 0)
     if opset < MIN_OPSET:
-        raise ModelImportError(
-            f"model uses ONNX opset {opset}; the earliest this engine imports is {MIN_OPSET}. "
-            f"Convert it first: onnx.version_converter.convert_version(model, {MIN_OPSET})."
-        )
+        proto = _upgrade(proto, opset)
+        opsets = _opsets(proto)
+        opset = opsets[""]
     newest = onnx.defs.onnx_opset_version()
     if opset > newest:
         raise ModelImportError(f"model uses ONNX opset {opset}, newer than the {newest} this onnx package knows")
@@ -80,6 +82,41 @@ def import_model(model: str | os.PathLike | bytes | onnx.ModelProto, name: str |
     inferred = _infer_shapes(proto)
     graph_name = name or proto.graph.name or "model"
     return _to_graph(inferred.graph, graph_name, opsets)
+
+
+def _upgrade(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """Models older than opset 7 (legacy broadcast attributes) go through ONNX's version converter,
+    so the kernels only ever see opset 7+ semantics."""
+    from onnx import version_converter
+
+    try:
+        try:
+            upgraded = version_converter.convert_version(proto, MIN_OPSET)
+        except Exception:
+            # Some of the converter's adapters insist on numeric dims: convert a copy whose symbolic
+            # dims are 1, then put the model's own input and output declarations back.
+            upgraded = version_converter.convert_version(_with_unit_dims(proto), MIN_OPSET)
+            for mine, theirs in ((proto.graph.input, upgraded.graph.input), (proto.graph.output, upgraded.graph.output)):
+                del theirs[:]
+                theirs.extend(mine)
+            del upgraded.graph.value_info[:]
+    except Exception as exc:
+        raise ModelImportError(
+            f"model '{proto.graph.name}' uses ONNX opset {opset}; the earliest this engine runs is "
+            f"{MIN_OPSET}, and ONNX's version converter could not upgrade it: {exc}"
+        ) from None
+    log.info("upgraded model '%s' from opset %d to %d", proto.graph.name, opset, MIN_OPSET)
+    return upgraded
+
+
+def _with_unit_dims(proto: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto.FromString(proto.SerializeToString())
+    del copy.graph.value_info[:]
+    for info in list(copy.graph.input) + list(copy.graph.output):
+        for dim in info.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.dim_value = 1
+    return copy
 
 
 def _opsets(proto: onnx.ModelProto) -> dict[str, int]:
@@ -184,7 +221,7 @@ def _tensor_to_array(tensor: onnx.TensorProto) -> np.ndarray:
         raise ModelImportError(f"weight '{tensor.name}' cannot be read: {exc}") from None
     if array.dtype.kind in "OSU":
         raise ModelImportError(f"weight '{tensor.name}' holds strings, which this engine does not support")
-    return np.ascontiguousarray(array)
+    return np.asarray(array, order="C")  # keeps 0-d scalars 0-d
 
 
 def _attribute_value(attr: onnx.AttributeProto, node_name: str, op_type: str) -> Any:

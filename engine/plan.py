@@ -7,7 +7,7 @@ Layout (little-endian):
           12   reserved     u32      0
           16   header_len   u64      bytes of UTF-8 JSON
           24   data_len     u64      bytes of tensor data
-          32   sha256       32 bytes over header and data
+          32   sha256       32 bytes over everything after the first 64 bytes
           64   header       JSON, then zero padding to a multiple of 64
                data         each tensor at a 64-byte aligned offset listed in the header
 
@@ -77,7 +77,7 @@ def _encode(header: dict[str, Any], tensors: dict[str, np.ndarray]) -> bytes:
     offset = 0
     arrays = []
     for name, array in tensors.items():
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")  # (ascontiguousarray would make a 0-d array 1-d)
         if array.dtype.kind in "OUSM" or array.dtype.fields:  # only pickle could store these
             raise PlanFormatError(f"tensor '{name}' has dtype {array.dtype}, which a plan cannot store")
         index.append({"name": name, "dtype": array.dtype.name, "shape": list(array.shape),
@@ -90,7 +90,7 @@ def _encode(header: dict[str, Any], tensors: dict[str, np.ndarray]) -> bytes:
     for start, array in arrays:
         data[start:start + array.nbytes] = array.reshape(-1).view(np.uint8).tobytes()
     header_block = header_bytes + b"\0" * (_aligned(_PREFIX.size + len(header_bytes)) - _PREFIX.size - len(header_bytes))
-    digest = hashlib.sha256(header_bytes)
+    digest = hashlib.sha256(header_block)
     digest.update(data)
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header_bytes), len(data), digest.digest())
     return prefix + header_block + bytes(data)
@@ -125,8 +125,8 @@ def decode_plan(blob: bytes, source: str = "<bytes>") -> Plan:
         raise PlanFormatError(f"{source}: the plan is {state}: {len(blob)} bytes, the header says {expected}")
     header_bytes = blob[_PREFIX.size:header_end]
     data = memoryview(blob)[data_start:expected]
-    check = hashlib.sha256(header_bytes)
-    check.update(data)
+    check = hashlib.sha256(memoryview(blob)[_PREFIX.size:])  # header, its padding and the data
+    
     if check.digest() != digest:
         raise PlanFormatError(f"{source}: the plan is corrupted: its checksum does not match its contents")
     try:
@@ -136,7 +136,7 @@ def decode_plan(blob: bytes, source: str = "<bytes>") -> Plan:
     tensors = {}
     for entry in header.pop("tensors", []):
         array = np.frombuffer(data, dtype=resolve(entry["dtype"]), count=_count(entry), offset=entry["offset"])
-        tensors[entry["name"]] = array.reshape(entry["shape"])
+        tensors[entry["name"]] = array.reshape(tuple(entry["shape"]))
     return Plan(header, tensors)
 
 

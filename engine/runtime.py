@@ -23,8 +23,8 @@ from kernels.registry import OpKernel
 @dataclasses.dataclass(frozen=True)
 class TensorSpec:
     name: str
-    dtype: np.dtype
-    shape: tuple  # ints, or strings for symbolic dimensions
+    dtype: np.dtype | None
+    shape: tuple | None  # ints, or strings for symbolic dimensions; None if unknown
 
     def describe(self) -> str:
         return f"{self.name} ({self.dtype}, {format_shape(self.shape)})"
@@ -61,7 +61,10 @@ def decode_attrs(attrs: dict[str, Any], tensors: Mapping[str, np.ndarray]) -> di
 
 
 def _spec(entry: dict) -> TensorSpec:
-    return TensorSpec(entry["name"], resolve(entry["dtype"]), tuple(entry["shape"]))
+    """Inputs always have a dtype and shape (the builder insists); an output may lack either."""
+    dtype = None if entry["dtype"] is None else resolve(entry["dtype"])
+    shape = None if entry["shape"] is None else tuple(entry["shape"])
+    return TensorSpec(entry["name"], dtype, shape)
 
 
 class Engine:

@@ -1,0 +1,165 @@
+"""`batchscore`: the command line.
+
+Every command turns a BatchscoreError into one paragraph on stderr and a non-zero exit; a
+traceback means a bug in batchscore, not in the user's input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import BatchscoreError, InputError
+
+EXIT_USER_ERROR = 1
+
+
+def _parse_input_shape(text: str) -> tuple[str, tuple]:
+    name, sep, dims = text.rpartition(":")
+    if not sep or not name or not dims:
+        raise argparse.ArgumentTypeError(f"'{text}' is not NAME:DIMS, e.g. input:1x3x224x224")
+    shape = []
+    for dim in dims.split("x"):
+        if dim.isdigit() and int(dim) > 0:
+            shape.append(int(dim))
+        elif dim.isidentifier():  # a symbolic dimension, e.g. N for the batch
+            shape.append(dim)
+        else:
+            raise argparse.ArgumentTypeError(
+                f"'{text}': each dimension must be a positive integer or a name, joined by 'x'")
+    return name, tuple(shape)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    import engine
+    from engine.builder import BuildConfig
+
+    config = BuildConfig(
+        precision=args.precision,
+        max_batch=args.max_batch,
+        input_shapes=dict(args.input_shape or []) or None,
+    )
+    start = time.perf_counter()
+    plan = engine.build(args.model, config)
+    output = Path(args.output or Path(args.model).with_suffix(".plan"))
+    plan.save(output)
+    elapsed = time.perf_counter() - start
+    size_mb = output.stat().st_size / 1e6
+    ins = ", ".join(f"{s['name']} {s['dtype']} {'x'.join(map(str, s['shape']))}" for s in plan.inputs)
+    print(f"built {output} ({size_mb:.1f} MB, {len(plan.layers)} layers, max batch {plan.header['max_batch']}) "
+          f"in {elapsed:.1f} s; inputs: {ins}")
+    return 0
+
+
+def _load_feeds(items: list[str], engine) -> dict[str, np.ndarray]:
+    names = [s.name for s in engine.inputs]
+    feeds = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            if len(names) != 1:
+                raise InputError(f"--input '{item}': the plan has inputs {names}; write NAME=FILE.npy")
+            name, path = names[0], item
+        file = Path(path)
+        if not file.exists():
+            raise InputError(f"--input {name}: no such file {file}")
+        try:
+            feeds[name] = np.load(file, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InputError(f"--input {name}: {file} is not a readable .npy file ({exc})") from None
+    return feeds
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    import engine
+
+    eng = engine.load(args.plan)
+    feeds = _load_feeds(args.input, eng)
+    start = time.perf_counter()
+    outputs = eng.create_context().run(feeds)
+    elapsed_ms = (time.perf_counter() - start) * 1e3
+    print(f"ran {eng.name} in {elapsed_ms:.1f} ms")
+    for name, array in outputs.items():
+        print(f"  {name}: {array.dtype} {'x'.join(map(str, array.shape)) or 'scalar'}")
+        if array.ndim == 2 and array.dtype.kind == "f" and array.shape[1] > 1:
+            for row in range(min(array.shape[0], 4)):
+                top = np.argsort(-array[row])[:5]
+                scores = ", ".join(f"{i}:{array[row, i]:.4f}" for i in top)
+                print(f"    row {row} top-5: {scores}")
+    if args.output:
+        np.savez(args.output, **outputs)
+        print(f"outputs saved to {args.output}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from launchers.demo import run_demo
+
+    return run_demo(Path(args.workdir))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="batchscore",
+        description="Build an optimized inference plan from an ONNX image model once, then run it "
+        "anywhere with no framework installed.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what the build does, pass by pass")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("build", help="build a plan file from an ONNX model",
+                       description="Import an ONNX model, check every operator is supported, probe its "
+                       "shapes and write a plan file (JSON header + raw weights, checksummed).")
+    p.add_argument("model", help="the ONNX model file")
+    p.add_argument("-o", "--output", help="plan file to write (default: MODEL with .plan suffix)")
+    p.add_argument("--max-batch", type=_positive_int, help="largest batch the plan accepts (models with a "
+                   "symbolic batch axis; default 256)")
+    p.add_argument("--input-shape", type=_parse_input_shape, action="append", metavar="NAME:DIMS",
+                   help="fix an input's shape, e.g. input:1x3x224x224 (repeat for several inputs)")
+    p.add_argument("--precision", default="fp32", choices=["fp32"], help="layer precision (default fp32)")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("infer", help="run a plan on inputs from .npy files",
+                       description="Load a plan (no onnx needed) and run it once on inputs read from .npy files.")
+    p.add_argument("plan", help="the plan file")
+    p.add_argument("--input", action="append", required=True, metavar="NAME=FILE.npy",
+                   help="an input array (NAME= may be left out when the plan has one input)")
+    p.add_argument("--output", metavar="OUT.npz", help="save all outputs to this .npz file")
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser("demo", help="build and run a small image model end to end on this machine")
+    p.add_argument("--workdir", default="demo-out", help="where the demo writes its files (default demo-out)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return args.func(args)
+    except BatchscoreError as exc:
+        print(f"batchscore {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("batchscore: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
