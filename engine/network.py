@@ -27,7 +27,6 @@ from: pooling stride defaults to the kernel size, and `avg_pool` counts padding 
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -183,7 +182,7 @@ class Network:
             inputs.append(self._weight(layer, "bias", b))
         attrs = {"kernel_shape": list(kernel), "strides": list(strides), "pads": list(pads),
                  "dilations": list(dilations), "group": int(groups)}
-        return self._add(layer, "Conv", inputs, attrs, (x.shape[0], m) + out_spatial)
+        return self._add(layer, "Conv", inputs, attrs, [(x.shape[0], m) + out_spatial])
 
     def max_pool(self, x: TensorLike, kernel, stride=None, pad=0, *, dilation=1, ceil_mode: bool = False,
                  name: str | None = None) -> Tensor:
@@ -193,7 +192,7 @@ class Network:
         attrs, out = self._pool_attrs(layer, x, kernel, stride, pad, dilation, ceil_mode)
         if self.opset < 10 and ("dilations" in attrs or "ceil_mode" in attrs):
             raise ValueError(f"layer '{layer}': MaxPool takes dilation and ceil_mode only from opset 10")
-        return self._add(layer, "MaxPool", [x.name], attrs, out)
+        return self._add(layer, "MaxPool", [x.name], attrs, [out])
 
     def avg_pool(self, x: TensorLike, kernel, stride=None, pad=0, *, ceil_mode: bool = False,
                  count_include_pad: bool = True, name: str | None = None) -> Tensor:
@@ -204,13 +203,13 @@ class Network:
         if self.opset < 10 and "ceil_mode" in attrs:
             raise ValueError(f"layer '{layer}': AveragePool takes ceil_mode only from opset 10")
         attrs["count_include_pad"] = int(bool(count_include_pad))
-        return self._add(layer, "AveragePool", [x.name], attrs, out)
+        return self._add(layer, "AveragePool", [x.name], attrs, [out])
 
     def global_avg_pool(self, x: TensorLike, name: str | None = None) -> Tensor:
         layer = self._pick_name("gap", name)
         x = self._tensor(x, layer)
         self._need_rank(x, 3, layer, "(N, C, spatial...)", at_least=True)
-        return self._add(layer, "GlobalAveragePool", [x.name], {}, x.shape[:2] + (1,) * (len(x.shape) - 2))
+        return self._add(layer, "GlobalAveragePool", [x.name], {}, [x.shape[:2] + (1,) * (len(x.shape) - 2)])
 
     def adaptive_avg_pool(self, x: TensorLike, output_size, name: str | None = None) -> Tensor:
         """torch's AdaptiveAvgPool where ONNX can say it: same size (no node), global, or an even split."""
@@ -257,7 +256,7 @@ class Network:
         if not eps > 0:
             raise ValueError(f"layer '{layer}': batch-norm eps must be positive, got {eps!r}")
         inputs = [x.name] + [self._weight(layer, what, a) for what, a in params.items()]
-        return self._add(layer, "BatchNormalization", inputs, {"epsilon": float(eps)}, x.shape)
+        return self._add(layer, "BatchNormalization", inputs, {"epsilon": float(eps)}, [x.shape])
 
     def lrn(self, x: TensorLike, size: int, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0, *,
             name: str | None = None) -> Tensor:
@@ -268,7 +267,7 @@ class Network:
         if not isinstance(size, (int, np.integer)) or size < 1:
             raise ValueError(f"layer '{layer}': LRN size must be a positive integer, got {size!r}")
         attrs = {"size": int(size), "alpha": float(alpha), "beta": float(beta), "bias": float(bias)}
-        return self._add(layer, "LRN", [x.name], attrs, x.shape)
+        return self._add(layer, "LRN", [x.name], attrs, [x.shape])
 
     # ---------------------------------------------------------------- activations
 
@@ -296,13 +295,13 @@ class Network:
                 attrs["min"] = float(min)
             if max is not None:
                 attrs["max"] = float(max)
-            return self._add(layer, "Clip", [x.name], attrs, x.shape)
+            return self._add(layer, "Clip", [x.name], attrs, [x.shape])
         inputs = [x.name,
                   "" if min is None else self._weight(layer, "min", np.array(min, dtype=np.float32)),
                   "" if max is None else self._weight(layer, "max", np.array(max, dtype=np.float32))]
         while inputs[-1] == "":
             inputs.pop()
-        return self._add(layer, "Clip", inputs, {}, x.shape)
+        return self._add(layer, "Clip", inputs, {}, [x.shape])
 
     def softmax(self, x: TensorLike, axis: int = -1, name: str | None = None) -> Tensor:
         layer = self._pick_name("softmax", name)
@@ -314,7 +313,7 @@ class Network:
                 f"layer '{layer}': before opset 13 Softmax flattens the axes from `axis` on, so only the last "
                 f"axis ({len(x.shape) - 1}) means the same thing; got axis {axis} at opset {self.opset}"
             )
-        return self._add(layer, "Softmax", [x.name], {"axis": axis}, x.shape)
+        return self._add(layer, "Softmax", [x.name], {"axis": axis}, [x.shape])
 
     def dropout(self, x: TensorLike, ratio: float = 0.5, name: str | None = None) -> Tensor:
         """Inference: dropout is the identity, so no node is added and x comes back."""
@@ -353,7 +352,7 @@ class Network:
                 raise ValueError(f"layer '{layer}': concat inputs differ on axis {i} (concat axis {axis}): {_shapes(parts)}")
         total = _dim_sum([t.shape[axis] for t in parts], layer)
         shape = parts[0].shape[:axis] + (total,) + parts[0].shape[axis + 1:]
-        return self._add(layer, "Concat", [t.name for t in parts], {"axis": axis}, shape)
+        return self._add(layer, "Concat", [t.name for t in parts], {"axis": axis}, [shape])
 
     def flatten(self, x: TensorLike, axis: int = 1, name: str | None = None) -> Tensor:
         layer = self._pick_name("flatten", name)
@@ -364,7 +363,7 @@ class Network:
         if not 0 <= axis <= rank:
             raise ValueError(f"layer '{layer}': flatten axis must be in [-{rank}, {rank}], got {axis}")
         shape = (_dim_product(x.shape[:axis], layer), _dim_product(x.shape[axis:], layer))
-        return self._add(layer, "Flatten", [x.name], {"axis": axis}, shape)
+        return self._add(layer, "Flatten", [x.name], {"axis": axis}, [shape])
 
     def reshape(self, x: TensorLike, shape: Sequence[int], name: str | None = None) -> Tensor:
         """Reshape with ONNX's conventions: 0 copies the input's dimension, -1 takes the rest."""
@@ -390,7 +389,7 @@ class Network:
         elif _linear(_dim_product(dims, layer)) != total:
             raise ValueError(f"layer '{layer}': cannot reshape {format_shape(x.shape)} to {tuple(target)}")
         shape_const = self._weight(layer, "shape", np.array(target, dtype=np.int64))
-        return self._add(layer, "Reshape", [x.name, shape_const], {}, tuple(dims))
+        return self._add(layer, "Reshape", [x.name, shape_const], {}, [tuple(dims)])
 
     def gemm(self, a: TensorLike, w, b=None, *, trans_a: bool = False, trans_b: bool = False, alpha: float = 1.0,
              beta: float = 1.0, name: str | None = None) -> Tensor:
@@ -426,7 +425,7 @@ class Network:
             inputs.append(self._weight(layer, "bias", np.zeros((n,), np.float32) if isinstance(n, int) else
                                        np.zeros((1,), np.float32)))
         attrs = {"alpha": float(alpha), "beta": float(beta), "transA": int(bool(trans_a)), "transB": int(bool(trans_b))}
-        return self._add(layer, "Gemm", inputs, attrs, (m, n))
+        return self._add(layer, "Gemm", inputs, attrs, [(m, n)])
 
     def linear(self, x: TensorLike, w, b=None, name: str | None = None) -> Tensor:
         """torch.nn.Linear: w is (out_features, in_features)."""
@@ -489,14 +488,11 @@ class Network:
             if name in self._node_names:
                 raise ValueError(f"network '{self.name}': a layer named '{name}' already exists")
             return name
-        k = self._counters.get(prefix, 0)
-        while True:
+        k = self._counters.get(prefix, 0) + 1
+        while f"{prefix}{k}" in self._node_names:
             k += 1
-            candidate = f"{prefix}{k}"
-            if candidate not in self._node_names and not any(
-                    v.startswith(candidate + "_") or v.startswith(candidate + ".") for v in (candidate,)):
-                self._counters[prefix] = k - 1
-                return candidate
+        self._counters[prefix] = k - 1
+        return f"{prefix}{k}"
 
     def _value_name(self, base: str) -> str:
         name, k = base, 1
@@ -504,17 +500,16 @@ class Network:
             name, k = f"{base}_{k}", k + 1
         return name
 
-    def _add(self, layer: str, op_type: str, inputs: list[str], attrs: dict, shapes, *, dtypes=None, domain: str = "",
-             output_names=None, multi: bool = False):
+    def _add(self, layer: str, op_type: str, inputs: list[str], attrs: dict, shapes: list, *, dtypes=None,
+             domain: str = "", output_names=None, multi: bool = False):
+        """Append a node with one output per entry of `shapes`; a Tensor back, or a tuple if `multi`."""
         if layer in self._node_names:
             raise ValueError(f"network '{self.name}': a layer named '{layer}' already exists")
-        if not multi:
-            shapes = [shapes]
         dtypes = list(dtypes) if dtypes is not None else [FLOAT] * len(shapes)
         if output_names is not None:
-            for n in output_names:
-                if n in self._values:
-                    raise ValueError(f"layer '{layer}': output name '{n}' is already taken")
+            taken = [n for n in output_names if n in self._values]
+            if taken or len(output_names) != len(shapes):
+                raise ValueError(f"layer '{layer}': output names {list(output_names)} are taken or miscounted")
             outputs = list(output_names)
         elif len(shapes) == 1:
             outputs = [self._value_name(f"{layer}_out")]
@@ -524,10 +519,7 @@ class Network:
             self._values[out] = Value(out, dtype, None if shape is None else tuple(shape))
         self._nodes.append(Node(layer, op_type, list(inputs), outputs, attrs, domain))
         self._node_names.add(layer)
-        prefix = re.match(r"^(.*?)(\d+)$", layer)
-        if prefix and self._counters.get(prefix.group(1), -1) >= 0:
-            self._counters[prefix.group(1)] = max(self._counters[prefix.group(1)], int(prefix.group(2)))
-        tensors = tuple(Tensor(o, s, d) for o, s, d in zip(outputs, shapes, dtypes))
+        tensors = tuple(Tensor(o, None if s is None else tuple(s), d) for o, s, d in zip(outputs, shapes, dtypes))
         return tensors if multi else tensors[0]
 
     def _weight(self, layer: str, what: str, array: np.ndarray) -> str:
@@ -549,33 +541,40 @@ class Network:
             raise ValueError(f"layer '{layer}': network '{self.name}' has no value named '{name}'")
         return Tensor(value.name, value.shape, value.dtype)
 
-    def _operand(self, ref: Any, layer: str, what: str) -> Tensor:
-        """A Tensor, a value name, or a constant (numpy array or Python number) to store as a weight."""
+    def _operand(self, ref: Any, layer: str, what: str, as_float: bool = False) -> Tensor:
+        """A Tensor, a value name, or a constant (array or number) to store as a weight.
+
+        With `as_float` a constant becomes float32 (the activations' type); otherwise a Python
+        float becomes float32, a Python int int64, and an array keeps its dtype.
+        """
         if isinstance(ref, (Tensor, str)):
             return self._tensor(ref, layer)
-        array = np.asarray(ref)
-        if array.dtype.kind == "f" and array.dtype != FLOAT and not isinstance(ref, np.ndarray):
-            array = array.astype(FLOAT)  # a Python float means float32 here, as the activations are
-        if array.dtype.kind in "OUS":
-            raise ValueError(f"layer '{layer}': {what} is {type(ref).__name__}, not a tensor or a number")
-        array = np.ascontiguousarray(array)
+        if as_float:
+            array = _float_array(ref, layer, what)
+        else:
+            array = np.asarray(ref)
+            if array.dtype.kind in "OUSV":
+                raise ValueError(f"layer '{layer}': {what} is {type(ref).__name__}, not a tensor or a number")
+            if isinstance(ref, float):
+                array = array.astype(FLOAT)
+            array = np.ascontiguousarray(array)
         name = self._weight(layer, what, array)
         return Tensor(name, tuple(array.shape), array.dtype)
 
     def _unary(self, op_type: str, prefix: str, x: TensorLike, attrs: dict, name: str | None) -> Tensor:
         layer = self._pick_name(prefix, name)
         x = self._tensor(x, layer)
-        return self._add(layer, op_type, [x.name], attrs, x.shape)
+        return self._add(layer, op_type, [x.name], attrs, [x.shape])
 
     def _binary(self, op_type: str, prefix: str, a, b, name: str | None) -> Tensor:
         layer = self._pick_name(prefix, name)
-        left = self._operand(a, layer, "a")
-        right = self._operand(b, layer, "b")
+        left = self._operand(a, layer, "a", as_float=True)
+        right = self._operand(b, layer, "b", as_float=True)
         for t in (left, right):
             if t.dtype != FLOAT:
                 raise ValueError(f"layer '{layer}': {op_type} operands must be float32; {t.name} is {t.dtype}")
         shape = _broadcast(left.shape, right.shape, layer)
-        return self._add(layer, op_type, [left.name, right.name], {}, shape)
+        return self._add(layer, op_type, [left.name, right.name], {}, [shape])
 
     def _need_rank(self, x: Tensor, rank: int, layer: str, layout: str, at_least: bool = False) -> None:
         if x.shape is None:
@@ -814,4 +813,3 @@ def _run_for_shapes(kernel, args: list[Tensor | None], attrs: dict, num_outputs:
 
 __all__ = ["BATCH", "Network", "Tensor"]
 
-_ = math  # (kept for callers that extend the shape helpers with math.prod)

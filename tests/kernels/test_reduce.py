@@ -151,11 +151,15 @@ def test_integer_sum_and_mean_keep_dtype_and_truncate():
 
 
 def test_float16_sums_accumulate_wider():
-    x = np.full(4097, 1.0, np.float16)  # float16 has no 4097; a float16 running sum would stall at 2048
+    # Down a strided axis a float16 running sum stalls at 2048 (2048 + 1 rounds back to 2048).
+    x = np.full((4097, 2), 1.0, np.float16)
     total = rd.reduce_sum_1(x, axes=[0], keepdims=0)
-    assert total.dtype == np.float16 and float(total) == 4096.0
-    mean = rd.reduce_mean_1(np.full(5000, 0.1, np.float16), keepdims=0)
-    assert mean.dtype == np.float16 and abs(float(mean) - 0.1) < 1e-3
+    assert total.dtype == np.float16
+    np.testing.assert_array_equal(total, [4096.0, 4096.0])
+    # A float16 sum of 70000 ones overflows (max 65504); the mean must still be 1.
+    mean = rd.reduce_mean_18(np.full((70000, 2), 1.0, np.float16), np.array([0]), keepdims=0)
+    assert mean.dtype == np.float16
+    np.testing.assert_array_equal(mean, [1.0, 1.0])
 
 
 def test_reduce_axis_errors():
