@@ -185,13 +185,14 @@ def _encode_attrs(node: Node, tensors: dict[str, np.ndarray]) -> dict[str, Any]:
 def _probe_shapes(plan: Plan, graph: Graph) -> None:
     """Run the plan on synthetic inputs and record every activation's shape and dtype.
 
-    Runs only for image-like graphs: every input floating point, of rank >= 1, every non-batch
+    Runs only for image-like graphs: every input floating point, of rank >= 2, every non-batch
     dimension fixed. With a symbolic batch it runs at batch 1 and 2, so that a dimension that
     grows with the batch is recorded as "N" (or "3N" and so on).
     """
     specs = plan.inputs
-    if not all(s["dtype"] and resolve(s["dtype"]).kind == "f" and s["shape"] for s in specs):
-        log.info("shape probe skipped: not every input is a floating-point tensor")
+    if not all(s["dtype"] and resolve(s["dtype"]).kind == "f" and len(s["shape"]) >= 2 for s in specs):
+        # Random data is only a safe stand-in for images and feature maps, not for scales or indices.
+        log.info("shape probe skipped: not every input is a floating-point tensor of rank 2 or more")
         return
     if not all(isinstance(d, int) for s in specs for d in s["shape"][1:]):
         log.info("shape probe skipped: an input has a symbolic non-batch dimension")

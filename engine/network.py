@@ -142,6 +142,16 @@ class Network:
         """The handle of an existing value, by name."""
         return self._tensor(name, "tensor")
 
+    def producer(self, tensor: TensorLike) -> Node | None:
+        """The node that computes `tensor` (None for inputs and weights)."""
+        name = self._tensor(tensor, "producer").name
+        return next((n for n in reversed(self._nodes) if name in n.outputs), None)
+
+    def constant(self, name: str) -> np.ndarray | None:
+        """The array of a weight, or None if `name` is not a weight."""
+        value = self._values.get(self._renamed.get(name, name))
+        return None if value is None else value.const
+
     # ---------------------------------------------------------------- convolution and pooling
 
     def conv(self, x: TensorLike, w: np.ndarray, b: np.ndarray | None = None, *, stride=1, pad=0,

@@ -105,8 +105,32 @@ def _upgrade(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
             f"model '{proto.graph.name}' uses ONNX opset {opset}; the earliest this engine runs is "
             f"{MIN_OPSET}, and ONNX's version converter could not upgrade it: {exc}"
         ) from None
+    _channel_prelu_slopes(upgraded)
     log.info("upgraded model '%s' from opset %d to %d", proto.graph.name, opset, MIN_OPSET)
     return upgraded
+
+
+def _channel_prelu_slopes(proto: onnx.ModelProto) -> None:
+    """PRelu before opset 7 applied a 1-D slope per channel (axis 1); from opset 7 it broadcasts from
+    the right. The version converter leaves such slopes alone, so reshape them to (C, 1, ..., 1)."""
+    inits = {init.name: init for init in proto.graph.initializer}
+    ranks = {}
+    for info in shape_inference.infer_shapes(proto).graph.value_info[:] or []:
+        ranks[info.name] = len(info.type.tensor_type.shape.dim)
+    for info in proto.graph.input:
+        ranks[info.name] = len(info.type.tensor_type.shape.dim)
+    for node in proto.graph.node:
+        if node.op_type != "PRelu" or node.input[1] not in inits:
+            continue
+        slope = numpy_helper.to_array(inits[node.input[1]])
+        rank = ranks.get(node.input[0], 0)
+        if slope.ndim == 1 and slope.size > 1 and rank >= 3:
+            reshaped = slope.reshape((slope.size,) + (1,) * (rank - 2))
+            inits[node.input[1]].CopyFrom(numpy_helper.from_array(reshaped, node.input[1]))
+            for info in proto.graph.input:  # old exporters list weights as inputs too
+                if info.name == node.input[1]:
+                    info.type.tensor_type.shape.CopyFrom(
+                        onnx.helper.make_tensor_type_proto(info.type.tensor_type.elem_type, reshaped.shape).tensor_type.shape)
 
 
 def _with_unit_dims(proto: onnx.ModelProto) -> onnx.ModelProto:

@@ -368,6 +368,12 @@ def _split_at(x, axis: int, sizes: list[int]) -> tuple:
     return tuple(np.split(x, np.cumsum(sizes)[:-1], axis=axis))
 
 
+def _split_for_outputs(x, axis: int, sizes: list[int], num_outputs: int) -> tuple:
+    if len(sizes) != num_outputs:
+        raise KernelError(f"Split: split {sizes} has {len(sizes)} parts but the node has {num_outputs} outputs")
+    return _split_at(x, axis, sizes)
+
+
 def _split_evenly(x, axis: int, parts: int) -> tuple:
     dim = x.shape[axis]
     if parts < 1 or dim % parts:
@@ -381,7 +387,7 @@ def split_2(x, *, axis=0, split=None, num_outputs):
     axis = _axis(axis, x.ndim, "Split")
     if split is None:
         return _split_evenly(x, axis, num_outputs)
-    return _split_at(x, axis, _ints(split))
+    return _split_for_outputs(x, axis, _ints(split), num_outputs)
 
 
 @op("Split", since=13, wants_num_outputs=True)
@@ -390,7 +396,7 @@ def split_13(x, split=None, *, axis=0, num_outputs):
     axis = _axis(axis, x.ndim, "Split")
     if split is None or np.asarray(split).size == 0:
         return _split_evenly(x, axis, num_outputs)
-    return _split_at(x, axis, _ints(split))
+    return _split_for_outputs(x, axis, _ints(split), num_outputs)
 
 
 @op("Split", since=18)
@@ -460,7 +466,8 @@ def pad_11(data, pads, constant_value=None, axes=None, *, mode="constant"):
 # --------------------------------------------------------------------------------------------
 # Cast
 
-_FLOAT8 = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz")
+# The float8 types Cast's `saturate` applies to, with their largest finite values.
+_FLOAT8_MAX = {"float8_e4m3fn": 448.0, "float8_e4m3fnuz": 240.0, "float8_e5m2": 57344.0, "float8_e5m2fnuz": 57344.0}
 _E8M0 = "float8_e8m0fnu"
 
 
@@ -488,12 +495,10 @@ def _from_strings(x, target: np.dtype) -> np.ndarray:
 def _to_float8(x, target: np.dtype, saturate: int) -> np.ndarray:
     """With saturate (the default), values beyond the type's range, infinities included, become
     +-max; without, ml_dtypes' own conversion gives NaN (or inf for E5M2) as the spec's table says."""
-    import ml_dtypes
-
     if x.dtype.kind != "f":
         x = x.astype(np.float32)
     if saturate:
-        limit = float(ml_dtypes.finfo(target).max)
+        limit = _FLOAT8_MAX[target.name]
         x = np.clip(x, -limit, limit)
     return x.astype(target)
 
@@ -548,7 +553,7 @@ def cast(x, *, to, saturate=1, round_mode="up"):
             return x
     if target.name == _E8M0:
         return _to_e8m0(x, saturate, round_mode)
-    if target.name in _FLOAT8:
+    if target.name in _FLOAT8_MAX:
         return _to_float8(x, target, saturate)
     if x.dtype.kind == "V" and target.kind == "b":
         x = x.astype(np.float32)
