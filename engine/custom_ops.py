@@ -100,7 +100,7 @@ def apply_shape_rule(name: str, input_shapes: list[tuple], attrs: dict[str, Any]
         result = rule([tuple(s) for s in input_shapes], dict(attrs))
     except Exception as exc:
         raise ValueError(f"custom op '{name}': the shape rule failed on input shapes {input_shapes}: {exc}") from exc
-    if _is_shape(result):
+    if _is_shape(result) and (result or isinstance(result, tuple)):  # () is a scalar; [] is no answer
         return [tuple(result)]
     if isinstance(result, (list, tuple)) and result and all(_is_shape(s) for s in result):
         return [tuple(s) for s in result]

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.custom_ops import CUSTOM_DOMAIN, CUSTOM_OPSET, apply_shape_rule, custom_op
+from engine.custom_ops import apply_shape_rule, custom_op
 from engine.ir import Dim, Graph, Node, Shape, Value, format_shape
 from kernels.cpu import CPU_OPS
 
@@ -82,7 +82,7 @@ class Network:
         """A runtime input. None in the first dimension is the symbolic batch "N"."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"network '{self.name}': input name must be a non-empty string, got {name!r}")
-        if name in self._values:
+        if self._taken(name):
             raise ValueError(f"network '{self.name}': a value named '{name}' already exists")
         dims = []
         for axis, d in enumerate(shape):
@@ -112,7 +112,7 @@ class Network:
             if t.name not in self._outputs:
                 self._outputs.append(t.name)
             return t
-        if name in self._values:
+        if self._taken(name):
             raise ValueError(f"network '{self.name}': cannot name an output '{name}': a value of that name exists")
         producer = next((n for n in self._nodes if t.name in n.outputs), None)
         if producer is None or t.name in self._outputs:
@@ -133,7 +133,9 @@ class Network:
             raise ValueError(f"network '{self.name}' has no outputs; mark one with net.output(tensor, name)")
         nodes = [dataclasses.replace(n, inputs=list(n.inputs), outputs=list(n.outputs), attrs=dict(n.attrs))
                  for n in self._nodes]
-        values = {k: dataclasses.replace(v) for k, v in self._values.items()}
+        used = {i for n in self._nodes for i in n.inputs} | set(self._outputs)
+        # Weights of a layer whose definition failed half-way are left out.
+        values = {k: dataclasses.replace(v) for k, v in self._values.items() if not v.is_const or k in used}
         graph = Graph(self.name, nodes, values, list(self._inputs), list(self._outputs), dict(self._opsets))
         graph.validate()
         return graph
@@ -471,7 +473,7 @@ class Network:
             dtypes = [np.dtype(d) for d in output_dtypes]
         names = [a.name if a is not None else "" for a in args]
         return self._add(layer, op_type, names, attrs, shapes, dtypes=dtypes, domain=domain, output_names=output_names,
-                         multi=True if num_outputs > 1 else False)
+                         multi=num_outputs > 1)
 
     def custom(self, op_name: str, inputs: Sequence[TensorLike], attrs: dict[str, Any] | None = None, *,
                name: str | None = None):
@@ -504,9 +506,13 @@ class Network:
         self._counters[prefix] = k - 1
         return f"{prefix}{k}"
 
+    def _taken(self, name: str) -> bool:
+        """Names of values, and old names of renamed outputs (old handles still resolve through them)."""
+        return name in self._values or name in self._renamed
+
     def _value_name(self, base: str) -> str:
         name, k = base, 1
-        while name in self._values:
+        while self._taken(name):
             name, k = f"{base}_{k}", k + 1
         return name
 
@@ -517,7 +523,7 @@ class Network:
             raise ValueError(f"network '{self.name}': a layer named '{layer}' already exists")
         dtypes = list(dtypes) if dtypes is not None else [FLOAT] * len(shapes)
         if output_names is not None:
-            taken = [n for n in output_names if n in self._values]
+            taken = [n for n in output_names if self._taken(n)]
             if taken or len(output_names) != len(shapes):
                 raise ValueError(f"layer '{layer}': output names {list(output_names)} are taken or miscounted")
             outputs = list(output_names)

@@ -23,15 +23,16 @@ image sizes work where the feature map is a multiple of the target (see Network.
 
 Weights. Convs are He-initialised (normal, std sqrt(2 / fan_in)); the classifier is torch's default
 Linear init (uniform +-1/sqrt(fan_in)); hidden linear layers (vgg, alexnet) are He-initialised
-(uniform +-sqrt(6 / fan_in)).
-BatchNorm parameters look trained: gamma ~ N(1, 0.1), beta ~ N(0, 0.1), and running statistics that
-match the activations the layer actually sees on unit-variance input, up to a random factor: the
-builder tracks each channel's mean and variance through the network (exactly for convs, linear
-layers, BN and additions under an independence assumption; by the Gaussian formulas for ReLU; by a
-rough rule for pooling) and sets running_mean = mean + 0.1 std * N(0, 1) and
-running_var = var * U(0.5, 1.5). A BN then outputs roughly N(beta, gamma^2) however deep it
-sits, as in a trained network, so activations stay in a sane range through resnet152's residual
-stream; fixed statistics (mean 0, var ~1) would let it grow by ~2x per block.
+(uniform +-sqrt(6 / fan_in)). BatchNorm looks trained: gamma ~ N(1, 0.1), beta ~ N(0, 0.1), and
+running statistics measured on the activations the layer really sees. While a BN model is defined,
+each layer also runs (through the engine's own numpy kernels) on a few random unit-variance images at
+the model's image size, and each BN gets running_mean = measured mean + 0.1 std * N(0, 1) and
+running_var = measured var / U(0.5, 1.5). A BN then outputs about N(beta, gamma^2 * U(0.5, 1.5))
+however deep it sits, as in a trained network, and activations stay in a sane range through
+resnet152's residual stream (statistics that ignore how the stream grows let it compound block by
+block: logits in the tens of thousands and a one-hot softmax). Measuring makes a BN model's definition cost about one forward
+pass (resnet152 at 224: a few seconds); the weights depend on the seed, and the running statistics
+on the seed and on the kernels' float32 rounding only.
 """
 
 from __future__ import annotations
@@ -111,8 +112,9 @@ class _Builder:
         a -= np.float32(bound)
         return a
 
-    def _run(self, y: Tensor) -> Tensor:
-        """Compute y on the calibration batch, from activations computed earlier."""
+    def _run(self, y: Tensor, last_use: tuple[Tensor, ...] = ()) -> Tensor:
+        """Compute y on the calibration batch, from activations computed earlier, then drop the
+        inputs that no later layer reads (the callers know: a conv's output feeds only its BN)."""
         if not self.calibrate or y.name in self.acts:
             return y
         node = self.net.producer(y)
@@ -122,6 +124,8 @@ class _Builder:
             result = kernel.fn(*args, **node.attrs)
         for name, array in zip(node.outputs, result if isinstance(result, tuple) else (result,)):
             self.acts[name] = array
+        for t in last_use:
+            self.acts.pop(t.name, None)
         return y
 
     def conv(self, x: Tensor, out_channels: int, kernel, *, stride=1, pad=0, bias: bool = False, name: str) -> Tensor:
@@ -141,19 +145,22 @@ class _Builder:
             a = self.acts[x.name].astype(np.float64)
             axes = (0,) + tuple(range(2, a.ndim))
             mean, var = a.mean(axes), a.var(axes)
-            # A channel measured on few pixels can look nearly constant; a trained net's never is.
-            var = np.maximum(var, 0.1 * var.mean() + 1e-6)
+            # Measured on few pixels (a small image's last layers), one channel's variance is noisy,
+            # and dividing by noisy estimates inflates the output by E[1/estimate] > 1 at every
+            # layer; so shrink towards the layer's mean variance, which many more samples support.
+            samples = a.size // c
+            var = (samples * var + 32 * var.mean()) / (samples + 32) + 1e-6
         else:
             mean, var = np.zeros(c), np.ones(c)
         running_mean = mean + 0.1 * np.sqrt(var) * jitter_mean
-        running_var = var * jitter_var
-        return self._run(self.net.batch_norm(x, gamma, beta, running_mean, running_var, eps=eps, name=name))
+        running_var = var / jitter_var  # the output's variance gets a factor U(0.5, 1.5), of mean 1
+        return self._run(self.net.batch_norm(x, gamma, beta, running_mean, running_var, eps=eps, name=name), (x,))
 
     def relu(self, x: Tensor, *, name: str) -> Tensor:
-        return self._run(self.net.relu(x, name=name))
+        return self._run(self.net.relu(x, name=name), (x,))
 
     def add(self, a: Tensor, b: Tensor, *, name: str) -> Tensor:
-        return self._run(self.net.add(a, b, name=name))
+        return self._run(self.net.add(a, b, name=name), (a, b))
 
     def concat(self, parts: list[Tensor], *, name: str) -> Tensor:
         return self._run(self.net.concat(parts, axis=1, name=name))

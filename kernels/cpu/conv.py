@@ -35,6 +35,8 @@ from kernels.registry import KernelError
 # axis of the product out of the way afterwards. (Measured on ResNet-50 shapes.)
 _SINGLE_IMAGE_POSITIONS = 512
 _GEMM_COLUMNS = 2048
+# One image's column buffer is kept under this size by unrolling it a block of rows at a time.
+_COLUMN_BUFFER_BYTES = 8 << 20
 # 1x1 stride-1 convolutions use the input in place, one image at a time, down to this image size.
 _IN_PLACE_POINTWISE_POSITIONS = 128
 
@@ -219,33 +221,63 @@ def _conv_gemm(x, w, b, window: Window, group: int) -> np.ndarray:
                 y[n] += b[:, None]
         return y.reshape((n_images, m) + window.out_shape)
 
-    buffers: dict[int, tuple] = {}  # chunk size -> (padded buffer, column buffer), reused across chunks
+    k_total = channels * math.prod(window.kernel)
+    blocks = _row_blocks(window, k_total * x.dtype.itemsize) if per_chunk == 1 else [(0, window.out_shape[0])]
+    row_positions = positions // window.out_shape[0]
+    padded_shape = tuple(b0 + n + e for b0, n, e in zip(window.pads_begin, x.shape[2:], window.pads_end))
+    padded = None  # reused across chunks of the same size
+    columns = None  # flat column buffer, reused
     for n0 in range(0, n_images, per_chunk):
         chunk = x[n0:n0 + per_chunk]
         count = chunk.shape[0]
-        if count not in buffers:
-            padded = None
-            if window.has_padding:
-                padded_shape = tuple(b0 + n + e for b0, n, e in zip(window.pads_begin, x.shape[2:], window.pads_end))
+        source = chunk
+        if window.has_padding:
+            if padded is None or padded.shape[0] != count:
                 padded = np.zeros((count, channels) + padded_shape, x.dtype)
-            cols = np.empty((channels * math.prod(window.kernel), count * positions), x.dtype)
-            buffers[count] = (padded, cols)
-        padded, cols = buffers[count]
-        source = chunk if padded is None else pad_into(padded, chunk, window)
-        _unroll(source, window, cols)
-        cols_g = cols.reshape(group, -1, count * positions)
-        if count == 1:
-            np.matmul(wmat, cols_g, out=y[n0].reshape(wmat.shape[0], wmat.shape[1], positions))
-            if b is not None:
-                y[n0] += b[:, None]
-        else:
-            # The GEMM gives (M, images, positions); move the image axis out while adding the bias.
-            product = np.matmul(wmat, cols_g).reshape(m, count, positions).transpose(1, 0, 2)
-            if b is None:
-                y[n0:n0 + count] = product
+            source = pad_into(padded, chunk, window)
+        for r0, r1 in blocks:
+            n_cols = count * (r1 - r0) * row_positions
+            if columns is None or columns.size < k_total * n_cols:
+                columns = np.empty(k_total * n_cols, x.dtype)
+            cols = columns[:k_total * n_cols].reshape(k_total, n_cols)
+            _unroll(*_row_block(source, window, r0, r1), cols)
+            cols_g = cols.reshape(group, -1, n_cols)
+            if count == 1:
+                # Write the GEMM straight into this block of the output (a strided view is fine).
+                out = y[n0][:, r0 * row_positions:r1 * row_positions]
+                np.matmul(wmat, cols_g, out=out.reshape(wmat.shape[0], wmat.shape[1], n_cols))
+                if b is not None:
+                    out += b[:, None]
             else:
-                np.add(product, b[:, None], out=y[n0:n0 + count])
+                # The GEMM gives (M, images, positions); move the image axis out while adding the bias.
+                product = np.matmul(wmat, cols_g).reshape(m, count, positions).transpose(1, 0, 2)
+                if b is None:
+                    y[n0:n0 + count] = product
+                else:
+                    np.add(product, b[:, None], out=y[n0:n0 + count])
     return y.reshape((n_images, m) + window.out_shape)
+
+
+def _row_blocks(window: Window, bytes_per_position: int) -> list[tuple[int, int]]:
+    """Split one image's outputs along its first spatial axis so the column buffer stays near
+    _COLUMN_BUFFER_BYTES (large images, as in VGG, would otherwise unroll into 100+ MB)."""
+    rows = window.out_shape[0]
+    row_bytes = bytes_per_position * (math.prod(window.out_shape) // rows)
+    per_block = max(1, _COLUMN_BUFFER_BYTES // row_bytes)
+    if per_block >= rows:
+        return [(0, rows)]
+    count = math.ceil(rows / per_block)
+    per_block = math.ceil(rows / count)  # even blocks
+    return [(r, min(rows, r + per_block)) for r in range(0, rows, per_block)]
+
+
+def _row_block(source: np.ndarray, window: Window, r0: int, r1: int) -> tuple[np.ndarray, Window]:
+    """The input rows and the window that produce output rows [r0, r1) along the first spatial axis."""
+    if (r0, r1) == (0, window.out_shape[0]):
+        return source, window
+    s, span = window.strides[0], (window.kernel[0] - 1) * window.dilations[0] + 1
+    rows = source[:, :, r0 * s:(r1 - 1) * s + span]
+    return rows, dataclasses.replace(window, out_shape=(r1 - r0,) + window.out_shape[1:])
 
 
 def _unroll(source: np.ndarray, window: Window, cols: np.ndarray) -> None:

@@ -1,11 +1,12 @@
 """Pooling: MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, and LRN.
 
-MaxPool and AveragePool loop over the kernel offsets (taps), never over pixels. For each tap they
-combine, into the whole output at once, the strided slice of the input that the tap reads. Padding
-is never materialised: along each axis a tap reads real input for a contiguous range of outputs
-only, so it updates just that sub-block of the output. Padding then contributes nothing to a max
-(as -inf would) and nothing to a sum, and the averaging divisor is counted per axis: a window's
-count is the product of its per-axis counts.
+MaxPool and AveragePool are separable: a max (or sum) over a box window is a max (or sum) along one
+axis after another. So they run one 1-D pass per spatial axis, and a pass loops over that axis's
+kernel offsets (taps), never over pixels: each tap combines, into the whole output at once, the
+strided slice of the input it reads. Padding is never materialised: a tap reads real input for a
+contiguous range of outputs only, so it updates just that range. Padding then adds nothing to a
+max (as -inf would) or to a sum, and the averaging divisor is counted per axis: a window's count is
+the product of its per-axis counts.
 
 Window attributes (kernel_shape, strides, dilations, pads, auto_pad, ceil_mode) are resolved by
 conv.make_window, shared with Conv.
@@ -34,20 +35,52 @@ def _pool_window(op_name, x, kernel_shape, strides, dilations, pads, auto_pad, c
     return make_window(op_name, x.shape[2:], kernel_shape, strides, dilations, pads, auto_pad, bool(ceil_mode))
 
 
-def _tap_ranges(window: Window, spatial, tap):
-    """For one kernel offset: per axis, the outputs [lo, hi) whose tap lands inside the input, and
-    the input slice those outputs read; None if the tap reads only padding."""
-    outputs, inputs = [], []
-    for t, n, s, d, b, o in zip(tap, spatial, window.strides, window.dilations, window.pads_begin, window.out_shape):
-        first = t * d - b  # input position read by output 0
-        lo = max(0, -(first // s) if first < 0 else 0)  # smallest o with o*s + first >= 0
-        hi = min(o, (n - 1 - first) // s + 1) if n - 1 - first >= 0 else 0
-        if lo >= hi:
-            return None
-        outputs.append(slice(lo, hi))
-        start = lo * s + first
-        inputs.append(slice(start, start + (hi - lo - 1) * s + 1, s))
-    return tuple(outputs), tuple(inputs)
+def _tap_range(size: int, out: int, stride: int, first: int) -> tuple[int, int]:
+    """Outputs [lo, hi) of one axis whose tap, reading input position o * stride + first, lands
+    inside the input [0, size); lo >= hi when the tap reads only padding."""
+    lo = -(first // stride) if first < 0 else 0
+    hi = min(out, (size - 1 - first) // stride + 1) if size - 1 - first >= 0 else 0
+    return lo, hi
+
+
+def _axis_taps(window: Window, spatial, axis: int):
+    """For one spatial axis: (output range lo, hi, first input position read) of each live tap."""
+    n, s, d, b, o = (spatial[axis], window.strides[axis], window.dilations[axis], window.pads_begin[axis],
+                     window.out_shape[axis])
+    taps = []
+    for t in range(window.kernel[axis]):
+        lo, hi = _tap_range(n, o, s, t * d - b)
+        if lo < hi:
+            taps.append((lo, hi, lo * s + t * d - b))
+    return taps
+
+
+def _pool_axis(x, axis: int, window: Window, spatial, combine, fill) -> np.ndarray:
+    """1-D pooling of x along spatial axis `axis` (array axis axis + 2) with combine = np.maximum or np.add."""
+    dim = axis + 2
+    stride, out = window.strides[axis], window.out_shape[axis]
+    taps = _axis_taps(window, spatial, axis)
+
+    def read(lo, hi, start):
+        index = [slice(None)] * x.ndim
+        index[dim] = slice(start, start + (hi - lo - 1) * stride + 1, stride)
+        return x[tuple(index)]
+
+    shape = list(x.shape)
+    shape[dim] = out
+    # Start from a tap that covers every output if there is one; else from the fill value.
+    whole = next((t for t in taps if t[0] == 0 and t[1] == out), None)
+    if whole is not None:
+        y = np.array(read(*whole), copy=True)
+        taps = [t for t in taps if t is not whole]
+    else:
+        y = np.full(shape, fill, x.dtype)
+    for lo, hi, start in taps:
+        index = [slice(None)] * x.ndim
+        index[dim] = slice(lo, hi)
+        block = y[tuple(index)]
+        combine(block, read(lo, hi, start), out=block)
+    return y
 
 
 def _axis_counts(window: Window, spatial, include_pad: bool) -> list[np.ndarray]:
@@ -70,32 +103,25 @@ def max_pool(x, *, auto_pad="NOTSET", ceil_mode=0, dilations=None, kernel_shape=
     attributes added over time default to the old behaviour.
 
     The optional Indices output (opset 8+), computed only when the node has it, holds for each
-    output the flat index of its maximum in X: ((n * C + c) * prod(spatial) + the spatial offset,
-    row-major, or column-major over the spatial dims when storage_order=1). Ties go to the first
+    output the flat index of its maximum in X: (n * C + c) * prod(spatial) + the spatial offset,
+    row-major, or column-major over the spatial dims when storage_order=1. Ties go to the first
     element of the window in row-major window order.
     """
     window = _pool_window("MaxPool", x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     if x.dtype.kind not in "iu":
         compute_dtype(x.dtype, "MaxPool")  # raises for non-numeric types
+    lowest = np.iinfo(x.dtype).min if x.dtype.kind in "iu" else -np.inf
     spatial = x.shape[2:]
-    lowest = -np.inf if x.dtype.kind not in "iu" else np.iinfo(x.dtype).min
-    y = np.full(x.shape[:2] + window.out_shape, lowest, x.dtype)
-    taps = []
-    for tap in window.taps():
-        ranges = _tap_ranges(window, spatial, tap)
-        if ranges is None:
-            continue
-        taps.append((tap, ranges))
-        out, src = ranges
-        block = y[(Ellipsis,) + out]
-        np.maximum(block, x[(Ellipsis,) + src], out=block)
+    y = x
+    for axis in range(len(spatial)):
+        y = _pool_axis(y, axis, window, spatial, np.maximum, lowest)
     if num_outputs < 2:
         return y
-    return y, _max_indices(x, y, window, taps, storage_order)
+    return y, _max_indices(x, y, window, storage_order)
 
 
-def _max_indices(x, y, window: Window, taps, storage_order: int) -> np.ndarray:
-    """Walk the taps backwards, taking each one whose value equals the max: the first tap wins."""
+def _max_indices(x, y, window: Window, storage_order: int) -> np.ndarray:
+    """Walk the window's taps backwards, taking each one whose value equals the max: the first wins."""
     spatial = x.shape[2:]
     nd = len(spatial)
     # Element strides of the spatial dims in the flat index: row-major, or column-major.
@@ -106,16 +132,23 @@ def _max_indices(x, y, window: Window, taps, storage_order: int) -> np.ndarray:
     plane = math.prod(spatial)
     base = (np.arange(x.shape[0] * x.shape[1], dtype=np.int64) * plane).reshape(x.shape[:2] + (1,) * nd)
     indices = np.zeros(y.shape, np.int64)
-    for tap, (out, src) in reversed(taps):
-        # Input position of each output in the block, per axis, broadcast into a flat offset.
-        offset = np.zeros((1, 1) + tuple(sl.stop - sl.start for sl in out), np.int64)
-        for axis, (sl, stride) in enumerate(zip(src, strides)):
+    for tap in reversed(list(window.taps())):
+        out, src, offset = [], [], np.zeros((1, 1) + (1,) * nd, np.int64)
+        for axis, t in enumerate(tap):
+            s, first = window.strides[axis], t * window.dilations[axis] - window.pads_begin[axis]
+            lo, hi = _tap_range(spatial[axis], window.out_shape[axis], s, first)
+            if lo >= hi:
+                break
+            out.append(slice(lo, hi))
+            src.append(slice(lo * s + first, (hi - 1) * s + first + 1, s))
             shape = [1] * (nd + 2)
             shape[axis + 2] = -1
-            offset = offset + (np.arange(sl.start, sl.stop, sl.step, dtype=np.int64) * stride).reshape(shape)
-        block = (Ellipsis,) + out
-        hit = x[(Ellipsis,) + src] == y[block]
-        np.copyto(indices[block], base + offset, where=hit)
+            positions = np.arange(lo * s + first, (hi - 1) * s + first + 1, s, dtype=np.int64)
+            offset = offset + (positions * strides[axis]).reshape(shape)
+        else:
+            block = (Ellipsis,) + tuple(out)
+            hit = x[(Ellipsis,) + tuple(src)] == y[block]
+            np.copyto(indices[block], base + offset, where=hit)
     return indices
 
 
@@ -131,14 +164,9 @@ def average_pool(x, *, auto_pad="NOTSET", ceil_mode=0, count_include_pad=0, dila
     window = _pool_window("AveragePool", x, kernel_shape, strides, dilations, pads, auto_pad, ceil_mode)
     dtype = compute_dtype(x.dtype, "AveragePool")
     spatial = x.shape[2:]
-    xc = x.astype(dtype, copy=False)
-    total = np.zeros(x.shape[:2] + window.out_shape, dtype)
-    for tap in window.taps():
-        ranges = _tap_ranges(window, spatial, tap)
-        if ranges is None:
-            continue
-        out, src = ranges
-        total[(Ellipsis,) + out] += xc[(Ellipsis,) + src]
+    total = x.astype(dtype, copy=False)
+    for axis in range(len(spatial)):
+        total = _pool_axis(total, axis, window, spatial, np.add, 0)
     count = np.ones((), dtype)
     for axis, axis_count in enumerate(_axis_counts(window, spatial, bool(count_include_pad))):
         shape = [1] * len(spatial)
