@@ -1,9 +1,10 @@
 """build(model, BuildConfig) -> Plan.
 
 The build imports the model into the IR, fixes the input shapes (a symbolic batch becomes "N"),
-turns every node into a layer bound to a kernel version, and probes the plan once on synthetic
-inputs so every activation's shape is known, and so a model that cannot run fails here, at build
-time, with the layer named, rather than in every worker.
+probes the graph on synthetic inputs (every activation's shape, and reference outputs), runs the
+optimization passes, turns every node into a layer bound to a kernel version, probes the optimized
+plan and checks it computes what the original did, and plans the activation arena. A model that
+cannot run fails here, at build time, with the layer named, rather than in every worker.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import BuildError, LayerError
-from engine.ir import Graph, Node, Shape, format_shape
+from engine.errors import BuildError
+from engine.ir import Graph, Node, format_shape
+from engine.memory import concrete_shapes, plan_memory
+from engine.passes import layer_count, run_passes
 from engine.plan import Plan
-from engine.runtime import Engine, Layer
+from engine.probe import check_declared_shapes, compare_outputs, probe, record_shapes, why_not_probe
 from engine.version import __version__
 from kernels.cpu import CPU_OPS
-from kernels.dtypes import resolve
 
 log = logging.getLogger("batchscore.build")
 
@@ -40,6 +42,7 @@ class BuildConfig:
     device: str = "cpu"
     input_shapes: dict[str, tuple] | None = None  # override declared input shapes
     probe: bool = True  # run once on synthetic inputs to record shapes and catch failures
+    optimize: bool = True  # run the optimization passes (engine/passes)
 
     def check(self) -> None:
         if self.precision not in PRECISIONS:
@@ -63,16 +66,53 @@ def build(model: Any, config: BuildConfig | None = None) -> Plan:
     except ValueError as exc:
         raise BuildError(f"model '{graph.name}': {exc}") from None
     log.info("imported %s: %d nodes, %d weights", graph.name, source_nodes, sum(1 for _ in graph.constants()))
-    plan = _emit_plan(graph, config, max_batch)
+
+    reference = None
     if config.probe:
-        _probe_shapes(plan, graph)
-    log.info("built %s: %d layers", graph.name, len(plan.layers))
+        unoptimized = _emit_plan(graph, config, max_batch)
+        skip = why_not_probe(unoptimized.inputs)
+        if skip:
+            log.info("probe skipped: %s", skip)
+        else:
+            reference = probe(unoptimized)
+            check_declared_shapes(graph, reference)
+            record_shapes(graph, reference)
+    if config.optimize:
+        from engine.passes.pipeline import default_pipeline
+
+        graph = run_passes(graph, default_pipeline())
+    plan = _emit_plan(graph, config, max_batch)
+    if reference is not None:
+        optimized = probe(plan)
+        compare_outputs(reference, optimized)
+        _record_values(plan, optimized.values)
+        _plan_memory(plan)
+    log.info("built %s: %d layers from %d nodes", graph.name, layer_count(graph), source_nodes)
     return plan
+
+
+def _record_values(plan: Plan, values: dict[str, dict]) -> None:
+    plan.header["values"] = values
+    for spec in plan.outputs:
+        if spec["name"] in values:
+            spec.update(dtype=values[spec["name"]]["dtype"], shape=values[spec["name"]]["shape"])
+
+
+def _plan_memory(plan: Plan) -> None:
+    """The activation arena at the max batch, recorded for `inspect` and logged."""
+    batch = plan.header["max_batch"] or 1
+    external = {s["name"] for s in plan.inputs} | {s["name"] for s in plan.outputs}
+    memory = plan_memory(plan.layers, concrete_shapes(plan.header["values"], batch), external)
+    plan.header["memory"] = dict(memory.to_json(), batch=batch)
+    if memory.activation_bytes:
+        log.info("activation arena at batch %d: %.1f MB for %.1f MB of activations (%.0f%%)", batch,
+                 memory.arena_bytes / 1e6, memory.activation_bytes / 1e6,
+                 100.0 * memory.arena_bytes / memory.activation_bytes)
 
 
 def _to_graph(model: Any) -> Graph:
     if isinstance(model, Graph):
-        return model
+        return model.copy()  # the build rewrites its graph; the caller's stays as it was
     from engine.onnx_import import import_model  # the runtime never imports onnx; the builder may
 
     name = None
@@ -135,7 +175,7 @@ def _emit_plan(graph: Graph, config: BuildConfig, max_batch: int | None) -> Plan
             "inputs": list(node.inputs),
             "outputs": list(node.outputs),
             "attrs": _encode_attrs(node, tensors),
-            "members": [node.name],
+            "members": list(node.members),
             "precision": config.precision,
             "tactic": "numpy",
         })
@@ -180,67 +220,3 @@ def _encode_attrs(node: Node, tensors: dict[str, np.ndarray]) -> dict[str, Any]:
         return value
 
     return {name: encode(f"attr/{node.name}/{name}", value) for name, value in node.attrs.items()}
-
-
-def _probe_shapes(plan: Plan, graph: Graph) -> None:
-    """Run the plan on synthetic inputs and record every activation's shape and dtype.
-
-    Runs only for image-like graphs: every input floating point, of rank >= 2, every non-batch
-    dimension fixed. With a symbolic batch it runs at batch 1 and 2, so that a dimension that
-    grows with the batch is recorded as "N" (or "3N" and so on).
-    """
-    specs = plan.inputs
-    if not all(s["dtype"] and resolve(s["dtype"]).kind == "f" and len(s["shape"]) >= 2 for s in specs):
-        # Random data is only a safe stand-in for images and feature maps, not for scales or indices.
-        log.info("shape probe skipped: not every input is a floating-point tensor of rank 2 or more")
-        return
-    if not all(isinstance(d, int) for s in specs for d in s["shape"][1:]):
-        log.info("shape probe skipped: an input has a symbolic non-batch dimension")
-        return
-    symbolic_batch = any(s["shape"][0] == BATCH for s in specs)
-    engine = Engine(plan, f"<build of {plan.header['model_name']}>")
-    runs = [_probe_once(engine, specs, batch) for batch in ((1, 2) if symbolic_batch else (1,))]
-    values = {}
-    for name, (dtype, shape) in runs[0].items():
-        if len(runs) == 2 and name in runs[1]:
-            shape = _batch_dims(shape, runs[1][name][1])
-        values[name] = {"dtype": dtype, "shape": list(shape)}
-    plan.header["values"] = values
-    for spec in plan.outputs:
-        if spec["name"] in values:
-            spec.update(dtype=values[spec["name"]]["dtype"], shape=values[spec["name"]]["shape"])
-
-
-def _probe_once(engine: Engine, specs: list[dict], batch: int) -> dict[str, tuple[str, tuple]]:
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for s in specs:
-        shape = [batch if d == BATCH else d for d in s["shape"]]
-        feeds[s["name"]] = rng.standard_normal(shape).astype(resolve(s["dtype"]))
-    seen: dict[str, tuple[str, tuple]] = {}
-
-    def record(layer: Layer, results: tuple) -> None:
-        for name, value in zip(layer.outputs, results):
-            if name:
-                array = np.asarray(value)
-                seen[name] = (array.dtype.name, array.shape)
-
-    try:
-        engine.create_context().run(feeds, observer=record)
-    except LayerError as exc:
-        raise BuildError(f"the build's shape probe at batch {batch} failed: {exc}") from None
-    return seen
-
-
-def _batch_dims(at1: Shape, at2: Shape) -> Shape:
-    if len(at1) != len(at2):
-        return tuple("?" for _ in at1)
-    dims: list = []
-    for d1, d2 in zip(at1, at2):
-        if d1 == d2:
-            dims.append(d1)
-        elif d2 == 2 * d1:
-            dims.append(BATCH if d1 == 1 else f"{d1}{BATCH}")
-        else:
-            dims.append("?")
-    return tuple(dims)

@@ -38,6 +38,12 @@ class Node:
     outputs: list[str]  # "" marks an omitted optional output
     attrs: dict[str, Any] = dataclasses.field(default_factory=dict)
     domain: str = ""
+    # The source nodes this node stands for after fusion, in order ("conv1", "bn1", "relu1").
+    members: list[str] = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        if not self.members:
+            self.members = [self.name]
 
     def describe(self) -> str:
         return f"node '{self.name}' ({self.op_type})"
@@ -51,6 +57,13 @@ class Graph:
     inputs: list[str]  # runtime inputs only; weights are values with .const
     outputs: list[str]
     opsets: dict[str, int] = dataclasses.field(default_factory=lambda: {"": 13})
+
+    def copy(self) -> "Graph":
+        """A structural copy: new Nodes and Values, the same (never mutated) weight arrays."""
+        nodes = [dataclasses.replace(n, inputs=list(n.inputs), outputs=list(n.outputs), attrs=dict(n.attrs),
+                                     members=list(n.members)) for n in self.nodes]
+        values = {k: dataclasses.replace(v) for k, v in self.values.items()}
+        return Graph(self.name, nodes, values, list(self.inputs), list(self.outputs), dict(self.opsets))
 
     @property
     def opset(self) -> int:
@@ -75,6 +88,45 @@ class Graph:
                 if name:
                     uses[name].append(node)
         return uses
+
+    def remove_nodes(self, dead: Iterable[Node]) -> None:
+        """Drop nodes and the Values only they produced (weights and graph inputs stay)."""
+        ids = {id(n) for n in dead}
+        for node in self.nodes:
+            if id(node) in ids:
+                for name in node.outputs:
+                    if name and name not in self.outputs:
+                        self.values.pop(name, None)
+        self.nodes = [n for n in self.nodes if id(n) not in ids]
+
+    def replace_uses(self, old: str, new: str) -> None:
+        """Point every node that reads value `old` at value `new`. Graph outputs keep their names
+        (users bind them): a pass that removes a graph output's producer renames instead."""
+        for node in self.nodes:
+            node.inputs = [new if name == old else name for name in node.inputs]
+
+    def rename_value(self, old: str, new: str) -> None:
+        """Give value `old` the name `new` everywhere (producer, readers); `new` must be unused."""
+        if new in self.values and new != old:
+            raise GraphError(f"cannot rename '{old}' to '{new}': the name is taken")
+        value = self.values.pop(old)
+        value.name = new
+        self.values[new] = value
+        for node in self.nodes:
+            node.inputs = [new if name == old else name for name in node.inputs]
+            node.outputs = [new if name == old else name for name in node.outputs]
+        self.outputs = [new if name == old else name for name in self.outputs]
+        self.inputs = [new if name == old else name for name in self.inputs]
+
+    def add_constant(self, name: str, array: np.ndarray) -> str:
+        """A new weight with a name no other value has (suffixes _1, _2... where needed)."""
+        unique, i = name, 0
+        while unique in self.values:
+            i += 1
+            unique = f"{name}_{i}"
+        array = np.asarray(array, order="C")
+        self.values[unique] = Value(unique, array.dtype, tuple(array.shape), array)
+        return unique
 
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = defaultdict(int)

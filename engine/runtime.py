@@ -12,8 +12,10 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from engine.arena import Arena
 from engine.errors import InputError, LayerError, PlanFormatError
 from engine.ir import format_shape
+from engine.memory import VIEW_OPS
 from engine.plan import Plan, read_plan
 from kernels.cpu import CPU_OPS
 from kernels.dtypes import resolve
@@ -30,6 +32,10 @@ class TensorSpec:
         return f"{self.name} ({self.dtype}, {format_shape(self.shape)})"
 
 
+# Attributes the runtime reads itself and does not pass to kernels.
+RUNTIME_ATTRS = ("elided",)
+
+
 @dataclasses.dataclass
 class Layer:
     name: str
@@ -38,11 +44,18 @@ class Layer:
     inputs: list[str]
     outputs: list[str]
     attrs: dict[str, Any]
+    elided: bool = False  # a Concat whose producers already wrote into its buffer
 
-    def run(self, args: list[np.ndarray | None]) -> tuple:
+    @property
+    def is_view(self) -> bool:
+        return self.kind in VIEW_OPS and self.kernel.domain == ""
+
+    def run(self, args: list[np.ndarray | None], out: np.ndarray | None = None) -> tuple:
         attrs = self.attrs
         if self.kernel.wants_num_outputs:
             attrs = dict(attrs, num_outputs=len(self.outputs))
+        if out is not None:
+            attrs = dict(attrs, out=out)
         result = self.kernel.fn(*args, **attrs)
         return result if isinstance(result, tuple) else (result,)
 
@@ -90,11 +103,24 @@ class Engine:
                     f"batchscore does not have; rebuild the plan with this version"
                 ) from None
             attrs = decode_attrs(entry.get("attrs", {}), plan.tensors)
-            self.layers.append(Layer(entry["name"], entry["kind"], kernel, entry["inputs"], entry["outputs"], attrs))
+            elided = bool(attrs.get("elided"))
+            for key in RUNTIME_ATTRS:
+                attrs.pop(key, None)
+            self.layers.append(Layer(entry["name"], entry["kind"], kernel, entry["inputs"], entry["outputs"], attrs, elided))
         self._release = _last_uses(self.layers, {s.name for s in self.outputs})
 
-    def create_context(self) -> "ExecutionContext":
-        return ExecutionContext(self)
+    def create_context(self, arena: bool | None = None) -> "ExecutionContext":
+        """A context to run the plan. `arena=False` gives every activation its own allocation (for
+        debugging); the default plans one activation arena, unless BATCHSCORE_ARENA=0 is set."""
+        if arena is None:
+            arena = os.environ.get("BATCHSCORE_ARENA", "1") != "0"
+        return ExecutionContext(self, arena)
+
+    def batch_of(self, feeds: Mapping[str, np.ndarray]) -> int:
+        for spec in self.inputs:
+            if spec.shape and isinstance(spec.shape[0], str):
+                return int(np.shape(feeds[spec.name])[0])
+        return int(self.max_batch or 1)
 
 
 def _last_uses(layers: list[Layer], keep: set[str]) -> list[list[str]]:
@@ -115,8 +141,20 @@ Observer = Callable[[Layer, tuple], None]
 
 
 class ExecutionContext:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, arena: bool = True):
         self.engine = engine
+        self.use_arena = arena and bool(engine.header.get("values"))
+        self._arenas: dict[int, Arena] = {}
+
+    def arena(self, batch: int) -> Arena | None:
+        """The activation arena for this batch size (planned once per size, then reused)."""
+        if not self.use_arena:
+            return None
+        if batch not in self._arenas:
+            engine = self.engine
+            external = {s.name for s in engine.inputs} | {s.name for s in engine.outputs}
+            self._arenas[batch] = Arena(engine.header["layers"], engine.header["values"], external, batch)
+        return self._arenas[batch]
 
     def run(self, feeds: Mapping[str, Any], observer: Observer | None = None) -> dict[str, np.ndarray]:
         """Run the plan on named input arrays; returns the named outputs as numpy arrays.
@@ -126,13 +164,16 @@ class ExecutionContext:
         engine = self.engine
         env: dict[str, Any] = dict(engine.weights)
         env.update(self._check_inputs(feeds))
+        arena = self.arena(engine.batch_of(env))
+        if arena is not None:
+            arena.start_run()
         with np.errstate(all="ignore"):
             for layer, release in zip(engine.layers, engine._release):
                 args = [env[name] if name else None for name in layer.inputs]
-                try:
-                    results = layer.run(args)
-                except Exception as exc:
-                    raise LayerError(_layer_failure(layer, args, exc)) from exc
+                if layer.elided and arena is not None:
+                    results = (arena.target(layer.outputs[0]),)  # producers filled it in place
+                else:
+                    results = self._run_layer(layer, args, arena)
                 for name, value in zip(layer.outputs, results):
                     if name:
                         env[name] = value if isinstance(value, np.ndarray) else np.asarray(value)
@@ -142,6 +183,30 @@ class ExecutionContext:
                     if name not in engine.weights:
                         env.pop(name, None)
         return {spec.name: env[spec.name] for spec in engine.outputs}
+
+    @staticmethod
+    def _run_layer(layer: Layer, args: list, arena: Arena | None) -> tuple:
+        targets = [None] * len(layer.outputs) if arena is None or layer.is_view else [
+            arena.target(name) if name else None for name in layer.outputs]
+        direct = len(targets) == 1 and targets[0] is not None and layer.kernel.accepts_out
+        try:
+            results = layer.run(args, out=targets[0] if direct else None)
+        except Exception as exc:
+            raise LayerError(_layer_failure(layer, args, exc)) from exc
+        if direct:
+            return results
+        placed = []
+        for name, result, target in zip(layer.outputs, results, targets):
+            if target is not None and result is not target:
+                result = np.asarray(result)
+                if result.shape != target.shape:
+                    raise LayerError(
+                        f"layer '{layer.name}' ({layer.kind}) produced {name} with shape {format_shape(result.shape)}, "
+                        f"but the plan recorded {format_shape(target.shape)}")
+                np.copyto(target, result)
+                result = target
+            placed.append(result)
+        return tuple(placed) + tuple(results[len(placed):])
 
     def _check_inputs(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         engine = self.engine

@@ -12,11 +12,13 @@ This module knows nothing of the engine's IR: callers hand kernels arrays and at
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from collections import defaultdict
 from typing import Callable
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class OpKernel:
     op_type: str
     since: int  # first opset version this kernel implements
@@ -25,6 +27,11 @@ class OpKernel:
     # Some ops (Split before opset 18) decide their output count from the node; the executor then
     # passes `num_outputs=len(node.outputs)`.
     wants_num_outputs: bool = False
+
+    @functools.cached_property
+    def accepts_out(self) -> bool:
+        """Whether the kernel can write its (single) output into a given array: `fn(..., out=array)`."""
+        return "out" in inspect.signature(self.fn).parameters
 
     @property
     def key(self) -> str:

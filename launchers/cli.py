@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -53,6 +54,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         precision=args.precision,
         max_batch=args.max_batch,
         input_shapes=dict(args.input_shape or []) or None,
+        optimize=not args.no_optimize,
     )
     start = time.perf_counter()
     plan = engine.build(args.model, config)
@@ -61,8 +63,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     size_mb = output.stat().st_size / 1e6
     ins = ", ".join(f"{s['name']} {s['dtype']} {'x'.join(map(str, s['shape']))}" for s in plan.inputs)
-    print(f"built {output} ({size_mb:.1f} MB, {len(plan.layers)} layers, max batch {plan.header['max_batch']}) "
-          f"in {elapsed:.1f} s; inputs: {ins}")
+    from engine.inspect import describe_plan
+
+    totals = describe_plan(plan)["totals"]
+    print(f"built {output} ({size_mb:.1f} MB, {totals['layers_running_kernels']} layers from {totals['source_nodes']} "
+          f"nodes, max batch {plan.header['max_batch']}) in {elapsed:.1f} s; inputs: {ins}")
     return 0
 
 
@@ -107,6 +112,17 @@ def cmd_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from engine.inspect import describe_plan, format_plan
+    from engine.plan import read_plan
+
+    info = describe_plan(read_plan(args.plan))
+    print(json.dumps(info, indent=2) if args.json else format_plan(info))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from launchers.demo import run_demo
 
@@ -119,10 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build an optimized inference plan from an ONNX image model once, then run it "
         "anywhere with no framework installed.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what the build does, pass by pass")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log what happens (the build: layer counts after every pass); -vv for more")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("build", help="build a plan file from an ONNX model",
+    p = sub.add_parser("build", parents=[common], help="build a plan file from an ONNX model",
                        description="Import an ONNX model, check every operator is supported, probe its "
                        "shapes and write a plan file (JSON header + raw weights, checksummed).")
     p.add_argument("model", help="the ONNX model file")
@@ -132,9 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", type=_parse_input_shape, action="append", metavar="NAME:DIMS",
                    help="fix an input's shape, e.g. input:1x3x224x224 (repeat for several inputs)")
     p.add_argument("--precision", default="fp32", choices=["fp32"], help="layer precision (default fp32)")
+    p.add_argument("--no-optimize", action="store_true", help="skip the optimization passes (one layer per node)")
     p.set_defaults(func=cmd_build)
 
-    p = sub.add_parser("infer", help="run a plan on inputs from .npy files",
+    p = sub.add_parser("infer", parents=[common], help="run a plan on inputs from .npy files",
                        description="Load a plan (no onnx needed) and run it once on inputs read from .npy files.")
     p.add_argument("plan", help="the plan file")
     p.add_argument("--input", action="append", required=True, metavar="NAME=FILE.npy",
@@ -142,7 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", metavar="OUT.npz", help="save all outputs to this .npz file")
     p.set_defaults(func=cmd_infer)
 
-    p = sub.add_parser("demo", help="build and run a small image model end to end on this machine")
+    p = sub.add_parser("inspect", parents=[common], help="show a plan's layers, fusions, tactics, precisions and memory",
+                       description="Print every layer of a plan with the source nodes it fuses, its kind, output "
+                       "shape, precision, tactic and place in the activation arena, then totals.")
+    p.add_argument("plan", help="the plan file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("demo", parents=[common], help="build and run a small image model end to end on this machine")
     p.add_argument("--workdir", default="demo-out", help="where the demo writes its files (default demo-out)")
     p.set_defaults(func=cmd_demo)
     return parser
@@ -150,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(message)s")
     try:
         return args.func(args)
     except BatchscoreError as exc:
@@ -159,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("batchscore: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `batchscore inspect x.plan | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from kernels.cpu._registry import CPU_OPS
 from kernels.cpu import (  # noqa: F401  (imported for their registrations)
     conv,
     elementwise,
+    fused,
     gemm,
     norm,
     pool,

@@ -9,8 +9,13 @@ reused buffer (only when there is padding), unrolled into a reused column buffer
 the (M, C/group * prod(kernel)) weight matrix of each group in one np.matmul, so BLAS does the
 arithmetic. Large images go one per chunk and the GEMM writes straight into the NCHW output; small
 images are batched together so the GEMM still sees enough columns to run near peak. 1x1 stride-1
-convolutions of large images need no copy at all. Depthwise convolutions (one input channel per
-group) accumulate over the kernel offsets with broadcasting instead of thousands of tiny GEMMs.
+convolutions of large images need no copy at all; one image's column buffer stays under
+_COLUMN_BUFFER_BYTES by unrolling large images a block of output rows at a time.
+
+Groups, depthwise convolutions included, share that path: one np.matmul call multiplies every
+group's (M/G, C/G * prod(kernel)) weights by its slice of the columns, looping over the groups in
+C. For depthwise convolutions this measured 1.3-1.5x faster than accumulating over the kernel
+offsets with broadcasting (3x3 kernels, 32 to 512 channels, stride 1 and 2, batch 8).
 
 float32 and float64 are computed in their own precision; float16 and bfloat16 in float32, then
 rounded back.
@@ -158,24 +163,39 @@ def pad_into(buffer: np.ndarray, x: np.ndarray, window: Window) -> np.ndarray:
 
 @op("Conv", since=1)
 def conv(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, kernel_shape=None, pads=None,
-         strides=None):
+         strides=None, out=None):
     """N-D convolution (cross-correlation) with groups, dilations, strides, pads and auto_pad.
 
     Versions 1, 11 and 22 differ only in documentation and types, so one kernel serves them all.
+    `out` (not an ONNX attribute): an array of the result's shape and dtype to write the result
+    into and return, as fused layers do with their output buffers; it must not overlap X.
     """
     _check_conv_inputs(x, w, b, group, kernel_shape)
     dtype = compute_dtype(x.dtype, "Conv")
     window = make_window("Conv", x.shape[2:], w.shape[2:], strides, dilations, pads, auto_pad)
-    xc = x.astype(dtype, copy=False)
-    wc = w.astype(dtype, copy=False)
-    bc = None if b is None else b.astype(dtype, copy=False)
-    if x.shape[0] == 0:
-        y = np.zeros((0, w.shape[0]) + window.out_shape, dtype)
-    elif group > 1 and w.shape[1] == 1:
-        y = _conv_depthwise(xc, wc, bc, window, group)
-    else:
-        y = _conv_gemm(xc, wc, bc, window, group)
-    return y.astype(x.dtype, copy=False)
+    y_shape = (x.shape[0], w.shape[0]) + window.out_shape
+    if out is not None and (out.shape != y_shape or out.dtype != x.dtype):
+        raise KernelError(f"Conv: out is {out.dtype} {out.shape}, the result is {x.dtype} {y_shape}")
+    dest = _destination(out, dtype, (y_shape[0], y_shape[1], math.prod(window.out_shape)))
+    if x.shape[0]:
+        bc = None if b is None else b.astype(dtype, copy=False)
+        _conv_gemm(x.astype(dtype, copy=False), w.astype(dtype, copy=False), bc, window, group, dest)
+    y = dest.reshape(y_shape)
+    if out is None:
+        return y.astype(x.dtype, copy=False)
+    if not np.may_share_memory(y, out):
+        np.copyto(out, y)
+    return out
+
+
+def _destination(out, dtype, shape) -> np.ndarray:
+    """Where the GEMMs write: `out` seen as (N, M, positions) if that needs no copy, else a new array."""
+    if out is not None and out.dtype == dtype:
+        try:
+            return out.reshape(shape, copy=False)
+        except ValueError:  # e.g. a channel slice of a larger buffer with padded rows
+            pass
+    return np.empty(shape, dtype)
 
 
 def _check_conv_inputs(x, w, b, group: int, kernel_shape) -> None:
@@ -202,13 +222,12 @@ def _images_per_chunk(images: int, positions: int) -> int:
     return math.ceil(images / chunks)
 
 
-def _conv_gemm(x, w, b, window: Window, group: int) -> np.ndarray:
-    """im2col + one batched-over-groups GEMM per chunk of images."""
+def _conv_gemm(x, w, b, window: Window, group: int, y: np.ndarray) -> None:
+    """im2col + one batched-over-groups GEMM per chunk of images, into y (N, M, positions)."""
     n_images, channels = x.shape[:2]
     m = w.shape[0]
     positions = math.prod(window.out_shape)
     wmat = w.reshape(group, m // group, -1)  # (G, M/G, C/G * prod(kernel))
-    y = np.empty((n_images, m, positions), x.dtype)
     pointwise = all(k == 1 for k in window.kernel) and not window.has_padding
     per_chunk = _images_per_chunk(n_images, positions)
 
@@ -219,7 +238,7 @@ def _conv_gemm(x, w, b, window: Window, group: int) -> np.ndarray:
                       out=y[n].reshape(group, m // group, positions))
             if b is not None:
                 y[n] += b[:, None]
-        return y.reshape((n_images, m) + window.out_shape)
+        return
 
     k_total = channels * math.prod(window.kernel)
     blocks = _row_blocks(window, k_total * x.dtype.itemsize) if per_chunk == 1 else [(0, window.out_shape[0])]
@@ -255,7 +274,6 @@ def _conv_gemm(x, w, b, window: Window, group: int) -> np.ndarray:
                     y[n0:n0 + count] = product
                 else:
                     np.add(product, b[:, None], out=y[n0:n0 + count])
-    return y.reshape((n_images, m) + window.out_shape)
 
 
 def _row_blocks(window: Window, bytes_per_position: int) -> list[tuple[int, int]]:
@@ -289,41 +307,6 @@ def _unroll(source: np.ndarray, window: Window, cols: np.ndarray) -> None:
         view[(slice(None),) + tap] = taken.swapaxes(0, 1)
 
 
-def _conv_depthwise(x, w, b, window: Window, group: int) -> np.ndarray:
-    """One input channel per group: y[n, g, j] = sum over taps of x[n, g, window] * w[g*mult + j, 0, tap]."""
-    n_images, channels = x.shape[:2]
-    multiplier = w.shape[0] // group
-    spatial_ones = (1,) * len(window.kernel)
-    taps_w = w.reshape(group, multiplier, -1)  # (G, mult, taps)
-    y = np.empty((n_images, group, multiplier) + window.out_shape, x.dtype)
-    per_chunk = _images_per_chunk(n_images, math.prod(window.out_shape))
-    padded = None
-    scratch = None
-    for n0 in range(0, n_images, per_chunk):
-        chunk = x[n0:n0 + per_chunk]
-        count = chunk.shape[0]
-        source = chunk
-        if window.has_padding:
-            if padded is None or padded.shape[0] != count:
-                padded_shape = tuple(b0 + n + e for b0, n, e in zip(window.pads_begin, x.shape[2:], window.pads_end))
-                padded = np.zeros((count, channels) + padded_shape, x.dtype)
-            source = pad_into(padded, chunk, window)
-        acc = y[n0:n0 + count]
-        if scratch is None or scratch.shape != acc.shape:
-            scratch = np.empty_like(acc)
-        for i, tap in enumerate(window.taps()):
-            taken = source[(slice(None), slice(None)) + window.tap_slices(tap)][:, :, None]
-            weight = taps_w[:, :, i].reshape((1, group, multiplier) + spatial_ones)
-            if i == 0:
-                np.multiply(taken, weight, out=acc)
-            else:
-                np.multiply(taken, weight, out=scratch)
-                acc += scratch
-        if b is not None:
-            acc += b.reshape((1, group, multiplier) + spatial_ones)
-    return y.reshape((n_images, group * multiplier) + window.out_shape)
-
-
 # --------------------------------------------------------------------------------------------
 # ConvTranspose
 
@@ -337,6 +320,8 @@ def conv_transpose(x, w, b=None, *, auto_pad="NOTSET", dilations=None, group=1, 
     pads. Given output_shape (or auto_pad SAME_*, which asks for in * stride), the pads are derived
     from it: total = full - output_shape, split with the odd element at the end for SAME_UPPER and
     at the beginning otherwise. A negative total extends the output with zeros (plus bias).
+    That split is opset 11's; opset 1's text had it the other way round, which onnxruntime never
+    followed, so one kernel serves every version.
     """
     _check_conv_transpose_inputs(x, w, b, group, kernel_shape)
     dtype = compute_dtype(x.dtype, "ConvTranspose")
