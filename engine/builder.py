@@ -82,6 +82,7 @@ def build(model: Any, config: BuildConfig | None = None) -> Plan:
 
         graph = run_passes(graph, default_pipeline())
     plan = _emit_plan(graph, config, max_batch)
+    plan.header["source_nodes"] = source_nodes
     if reference is not None:
         optimized = probe(plan)
         compare_outputs(reference, optimized)
@@ -150,6 +151,12 @@ def _fix_input_shapes(graph: Graph, config: BuildConfig) -> int | None:
             value.shape = (BATCH,) + tuple(value.shape[1:])
         else:
             fixed_batches.add(value.shape[0])
+    if overrides:
+        # Shapes inferred from the old input shapes are stale now; the probe records the new ones,
+        # and where it cannot run, no pass must fold a stale shape into a constant.
+        for value in graph.values.values():
+            if not value.is_const and value.name not in graph.inputs:
+                value.shape = None
     if symbolic:
         return config.max_batch or DEFAULT_MAX_BATCH
     if config.max_batch is not None and fixed_batches and config.max_batch not in fixed_batches:

@@ -47,7 +47,7 @@ def describe_plan(plan: Plan) -> dict:
         "totals": {
             "layers": len(layers),
             "layers_running_kernels": sum(1 for l in layers if l["runs_kernel"]),
-            "source_nodes": sum(len(l["members"]) for l in layers),
+            "source_nodes": header.get("source_nodes", sum(len(l["members"]) for l in layers)),
             "weight_bytes": weight_bytes,
             "arena_bytes": memory.get("arena_bytes"),
             "activation_bytes": memory.get("activation_bytes"),

@@ -15,7 +15,7 @@ node as a plain Concat, which computes the same result.
 from __future__ import annotations
 
 from engine.ir import Graph, Node
-from engine.passes import VIEW_OPS, graph_pass, refused
+from engine.passes import VIEW_OPS, graph_pass, log, refused
 
 RULE = "concat elision"
 
@@ -71,12 +71,16 @@ def elide_concats(graph: Graph) -> Graph:
     """Mark every Concat whose producers can write straight into its output as `elided`."""
     producers = graph.producers()
     consumers = graph.consumers()
+    concats = elided = 0
     for node in graph.nodes:
         if node.domain != "" or node.op_type != "Concat" or node.attrs.get("elided"):
             continue
+        concats += 1
         reason = check(graph, node, producers, consumers)
         if reason is not None:
             refused(RULE, node.name, reason)
             continue
         node.attrs["elided"] = 1
+        elided += 1
+    log.info("concat elision: elided %d of %d concat(s)", elided, concats)
     return graph

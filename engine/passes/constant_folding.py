@@ -37,6 +37,7 @@ import numpy as np
 from engine.ir import Graph, Node, Value
 from engine.passes import FUSED_DOMAIN, graph_pass, log, refused
 from engine.passes.dead_layers import remove_dead
+from engine.runtime import RUNTIME_ATTRS
 from kernels.cpu import CPU_OPS
 
 RULE = "constant folding"
@@ -98,7 +99,7 @@ def _check_fold(graph: Graph, node: Node):
 def _evaluate(graph: Graph, node: Node, kernel) -> list[np.ndarray] | str:
     """Run the kernel as engine.runtime.Layer.run does; a list of arrays or a reason string."""
     args = [_const(graph, i) if i else None for i in node.inputs]
-    attrs = node.attrs
+    attrs = {k: v for k, v in node.attrs.items() if k not in RUNTIME_ATTRS}
     if kernel.wants_num_outputs:
         attrs = dict(attrs, num_outputs=len(node.outputs))
     try:
@@ -107,6 +108,8 @@ def _evaluate(graph: Graph, node: Node, kernel) -> list[np.ndarray] | str:
     except Exception as exc:  # a kernel that cannot run here fails again, with its name, at build time
         return f"kernel {kernel.key} failed: {type(exc).__name__}: {exc}"
     results = result if isinstance(result, tuple) else (result,)
+    if len(results) < len(node.outputs) and any(node.outputs[len(results):]):
+        return f"kernel {kernel.key} gave {len(results)} result(s) for {len(node.outputs)} outputs"
     arrays = []
     for array in results:
         array = np.asarray(array)
@@ -124,7 +127,7 @@ def _evaluate(graph: Graph, node: Node, kernel) -> list[np.ndarray] | str:
 
 
 def _store(graph: Graph, node: Node, arrays: list[np.ndarray]) -> None:
-    """The node's outputs become weights of the same names; the node goes."""
+    """The node's outputs become weights of the same names (the caller drops the node)."""
     for name, array in zip(node.outputs, arrays):
         if not name:
             continue

@@ -9,14 +9,14 @@ Run after BN/scale folding, so that `Conv -> BN -> Relu` arrives here as `Conv(b
   a scalar...) is summed into the conv's bias (in float64, cast back), whether or not the conv has one.
 - residual: an Add of another tensor with exactly the conv output's shape (ResNet's shortcut)
   becomes input Z. When both operands of the Add are outputs of single-consumer convs, the conv
-  that comes later in the node order takes it and reads the earlier one's output, so each conv
-  still runs before its readers. The fused node takes the place of the chain's last node, where
-  every input of the chain is already computed.
+  whose own input is private takes it (see _residual_preference), else the later one. The fused
+  node takes the place of the chain's last node, where every input of the chain is computed.
 - activation: one of kernels/cpu/activations.py's ONNX_ACTIVATIONS (Clip only with constant bounds),
   or the two-node SiLU pattern Mul(v, Sigmoid(v)).
 
-Every link needs the value it fuses across to have a single consumer and not be a graph output; the
-chain's final value keeps its name (it may be a graph output). A Conv with nothing to fuse stays a Conv.
+A two-input Sum counts as an Add (older Caffe2 exports write ResNet's shortcut so). Every link
+needs the value it fuses across to have a single consumer and not be a graph output; the chain's
+final value keeps its name (it may be a graph output). A Conv with nothing to fuse stays a Conv.
 
 The helpers at the bottom (sole_consumer, match_activation, replace_chain) are shared with
 gemm_fusion and elementwise_fusion.
@@ -35,6 +35,7 @@ from kernels.cpu.activations import activation_from_onnx
 
 RULE = "conv fusion"
 CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
+ADD_OPS = ("Add", "Sum")  # a Sum of two inputs (older Caffe2 exports) is an Add
 
 
 @graph_pass("conv fusion")
@@ -69,7 +70,7 @@ def _plan(graph: Graph, conv: Node):
     # Adds: per-channel constants fold into the bias; then one Add of a same-shape tensor is Z.
     while True:
         add = sole_consumer(graph, uses, current)
-        if isinstance(add, str) or add.op_type != "Add" or add.domain != "":
+        if isinstance(add, str) or add.op_type not in ADD_OPS or add.domain != "":
             break
         other = _other_operand(add, current)
         constant = graph.values.get(other) if other else None
@@ -163,10 +164,18 @@ def _residual_problem(graph: Graph, uses, conv: Node, current: str, other: str |
         return f"the other operand is {there.dtype}, the conv output {here.dtype}"
     producer = next((n for n in graph.nodes if other in n.outputs), None)
     if (producer is not None and producer.op_type == "Conv" and producer.domain == ""
-            and _position(graph, producer) > _position(graph, conv)
-            and not isinstance(sole_consumer(graph, uses, other), str)):
-        return f"the other operand comes from conv '{producer.name}', which runs later and takes the add"
+            and not isinstance(sole_consumer(graph, uses, other), str)
+            and _residual_preference(graph, uses, producer) > _residual_preference(graph, uses, conv)):
+        return f"the other operand comes from conv '{producer.name}', which takes the add instead"
     return None
+
+
+def _residual_preference(graph: Graph, uses, conv: Node) -> tuple[int, int]:
+    """Which of two convs feeding one Add should absorb it. First choice: the conv whose input no
+    other node reads (ResNet's branch 2c), so the other (the projection shortcut, which shares the
+    block input with branch 2a) stays a plain sibling for horizontal fusion. Then: the later one."""
+    private_input = int(len(uses.get(conv.inputs[0], [])) == 1)
+    return private_input, _position(graph, conv)
 
 
 def _position(graph: Graph, node: Node) -> int:

@@ -9,9 +9,9 @@ A chain is maximal: it starts at the first eligible node (in node order) and gro
 running value has a single reader (possibly reading it twice, as in Mul(v, v)), is not a graph
 output, and that reader is eligible:
 - unary element-wise ops (activations, Exp, Log, Sqrt, Neg, Abs, Erf, Clip...), which keep the shape;
-- binary Add/Sub/Mul/Div/Max/Min/Pow/PRelu whose other operand is a constant or any value computed
-  outside the chain, as long as the result keeps the running value's shape (broadcasting the
-  operand, never the running value), known from the graph's shapes.
+- binary Add/Sub/Mul/Div/Max/Min/Pow/PRelu (and a two-input Sum) whose other operand is a
+  constant or any value computed outside the chain, as long as the result keeps the running
+  value's shape (broadcasting the operand, never the running value), known from the graph's shapes.
 The fused node takes the place of the chain's last node, where every operand is already computed,
 so any outside value will do. Chains of one node stay as they are. Steps name the numpy registry's
 kernels (OpKernel.key at the graph's opset); their attributes must be plain JSON values.
@@ -23,7 +23,7 @@ import numpy as np
 
 from engine.ir import Graph, Node
 from engine.passes import FUSED_DOMAIN, graph_pass, refused
-from engine.passes.conv_fusion import replace_chain, sole_consumer
+from engine.passes.conv_fusion import replace_chain
 from kernels.cpu import CPU_OPS
 
 RULE = "element-wise fusion"
@@ -33,7 +33,7 @@ UNARY_OPS = frozenset({
     "Softsign", "ThresholdedRelu", "Mish", "Gelu", "Erf", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs",
     "Floor", "Ceil", "Round", "Sign", "Sin", "Cos", "Clip",
 })
-BINARY_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "PRelu"})
+BINARY_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Max", "Min", "Pow", "PRelu", "Sum"})  # variadic: 2 inputs
 
 
 @graph_pass("element-wise fusion")

@@ -18,7 +18,7 @@ import numpy as np
 
 from engine.ir import Graph, Node
 from engine.passes import FUSED_DOMAIN, graph_pass, refused
-from engine.passes.conv_fusion import match_activation, replace_chain, sole_consumer
+from engine.passes.conv_fusion import ADD_OPS, match_activation, replace_chain, sole_consumer
 
 RULE = "gemm fusion"
 GEMM_ATTRS = ("alpha", "beta", "transA", "transB")
@@ -65,7 +65,7 @@ def _plan(graph: Graph, node: Node):
     members, current = [node], node.outputs[0]
     stopped = ""
     add = sole_consumer(graph, uses, current)
-    if not bias and isinstance(add, Node) and add.op_type == "Add" and add.domain == "" and len(add.inputs) == 2:
+    if not bias and isinstance(add, Node) and add.op_type in ADD_OPS and add.domain == "" and len(add.inputs) == 2:
         other = add.inputs[1] if add.inputs[0] == current else add.inputs[0]
         constant = graph.values.get(other)
         reason = _bias_problem(constant, features, dtype) if other != current else "adds its own output"

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from engine.ir import Graph, Node
-from engine.passes import FUSED_DOMAIN, graph_pass, refused
+from engine.passes import FUSED_DOMAIN, graph_pass, log, refused
 
 RULE = "horizontal fusion"
 _CONV_ATTRS = ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")
@@ -181,6 +181,7 @@ def fuse_siblings(graph: Graph) -> Graph:
             merged = _rewrite(graph, group, taken)
             replace[id(group[0])] = merged
             dead.extend(group[1:])
+    log.info("horizontal fusion: merged %d conv(s) into %d layer(s)", len(dead) + len(replace), len(replace))
     if not replace:
         return graph
     graph.opsets.setdefault(FUSED_DOMAIN, 1)

@@ -28,10 +28,4 @@ _ORDER = [
 
 
 def default_pipeline() -> list[GraphPass]:
-    passes = []
-    for module, name in _ORDER:
-        try:  # TEMPORARY while the passes land one by one; removed once all exist
-            passes.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            continue
-    return passes
+    return [getattr(importlib.import_module(module), name) for module, name in _ORDER]

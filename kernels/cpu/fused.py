@@ -228,7 +228,8 @@ def _step(step, index: int, operand_count: int):
     try:
         kernel = CPU_OPS.by_key(key)
     except KeyError:
-        raise KernelError(f"ElementwiseChain: step {index} names kernel '{key}', which the numpy registry lacks") from None
+        raise KernelError(f"ElementwiseChain: step {index} names kernel '{key}', "
+                          f"which the numpy registry lacks") from None
     refs = [int(r) for r in refs]
     if any(r != -1 and not 1 <= r <= operand_count for r in refs):
         raise KernelError(f"ElementwiseChain: step {index} ({key}) reads inputs {refs}; the layer has "

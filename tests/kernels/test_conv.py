@@ -139,6 +139,10 @@ def test_conv_small_images_go_through_multi_image_chunks(monkeypatch):
     # 1x1 convolutions of small images take the same path (a transposing copy of the input).
     w1 = rand(5, 3, 1, 1)
     assert_close(conv(x, w1, b), naive_conv(x, w1, b))
+    # The column buffer's size limit also caps the images per chunk: here 2 of 27 * 16 floats.
+    monkeypatch.setattr(conv_module, "_COLUMN_BUFFER_BYTES", 2 * 27 * 16 * 4)
+    assert conv_module._images_per_chunk(7, 16, 27 * 4) == 2
+    assert_close(conv(x, w, b, pads=[1, 1, 1, 1]), naive_conv(x, w, b, pads=[1, 1, 1, 1]))
 
 
 def test_conv_large_images_unroll_in_row_blocks(monkeypatch):
@@ -324,3 +328,14 @@ def test_conv_rejects_wrong_out():
         conv(rand(1, 2, 5, 5), rand(3, 2, 3, 3), out=np.zeros((1, 3, 5, 5), np.float32))
     with pytest.raises(KernelError, match="out"):
         conv(rand(1, 2, 5, 5), rand(3, 2, 3, 3), out=np.zeros((1, 3, 3, 3), np.float64))
+
+
+def test_conv_bfloat16_computes_in_float32():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    x, w = rand(1, 2, 5, 5).astype(bf16), rand(3, 2, 3, 3).astype(bf16)
+    got = conv(x, w, pads=[1, 1, 1, 1])
+    assert got.dtype == bf16
+    expected = naive_conv(x.astype(np.float32), w.astype(np.float32), pads=[1, 1, 1, 1])
+    np.testing.assert_allclose(got.astype(np.float64), expected, rtol=3e-2, atol=3e-2)
+    assert conv_transpose(x, rand(2, 2, 2, 2).astype(bf16)).dtype == bf16

@@ -260,3 +260,15 @@ def test_registered_versions():
     assert CPU_OPS.lookup("MaxPool", 12).wants_num_outputs
     for name in ("AveragePool", "GlobalAveragePool", "GlobalMaxPool", "LRN"):
         assert CPU_OPS.versions(name) == [1]
+
+
+def test_pools_bfloat16():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    x = rand(1, 2, 4, 4).astype(bf16)
+    y, indices = max_pool(x, kernel_shape=[2, 2], num_outputs=2)
+    expected, expected_indices = naive_pool(x.astype(np.float32), [2, 2])
+    assert y.dtype == bf16
+    np.testing.assert_array_equal(y.astype(np.float32), expected.astype(np.float32))
+    np.testing.assert_array_equal(indices, expected_indices)
+    assert average_pool(x, kernel_shape=[2, 2]).dtype == bf16

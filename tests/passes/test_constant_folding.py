@@ -399,9 +399,9 @@ def test_light_resnet50_as_shipped_matches_after_folding():
     assert_same_outputs(original, graph, random_feeds(graph, batch=1), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["densenet121", "inception_v2"])
-def test_light_models_with_seeded_weights_match_after_folding(name):
-    graph = import_model(seeded_weights(_light(name), seed=0))
+def test_light_inception_v2_with_seeded_weights_matches_after_folding():
+    """Its BN-style scales are Unsqueezed weights (as in densenet121, which costs twice the time)."""
+    graph = import_model(seeded_weights(_light("inception_v2"), seed=0))
     original = copy.deepcopy(graph)
     unsqueezes = graph.op_counts()["Unsqueeze"]
 

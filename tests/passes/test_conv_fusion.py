@@ -106,11 +106,12 @@ def test_bias_add_alone_fuses_without_activation():
     assert fused.members == ["conv", "bias_add"] and fused.attrs["activation"] == ""
 
 
-def test_residual_add_then_relu():
+@pytest.mark.parametrize("add_op", ["Add", "Sum"])  # Caffe2-era exports write the shortcut as Sum
+def test_residual_add_then_relu(add_op):
     net, x = _net(channels=4)
     a = net.relu(net.conv(x, _w(4, 4, 3, 3), _w(4), pad=1, name="conv1"), name="relu1")
     b = net.conv(a, _w(4, 4, 3, 3), _w(4), pad=1, name="conv2")
-    net.output(net.relu(net.add(b, x, name="add"), name="relu2"), "y")
+    net.output(net.relu(net.op(add_op, [b, x], name="add"), name="relu2"), "y")
     out = _run(net.graph())
     assert out.op_counts() == {"FusedConv": 2}
     second = next(n for n in out.nodes if n.name == "conv2")

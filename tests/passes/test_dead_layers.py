@@ -94,7 +94,8 @@ def test_graph_outputs_producers_are_never_removed():
          helper.make_node("Sigmoid", ["mid"], ["y"], name="sigmoid"),
          helper.make_node("Neg", ["x"], ["side"], name="neg"),
          helper.make_node("Abs", ["x"], ["unused"], name="abs")],
-        [_float_input("x", ["batch", 5])], [_float_input("y", None), _float_input("mid", None), _float_input("side", None)],
+        [_float_input("x", ["batch", 5])],
+        [_float_input("y", None), _float_input("mid", None), _float_input("side", None)],
     )
     original = copy.deepcopy(graph)
 

@@ -184,7 +184,8 @@ def test_network_without_identities_is_unchanged():
 
     remove_identities(graph)
 
-    assert [(n.name, n.inputs, n.outputs) for n in graph.nodes] == [(n.name, n.inputs, n.outputs) for n in original.nodes]
+    wiring = [(n.name, n.inputs, n.outputs) for n in graph.nodes]
+    assert wiring == [(n.name, n.inputs, n.outputs) for n in original.nodes]
     assert graph.outputs == original.outputs
 
 
