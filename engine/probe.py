@@ -100,7 +100,7 @@ def check_declared_shapes(graph: Graph, result: ProbeResult) -> None:
         source = "its custom op's shape rule" if node is not None and node.domain not in ("", "batchscore") else "the model"
         raise BuildError(
             f"{where}: output '{name}' is declared {format_shape(declared)} by {source}, but its kernel "
-            f"produced {format_shape(info['shape'])} at batch 1"
+            f"produced {format_shape(info['shape'])}"
         )
 
 
@@ -120,8 +120,12 @@ def record_shapes(graph: Graph, result: ProbeResult) -> None:
             value.dtype = resolve(info["dtype"])
 
 
-def compare_outputs(reference: ProbeResult, optimized: ProbeResult, tolerance: float = 1e-3) -> None:
-    """The optimized graph must compute what the imported one did (relative L2 per float output)."""
+def compare_outputs(reference: ProbeResult, optimized: ProbeResult, tolerance: float = 1e-2) -> None:
+    """The optimized graph must compute what the imported one did (relative L2 per float output).
+
+    This catches wrong rewrites, which are off by O(1); it is not a precision test: a deep fp32
+    network can drift ~1e-3 from itself under reordered arithmetic (BN folding), and the passes'
+    tests bound that against float64 truth."""
     for batch, want in reference.outputs.items():
         got = optimized.outputs.get(batch, {})
         for name, expected in want.items():

@@ -1,0 +1,93 @@
+"""Bad input to the build phase fails the build with the culprit named: a custom op whose shape rule
+is wrong, a graph with a cycle, a pass that breaks the graph."""
+
+import numpy as np
+import pytest
+
+import engine
+from engine.builder import BuildConfig
+from engine.custom_ops import register_custom_op
+from engine.errors import BuildError
+from engine.ir import Graph, Node, Value
+from engine.network import Network
+from engine.passes import graph_pass, run_passes
+
+
+def _halve_channels(x):
+    return x[:, : x.shape[1] // 2]
+
+
+def test_a_custom_op_with_a_wrong_shape_rule_fails_the_build_naming_the_node():
+    # the rule claims the op keeps the shape; the kernel halves the channels
+    register_custom_op("HalveChannelsWrongRule", _halve_channels, lambda shapes, attrs: [shapes[0]])
+    net = Network("wrong_rule")
+    x = net.input("x", (None, 4, 3, 3))
+    y = net.custom("HalveChannelsWrongRule", [x], name="halver")
+    net.output(net.relu(y), "y")
+    with pytest.raises(BuildError, match=r"node 'halver' \(HalveChannelsWrongRule\).*declared Nx4x3x3 by its custom op's shape rule.*produced Nx2x3x3"):
+        engine.build(net.graph())
+
+
+def test_a_custom_op_with_a_right_shape_rule_builds_and_runs():
+    register_custom_op("HalveChannels", _halve_channels, lambda shapes, attrs: [(shapes[0][0], shapes[0][1] // 2) + tuple(shapes[0][2:])])
+    net = Network("right_rule")
+    x = net.input("x", (None, 4, 3, 3))
+    net.output(net.relu(net.custom("HalveChannels", [x])), "y")
+    ctx = engine.Engine(engine.build(net.graph())).create_context()
+    data = np.random.default_rng(0).standard_normal((2, 4, 3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(ctx.run({"x": data})["y"], np.maximum(data[:, :2], 0))
+
+
+def _tiny_graph() -> Graph:
+    values = {n: Value(n, np.dtype("float32"), ("N", 3)) for n in ("x", "a", "b", "y")}
+    nodes = [Node("relu_a", "Relu", ["b"], ["a"]), Node("relu_b", "Relu", ["a"], ["b"]), Node("out", "Relu", ["b"], ["y"])]
+    return Graph("cyclic", nodes, values, ["x"], ["y"], {"": 13})
+
+
+def test_a_graph_with_a_cycle_fails_naming_the_nodes_in_it():
+    with pytest.raises(BuildError, match=r"cycle among nodes: relu_a, relu_b"):
+        engine.build(_tiny_graph())
+
+
+def test_a_pass_that_breaks_the_graph_is_named_with_the_node():
+    net = Network("victim")
+    x = net.input("x", (None, 3))
+    net.output(net.relu(net.relu(x, name="first"), name="second"), "y")
+    graph = net.graph()
+
+    @graph_pass("careless rewrite")
+    def drop_first(g: Graph) -> Graph:
+        g.nodes = [n for n in g.nodes if n.name != "first"]  # 'second' now reads a value nobody makes
+        return g
+
+    with pytest.raises(BuildError, match=r"pass 'careless rewrite' broke the graph: node 'second' \(Relu\) reads"):
+        run_passes(graph, [drop_first])
+
+
+def test_a_pass_that_raises_is_named():
+    @graph_pass("exploding pass")
+    def explode(g: Graph) -> Graph:
+        raise IndexError("list index out of range")
+
+    net = Network("victim2")
+    net.output(net.relu(net.input("x", (None, 3))), "y")
+    with pytest.raises(BuildError, match=r"pass 'exploding pass' failed: IndexError"):
+        run_passes(net.graph(), [explode])
+
+
+def test_optimized_builds_must_agree_with_the_unoptimized_graph(monkeypatch):
+    """The build's self-check catches a pass that computes the wrong thing."""
+    from engine.passes import pipeline
+
+    @graph_pass("sign flip")
+    def wrong(g: Graph) -> Graph:
+        for node in g.nodes:
+            if node.op_type == "Relu":
+                node.op_type = "Neg"  # a wrong rewrite that keeps the graph well-formed
+        return g
+
+    monkeypatch.setattr(pipeline, "default_pipeline", lambda: [wrong])
+    net = Network("checked")
+    net.output(net.relu(net.input("x", (None, 3, 4, 4))), "y")
+    with pytest.raises(BuildError, match=r"after optimization, output 'y' differs"):
+        engine.build(net.graph(), BuildConfig())
