@@ -3,6 +3,7 @@
 - `seeded_weights(model, seed)`: give a model seeded random weights of a sensible scale. The light_*
   model-zoo graphs in the onnx package carry no weights: each is a ConstantOfShape node filling a
   constant. Those nodes become initializers too.
+- `expose_logits(model)`: make a final Softmax's input a graph output too.
 - `with_batch(model, batch)`: set the batch dimension of every input (and the output shapes' first
   dimension), so the same model can be timed at batch 8 by this engine and by onnxruntime.
 """
@@ -116,4 +117,14 @@ def with_batch(model: onnx.ModelProto, batch: int | str) -> onnx.ModelProto:
                 target[0] = 0
                 graph.initializer[i].CopyFrom(numpy_helper.from_array(target, init.name))
     del graph.value_info[:]  # stale shapes; inference recomputes them
+    return model
+
+
+def expose_logits(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Add the input of a final Softmax as a second graph output: with random weights the softmax
+    saturates to one-hot, so comparing it alone would hide differences the logits show."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    last = model.graph.node[-1]
+    if last.op_type == "Softmax" and last.input[0] not in {o.name for o in model.graph.output}:
+        model.graph.output.append(onnx.helper.make_empty_tensor_value_info(last.input[0]))
     return model

@@ -28,7 +28,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
-import threading
 
 import numpy as np
 
@@ -44,10 +43,6 @@ _GEMM_COLUMNS = 2048
 # The column buffer is kept under this size: chunks hold fewer images, and one large image is
 # unrolled a block of output rows at a time.
 _COLUMN_BUFFER_BYTES = 16 << 20
-# The column buffer is kept between calls (per thread, at most one buffer): allocating it afresh
-# costs a page fault per 4 KiB on its first write, on every call.
-_KEEP_SCRATCH = True
-_scratch = threading.local()
 # 1x1 stride-1 convolutions use the input in place, one image at a time, down to this image size.
 _IN_PLACE_POINTWISE_POSITIONS = 128
 
@@ -245,7 +240,7 @@ def _conv_gemm(x, w, b, window: Window, group: int, y: np.ndarray) -> None:
     row_positions = positions // window.out_shape[0]
     padded_shape = tuple(b0 + n + e for b0, n, e in zip(window.pads_begin, x.shape[2:], window.pads_end))
     padded = None  # reused across chunks of the same size
-    columns = _column_buffer(k_total * max(per_chunk * (r1 - r0) * row_positions for r0, r1 in blocks), x.dtype)
+    columns = np.empty(k_total * max(per_chunk * (r1 - r0) * row_positions for r0, r1 in blocks), x.dtype)
     for n0 in range(0, n_images, per_chunk):
         chunk = x[n0:n0 + per_chunk]
         count = chunk.shape[0]
@@ -272,17 +267,6 @@ def _conv_gemm(x, w, b, window: Window, group: int, y: np.ndarray) -> None:
                     y[n0:n0 + count] = product
                 else:
                     np.add(product, b[:, None], out=y[n0:n0 + count])
-
-
-def _column_buffer(size: int, dtype: np.dtype) -> np.ndarray:
-    """A flat work array of `size` elements: this thread's kept buffer when it is large enough."""
-    if not _KEEP_SCRATCH:
-        return np.empty(size, dtype)
-    kept = getattr(_scratch, "columns", None)
-    if kept is None or kept.dtype != dtype or kept.size < size:
-        kept = np.empty(size, dtype)
-        _scratch.columns = kept
-    return kept[:size]
 
 
 def _row_blocks(window: Window, bytes_per_position: int) -> list[tuple[int, int]]:
