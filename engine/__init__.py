@@ -18,7 +18,7 @@ from engine.errors import (
     UnsupportedOpsError,
 )
 from engine.plan import Plan, read_plan
-from engine.runtime import Engine, ExecutionContext, load
+from engine.runtime import Engine, ExecutionContext, engine_for, load
 from engine.version import __version__
 
 
@@ -40,5 +40,5 @@ def __getattr__(name):
 __all__ = [
     "BatchscoreError", "BuildConfig", "BuildError", "Engine", "ExecutionContext", "InputError",
     "LayerError", "ModelImportError", "Plan", "PlanFormatError", "UnsupportedOpsError",
-    "__version__", "build", "load", "read_plan",
+    "__version__", "build", "engine_for", "load", "read_plan",
 ]

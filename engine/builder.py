@@ -31,8 +31,7 @@ log = logging.getLogger("batchscore.build")
 
 BATCH = "N"
 DEFAULT_MAX_BATCH = 256
-PRECISIONS = ("fp32",)
-DEVICES = ("cpu",)
+PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32", "fp16")}
 
 
 @dataclasses.dataclass
@@ -43,12 +42,21 @@ class BuildConfig:
     input_shapes: dict[str, tuple] | None = None  # override declared input shapes
     probe: bool = True  # run once on synthetic inputs to record shapes and catch failures
     optimize: bool = True  # run the optimization passes (engine/passes)
+    tf32: bool = False  # fp32 GPU builds may use TF32 tensor cores only when asked
+    timing_cache: str | None = "default"  # GPU builds: tactic timing cache file (None: no cache)
 
     def check(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise BuildError(f"precision '{self.precision}' is not available on device '{self.device}'; choose from {PRECISIONS}")
-        if self.device not in DEVICES:
-            raise BuildError(f"device '{self.device}' is not available in this build; choose from {DEVICES}")
+        if self.device not in PRECISIONS:
+            raise BuildError(f"device '{self.device}' is unknown; choose from {sorted(PRECISIONS)}")
+        if self.precision not in PRECISIONS[self.device]:
+            raise BuildError(f"precision '{self.precision}' is not available on device '{self.device}'; "
+                             f"choose from {PRECISIONS[self.device]}")
+        if self.device == "cuda":
+            from kernels.cuda import gpu_unavailable
+
+            missing = gpu_unavailable()
+            if missing:
+                raise BuildError(f"a GPU build needs the target GPU at build time, but {missing}")
         if self.max_batch is not None and (not isinstance(self.max_batch, int) or self.max_batch < 1):
             raise BuildError(f"max_batch must be a positive integer, got {self.max_batch!r}")
 
@@ -87,7 +95,16 @@ def build(model: Any, config: BuildConfig | None = None) -> Plan:
         optimized = probe(plan)
         compare_outputs(reference, optimized)
         _record_values(plan, optimized.values)
+        if config.device == "cuda":
+            _make_gpu_plan(plan, config)
         _plan_memory(plan)
+        if config.device == "cuda":
+            from engine.tune import DEFAULT_CACHE, tune_plan
+
+            cache = DEFAULT_CACHE if config.timing_cache == "default" else config.timing_cache
+            plan.header["tuning"] = tune_plan(plan, cache)
+    elif config.device == "cuda":
+        raise BuildError("a GPU build needs the shape probe (image-like inputs with fixed sizes besides the batch)")
     log.info("built %s: %d layers from %d nodes", graph.name, layer_count(graph), source_nodes)
     return plan
 
@@ -97,6 +114,19 @@ def _record_values(plan: Plan, values: dict[str, dict]) -> None:
     for spec in plan.outputs:
         if spec["name"] in values:
             spec.update(dtype=values[spec["name"]]["dtype"], shape=values[spec["name"]]["shape"])
+
+
+def _make_gpu_plan(plan: Plan, config: BuildConfig) -> None:
+    """Record the GPU the plan is for; an fp16 plan keeps activations in float16 (inputs and outputs
+    stay as the user gives and expects them; kernels cast weights as they upload them)."""
+    from kernels.cuda.device import describe_gpu
+
+    plan.header["device"] = describe_gpu()
+    plan.header["tf32"] = bool(config.tf32)
+    if config.precision == "fp16":
+        for info in plan.header["values"].values():
+            if info["dtype"] == "float32":
+                info["dtype"] = "float16"
 
 
 def _plan_memory(plan: Plan) -> None:
@@ -195,7 +225,7 @@ def _emit_plan(graph: Graph, config: BuildConfig, max_batch: int | None) -> Plan
         "builder_version": __version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model_name": graph.name,
-        "device": {"kind": config.device, "arch": platform.machine()},
+        "device": {"kind": "cpu", "arch": platform.machine()},  # a GPU build records its GPU later
         "precision": config.precision,
         "max_batch": max_batch,
         "opsets": graph.opsets,

@@ -209,19 +209,22 @@ class ExecutionContext:
         return tuple(placed) + tuple(results[len(placed):])
 
     def _check_inputs(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        engine = self.engine
-        expected = {s.name: s for s in engine.inputs}
-        wanted = "; the plan's inputs are: " + ", ".join(s.describe() for s in engine.inputs)
-        unknown = sorted(set(feeds) - set(expected))
-        if unknown:
-            raise InputError(f"unknown input(s) {', '.join(map(repr, unknown))}{wanted}")
-        checked = {}
-        for spec in engine.inputs:
-            if spec.name not in feeds:
-                raise InputError(f"missing input '{spec.name}'{wanted}")
-            array = np.asarray(feeds[spec.name])
-            checked[spec.name] = _check_array(spec, array, engine.max_batch)
-        return checked
+        return check_feeds(self.engine.inputs, self.engine.max_batch, feeds)
+
+
+def check_feeds(specs: list[TensorSpec], max_batch: int | None, feeds: Mapping[str, Any], asarray=np.asarray) -> dict:
+    """The feeds, checked against the plan's inputs: names, dtypes, ranks, fixed dims, max batch."""
+    expected = {s.name: s for s in specs}
+    wanted = "; the plan's inputs are: " + ", ".join(s.describe() for s in specs)
+    unknown = sorted(set(feeds) - set(expected))
+    if unknown:
+        raise InputError(f"unknown input(s) {', '.join(map(repr, unknown))}{wanted}")
+    checked = {}
+    for spec in specs:
+        if spec.name not in feeds:
+            raise InputError(f"missing input '{spec.name}'{wanted}")
+        checked[spec.name] = _check_array(spec, asarray(feeds[spec.name]), max_batch)
+    return checked
 
 
 def _check_array(spec: TensorSpec, array: np.ndarray, max_batch: int | None) -> np.ndarray:
@@ -254,6 +257,16 @@ def _layer_failure(layer: Layer, args: list, exc: Exception) -> str:
     return f"layer '{layer.name}' ({layer.kind}, kernel {layer.kernel.key}) failed on inputs [{shapes}]: {exc}"
 
 
-def load(path: str | os.PathLike) -> Engine:
-    """Load a plan file (runtime only: no onnx, no torch)."""
-    return Engine(read_plan(path), str(path))
+def load(path: str | os.PathLike):
+    """Load a plan file (runtime only: no onnx, no torch): an Engine for CPU plans, a GpuEngine for
+    plans built for a CUDA GPU."""
+    plan = read_plan(path)
+    return engine_for(plan, str(path))
+
+
+def engine_for(plan: Plan, source: str = "<plan>"):
+    if plan.header.get("device", {}).get("kind", "cpu") == "cuda":
+        from engine.gpu_runtime import GpuEngine
+
+        return GpuEngine(plan, source)
+    return Engine(plan, source)

@@ -52,6 +52,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     config = BuildConfig(
         precision=args.precision,
+        device=args.device,
+        tf32=args.tf32,
         max_batch=args.max_batch,
         input_shapes=dict(args.input_shape or []) or None,
         optimize=not args.no_optimize,
@@ -123,6 +125,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from launchers.bench import run_bench
+
+    try:
+        batches = [int(b) for b in args.batch.split(",") if b]
+    except ValueError:
+        raise InputError(f"--batch '{args.batch}' is not a comma-separated list of integers") from None
+    if not batches or min(batches) < 1:
+        raise InputError(f"--batch '{args.batch}' must list positive batch sizes")
+    run_bench(args.target, batches, args.precision, args.iterations, args.warmup, args.json, args.plot, args.device)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from launchers.demo import run_demo
 
@@ -149,9 +164,26 @@ def build_parser() -> argparse.ArgumentParser:
                    "symbolic batch axis; default 256)")
     p.add_argument("--input-shape", type=_parse_input_shape, action="append", metavar="NAME:DIMS",
                    help="fix an input's shape, e.g. input:1x3x224x224 (repeat for several inputs)")
-    p.add_argument("--precision", default="fp32", choices=["fp32"], help="layer precision (default fp32)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                   help="build for the numpy backend or for this machine's CUDA GPU (default cpu)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"], help="layer precision (fp16: GPU only)")
+    p.add_argument("--tf32", action="store_true", help="let fp32 GPU layers use TF32 tensor cores")
     p.add_argument("--no-optimize", action="store_true", help="skip the optimization passes (one layer per node)")
     p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("bench", parents=[common], help="time a plan: throughput, latency, per-layer profile, power",
+                       description="Time a plan (or an ONNX model, built first) at several batch sizes, in the "
+                       "manner of trtexec: throughput, latency min/median/p90/p99, host latency split into "
+                       "H2D/compute/D2H, NVML power and images/s/W, and a per-layer profile.")
+    p.add_argument("target", help="a plan file, or an ONNX model to build first")
+    p.add_argument("--batch", default="1,8,64,256", help="comma-separated batch sizes (default 1,8,64,256)")
+    p.add_argument("--device", default="cuda", choices=["cpu", "cuda"], help="for an ONNX model: where to build")
+    p.add_argument("--precision", default="fp16", choices=["fp32", "fp16"], help="for an ONNX model: precision")
+    p.add_argument("--iterations", type=_positive_int, default=100)
+    p.add_argument("--warmup", type=_positive_int, default=10)
+    p.add_argument("--json", metavar="OUT.json", help="write every figure to this JSON file")
+    p.add_argument("--plot", metavar="OUT.png", help="plot images/s against batch size")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("infer", parents=[common], help="run a plan on inputs from .npy files",
                        description="Load a plan (no onnx needed) and run it once on inputs read from .npy files.")

@@ -1,0 +1,117 @@
+"""The GPU engine against PyTorch on the same GPU, in one call.
+
+    python benchmarks/gpu_vs_torch.py OUTDIR [--peer .whl/peer_torch.py] [--no-peer] [--no-compile]
+
+Builds the zoo's ResNet-50 (fp16 and fp32), GoogLeNet and VGG-19 (fp16) for this GPU (224x224,
+seeded weights), times engine-only throughput (device-resident input, CUDA-graph replay) at batch 256
+and ResNet-50's latency at batch 1, then runs the PyTorch peer (eager, CUDA graph, torch.compile) in
+the same call and writes OUTDIR/gpu_vs_torch.json with both sides and their ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import engine  # noqa: E402
+from engine import zoo  # noqa: E402
+from engine.builder import BuildConfig  # noqa: E402
+from launchers.bench import bench_gpu, _sampler_factory  # noqa: E402
+
+CASES = [  # (model, precision, batches)
+    ("resnet50", "fp16", [1, 256]),
+    ("resnet50", "fp32", [256]),
+    ("googlenet", "fp16", [256]),
+    ("vgg19", "fp16", [256]),
+]
+
+
+def ours(out: Path) -> list[dict]:
+    rows = []
+    for model, precision, batches in CASES:
+        started = time.perf_counter()
+        plan = engine.build(zoo.get(model), BuildConfig(device="cuda", precision=precision, max_batch=max(batches)))
+        build_s = time.perf_counter() - started
+        eng = engine.engine_for(plan)
+        result = bench_gpu(eng, batches, iterations=50, warmup=5, sampler_factory=_sampler_factory())
+        for row in result["rows"]:
+            rows.append({"model": model, "precision": precision, "batch": row["batch"],
+                         "images_per_s": row["images_per_s"], "latency_ms": row["latency_ms"],
+                         "watts": row.get("watts"), "cuda_graph": row["cuda_graph"], "build_s": round(build_s, 1),
+                         "layers": len(plan.layers), "host_layers": plan.header["tuning"]["host_layers"]})
+            print(f"batchscore {model} {precision} b{row['batch']}: {row['images_per_s']:.0f} images/s, "
+                  f"median {row['latency_ms']['median']:.3f} ms, build {build_s:.1f} s", flush=True)
+        top = sorted(result["layer_profile_ms"].items(), key=lambda kv: -kv[1])[:8]
+        (out / f"profile_{model}_{precision}.json").write_text(json.dumps(result["layer_profile_ms"], indent=1))
+        print("  slowest layers:", ", ".join(f"{k} {v:.3f}ms" for k, v in top), flush=True)
+    return rows
+
+
+def peer(script: str, out: Path, compile_too: bool) -> dict:
+    results = {}
+    runs = [("peer_torch", [sys.executable, script, str(out), "--models", "resnet50,googlenet,vgg19"])]
+    if compile_too:
+        runs.append(("peer_torch_compile", [sys.executable, script, str(out), "--compile"]))
+    for name, cmd in runs:
+        started = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        print(proc.stdout[-3000:], proc.stderr[-1500:] if proc.returncode else "", flush=True)
+        path = out / f"{name}.json"
+        results[name] = json.loads(path.read_text()) if path.exists() else {"error": proc.stderr[-2000:]}
+        print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
+    return results
+
+
+def _peer_ips(peer_results: dict, model: str, dtype: str, bs: int, mode: str) -> float | None:
+    for key in ("peer_torch", "peer_torch_compile"):
+        data = peer_results.get(key, [])
+        for row in data if isinstance(data, list) else []:
+            if row.get("model") == model and row.get("dtype") == dtype and row.get("bs") == bs and row.get("mode") == mode:
+                return row.get("ips")
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--peer", default=".whl/peer_torch.py")
+    parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--no-compile", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    from kernels.cuda.device import describe_gpu
+
+    record = {"benchmark": "gpu_vs_torch", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "device": describe_gpu(), "command": "python " + " ".join(sys.argv)}
+    record["batchscore"] = ours(args.out)
+    if not args.no_peer and os.path.exists(args.peer):
+        record["peer"] = peer(args.peer, args.out, not args.no_compile)
+        ratios = []
+        for row in record["batchscore"]:
+            dtype = {"fp16": "float16", "fp32": "float32"}[row["precision"]]
+            for mode in ("eager", "cudagraph", "compile-default", "compile-reduce-overhead",
+                         "compile-max-autotune-no-cudagraphs"):
+                theirs = _peer_ips(record["peer"], row["model"], dtype, row["batch"], mode)
+                if theirs:
+                    ratios.append({"model": row["model"], "precision": row["precision"], "batch": row["batch"],
+                                   "peer_mode": mode, "peer_images_per_s": theirs, "ours": row["images_per_s"],
+                                   "ratio": row["images_per_s"] / theirs})
+        record["ratios"] = ratios
+        for r in ratios:
+            print(f"{r['model']} {r['precision']} b{r['batch']} vs torch {r['peer_mode']}: {r['ratio']:.2f}x "
+                  f"({r['ours']:.0f} vs {r['peer_images_per_s']:.0f} images/s)")
+    (args.out / "gpu_vs_torch.json").write_text(json.dumps(record, indent=2, default=float) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""The runtime on a CUDA GPU: a GpuEngine is a loaded GPU plan; a GpuContext runs it.
+
+Per batch size the context keeps a *bucket*: the activation arena on the device (channels-last for
+4-D tensors), every layer bound to its buffers by its kernel factory, input and output staging, and
+a CUDA graph of the whole forward pass once it has run eagerly. Inputs arrive as host numpy arrays
+(copied for you) or CuPy arrays (used in place); outputs come back as numpy arrays in the plan's
+output dtype. A layer whose kernel cannot run on the GPU runs its numpy kernel on the host, and the
+bucket then runs without a CUDA graph; `host_layers` lists such layers.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+from engine.arena import Arena
+from engine.errors import LayerError, PlanFormatError
+from engine.memory import VIEW_OPS
+from engine.plan import Plan
+from engine.runtime import RUNTIME_ATTRS, TensorSpec, _spec, check_feeds, decode_attrs
+from kernels.cpu import CPU_OPS
+from kernels.cuda.spec import LayerSpec, Unsupported
+
+log = logging.getLogger("batchscore.gpu")
+
+
+class GpuEngine:
+    def __init__(self, plan: Plan, source: str = "<plan>"):
+        from kernels.cuda import gpu_unavailable, load_kernels
+        from kernels.cuda.device import describe_gpu
+
+        header = plan.header
+        missing = gpu_unavailable()
+        if missing:
+            raise PlanFormatError(f"{source}: the plan was built for a CUDA GPU, but {missing}")
+        here, built = describe_gpu(), header.get("device", {})
+        if built.get("arch") and built["arch"] != here["arch"]:
+            raise PlanFormatError(
+                f"{source}: the plan was built for {built.get('name', '?')} ({built['arch']}); this GPU is "
+                f"{here['name']} ({here['arch']}): rebuild the plan on this GPU type")
+        self.gpu_ops = load_kernels()
+        self.source, self.header, self.plan = source, header, plan
+        self.name = header.get("model_name", "model")
+        self.max_batch = header.get("max_batch")
+        self.inputs = [_spec(e) for e in header["inputs"]]
+        self.outputs = [_spec(e) for e in header["outputs"]]
+        self.weights = {name: plan.tensors[name] for name in header.get("weights", [])}
+        self.layers = header["layers"]
+
+    def create_context(self, stream=None, use_graphs: bool = True) -> "GpuContext":
+        return GpuContext(self, stream, use_graphs)
+
+    def batch_of(self, feeds: Mapping[str, Any]) -> int:
+        for spec in self.inputs:
+            if spec.shape and isinstance(spec.shape[0], str):
+                return int(feeds[spec.name].shape[0])
+        return int(self.max_batch or 1)
+
+
+class _Bucket:
+    """Everything bound for one batch size."""
+
+    def __init__(self, engine: GpuEngine, batch: int, device):
+        import cupy as cp
+
+        self.batch = batch
+        header = engine.header
+        external = {s.name for s in engine.inputs} | {s.name for s in engine.outputs}
+        self.arena = Arena(header["layers"], header["values"], external, batch, xp=cp, channels_last=True,
+                           fresh_per_run=False)
+        shapes = self.arena.shapes
+        self.bound: dict[str, Any] = {}
+        self.staging = {}
+        for spec in engine.inputs:  # user data lands in `staging`, then converts into the bound input
+            shape, dtype = shapes[spec.name]
+            self.staging[spec.name] = cp.empty(shape, dtype=spec.dtype)
+            self.bound[spec.name] = self.arena.allocate(shape, dtype)
+        self.runners: list = []
+        self.host_layers: list[str] = []
+        self.tactics: dict[str, str] = {}
+        for entry in engine.layers:
+            self._bind(engine, entry, shapes, device)
+        self.graph = None
+
+    def _bind(self, engine: GpuEngine, entry: dict, shapes: dict, device) -> None:
+        import cupy as cp
+
+        name, kind = entry["name"], entry["kind"]
+        outputs = [o for o in entry["outputs"]]
+        if kind in VIEW_OPS and "batchscore" not in entry["kernel"]:
+            source = self.bound[entry["inputs"][0]]
+            target_shape, dtype = shapes[outputs[0]]
+            view = source.reshape(target_shape)
+            if _shares_memory(view, source):
+                self.bound[outputs[0]] = view
+            else:  # a channels-last tensor flattened: copy into logical (NCHW) order
+                buffer = cp.empty(target_shape, dtype=dtype)
+                self.bound[outputs[0]] = buffer
+                self.runners.append((name, lambda b=buffer, s=source: cp.copyto(b.reshape(s.shape), s)))
+            return
+        attrs = decode_attrs(entry.get("attrs", {}), engine.plan.tensors)
+        elided = bool(attrs.get("elided"))
+        for key in RUNTIME_ATTRS:
+            attrs.pop(key, None)
+        out_arrays = []
+        for out in outputs:
+            if not out:
+                out_arrays.append(None)
+                continue
+            target = self.arena.target(out)
+            if target is None:
+                shape, dtype = shapes[out]
+                target = self.arena.allocate(shape, dtype)
+            self.bound[out] = target
+            out_arrays.append(target)
+        if elided:
+            return  # its producers wrote into place
+        consts = {i: engine.weights[n] for i, n in enumerate(entry["inputs"]) if n in engine.weights}
+        in_arrays = [None if (not n or n in engine.weights) else self.bound[n] for n in entry["inputs"]]
+        spec = LayerSpec(name, kind, attrs, consts, tactic=entry.get("tactic"),
+                         allow_tf32=bool(engine.header.get("tf32")))
+        try:
+            factory = engine.gpu_ops.by_key(entry["kernel"]).fn
+            runner = factory(spec, in_arrays, out_arrays, device)
+            self.tactics[name] = getattr(runner, "tactic", "cupy")
+        except (KeyError, Unsupported) as why:
+            log.info("layer %s (%s) runs on the host: %s", name, kind, why)
+            runner = _HostLayer(entry, attrs, engine.weights, in_arrays, out_arrays)
+            self.host_layers.append(name)
+            self.tactics[name] = "host"
+        self.runners.append((name, runner))
+
+    def run_layers(self) -> None:
+        for name, runner in self.runners:
+            try:
+                runner()
+            except Exception as exc:
+                raise LayerError(f"layer '{name}' failed on the GPU: {type(exc).__name__}: {exc}") from exc
+
+
+def _shares_memory(a, b) -> bool:
+    return a.data.ptr == b.data.ptr and a.size == b.size
+
+
+class _HostLayer:
+    """A layer without a GPU kernel: copy its inputs out, run the numpy kernel, copy the result in."""
+
+    def __init__(self, entry: dict, attrs: dict, weights: dict, inputs: list, outputs: list):
+        self.kernel = CPU_OPS.by_key(entry["kernel"])
+        self.attrs = attrs
+        self.sources = [weights.get(n) if n in weights else a for n, a in zip(entry["inputs"], inputs)]
+        self.outputs = outputs
+        self.n_outputs = len(entry["outputs"])
+
+    def __call__(self) -> None:
+        import cupy as cp
+
+        args = [cp.asnumpy(a) if isinstance(a, cp.ndarray) else a for a in self.sources]
+        args = [a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype == np.float16 else a for a in args]
+        attrs = dict(self.attrs, num_outputs=self.n_outputs) if self.kernel.wants_num_outputs else self.attrs
+        result = self.kernel.fn(*args, **attrs)
+        for target, value in zip(self.outputs, result if isinstance(result, tuple) else (result,)):
+            if target is not None:
+                target[...] = cp.asarray(np.asarray(value).astype(target.dtype))
+
+
+class GpuContext:
+    def __init__(self, engine: GpuEngine, stream=None, use_graphs: bool = True):
+        import cupy as cp
+
+        from kernels.cuda.device import make_device
+
+        self.engine = engine
+        self.stream = stream or cp.cuda.Stream(non_blocking=True)
+        self.device = make_device(self.stream)
+        self.use_graphs = use_graphs
+        self.buckets: dict[int, _Bucket] = {}
+
+    def bucket(self, batch: int) -> _Bucket:
+        if batch not in self.buckets:
+            with self.stream:
+                self.buckets[batch] = _Bucket(self.engine, batch, self.device)
+        return self.buckets[batch]
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Run on host (numpy) or device (CuPy) inputs; returns numpy outputs."""
+        import cupy as cp
+
+        checked = check_feeds(self.engine.inputs, self.engine.max_batch, feeds, asarray=_as_array)
+        bucket = self.bucket(self.engine.batch_of(checked))
+        with self.stream:
+            self.stage_inputs(bucket, checked)
+            self.execute(bucket)
+            outputs = {s.name: bucket.bound[s.name] for s in self.engine.outputs}
+            host = {name: cp.asnumpy(array, stream=self.stream) for name, array in outputs.items()}
+        self.stream.synchronize()
+        return {s.name: host[s.name].astype(s.dtype or host[s.name].dtype, copy=False) for s in self.engine.outputs}
+
+    def stage_inputs(self, bucket: _Bucket, feeds: Mapping[str, Any]) -> None:
+        import cupy as cp
+
+        for name, array in feeds.items():
+            staging = bucket.staging[name]
+            if isinstance(array, cp.ndarray):
+                staging[...] = array
+            else:
+                staging.set(np.ascontiguousarray(array), stream=self.stream)
+            cp.copyto(bucket.bound[name], staging)  # to the plan's dtype and channels-last layout
+
+    def execute(self, bucket: _Bucket) -> None:
+        """One forward pass on the context's stream: the bucket's CUDA graph once it has one."""
+        if bucket.graph is not None:
+            bucket.graph.launch(self.stream)
+            return
+        bucket.run_layers()
+        if self.use_graphs and not bucket.host_layers:
+            bucket.graph = self._capture(bucket)
+
+    def _capture(self, bucket: _Bucket):
+        try:
+            self.stream.begin_capture()
+            try:
+                bucket.run_layers()
+            finally:
+                graph = self.stream.end_capture()
+            return graph
+        except Exception as exc:  # capture is an optimization: run eagerly if a kernel refuses it
+            log.info("CUDA graph capture failed, running eagerly: %s", exc)
+            return None
+
+
+def _as_array(value):
+    try:
+        import cupy as cp
+
+        if isinstance(value, cp.ndarray):
+            return value
+    except ImportError:
+        pass
+    return np.asarray(value)
+
+
+def time_layers(context: GpuContext, batch: int, repeats: int = 5) -> dict[str, float]:
+    """Median milliseconds per layer at one batch size (eager launches, events around each)."""
+    import cupy as cp
+
+    bucket = context.bucket(batch)
+    times: dict[str, list[float]] = {name: [] for name, _ in bucket.runners}
+    with context.stream:
+        for _ in range(repeats):
+            for name, runner in bucket.runners:
+                start, end = cp.cuda.Event(), cp.cuda.Event()
+                start.record(context.stream)
+                runner()
+                end.record(context.stream)
+                end.synchronize()
+                times[name].append(cp.cuda.get_elapsed_time(start, end))
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def wall(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start

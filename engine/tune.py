@@ -1,0 +1,169 @@
+"""Tactic timing on the target GPU, with a timing cache.
+
+For each layer whose kernel offers several tactics (a cuDNN convolution's execution plans), time
+every candidate on the bound buffers of the max-batch bucket (median of a few event-timed runs after
+a warm-up), drop a candidate as soon as it is clearly slower than the best so far, check the
+winner's output against the first candidate's, and keep the fastest. Choices are cached by
+(GPU, CUDA, cuDNN, layer signature), so a second build of the same model on the same GPU is fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engine.plan import Plan
+
+log = logging.getLogger("batchscore.build")
+
+DEFAULT_CACHE = Path(os.environ.get("BATCHSCORE_CACHE", Path.home() / ".cache" / "batchscore")) / "timing-cache.json"
+WARMUP, RUNS, GIVE_UP = 2, 5, 3.0  # a candidate whose first run is 3x the best so far is dropped
+
+
+class TimingCache:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self.entries = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+        self.hits = self.misses = 0
+
+    def get(self, key: str) -> str | None:
+        found = self.entries.get(key)
+        self.hits += found is not None
+        self.misses += found is None
+        return found
+
+    def put(self, key: str, tactic: str) -> None:
+        self.entries[key] = tactic
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.entries, indent=0, sort_keys=True))
+        os.replace(tmp, self.path)
+
+
+def _signature(device: dict, layer: dict, runner) -> str:
+    arrays = [a for a in getattr(runner, "pack", {}).values()]
+    shapes = [(tuple(a.shape), tuple(a.strides), str(a.dtype)) for a in arrays]
+    text = json.dumps([device.get("name"), device.get("arch"), device.get("cudnn"), device.get("cuda_runtime"),
+                       layer["kind"], layer.get("attrs", {}), shapes], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _time(runner, stream) -> float:
+    import cupy as cp
+
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    times = []
+    for i in range(WARMUP + RUNS):
+        start.record(stream)
+        runner()
+        end.record(stream)
+        end.synchronize()
+        if i >= WARMUP:
+            times.append(cp.cuda.get_elapsed_time(start, end))
+    return float(np.median(times))
+
+
+def tune_plan(plan: Plan, cache_path: Path | None = DEFAULT_CACHE) -> dict:
+    """Choose every layer's tactic in place (plan.layers[i]["tactic"]); returns a summary."""
+    import cupy as cp
+
+    from engine.gpu_runtime import GpuEngine
+
+    started = time.perf_counter()
+    cache = TimingCache(cache_path) if cache_path else TimingCache(Path(os.devnull))
+    engine = GpuEngine(plan, f"<build of {plan.header.get('model_name')}>")
+    context = engine.create_context(use_graphs=False)
+    batch = plan.header.get("max_batch") or 1
+    bucket = context.bucket(batch)
+    rng = cp.random.default_rng(0)
+    with context.stream:
+        _fill_normal(bucket.arena.buffer, rng)  # realistic values, no NaN patterns
+        for array in bucket.bound.values():
+            if array.dtype.kind == "f" and array.size:
+                array[...] = rng.standard_normal(array.shape, dtype=cp.float32).astype(array.dtype)
+        by_name = {layer["name"]: layer for layer in plan.layers}
+        tuned = 0
+        for name, runner in bucket.runners:
+            layer = by_name[name]
+            candidates = runner.candidates() if hasattr(runner, "candidates") else []
+            if len(candidates) > 1:
+                key = _signature(plan.header["device"], layer, runner)
+                chosen = cache.get(key)
+                if chosen is None or chosen not in candidates:
+                    chosen = _pick(runner, candidates, context.stream)
+                    cache.put(key, chosen)
+                    tuned += 1
+                runner.select(int(chosen.split(":")[1]))
+            layer["tactic"] = bucket.tactics.get(name) if not candidates else runner.tactic
+    cache.save()
+    summary = {"layers": len(bucket.runners), "tuned": tuned, "cache_hits": cache.hits,
+               "host_layers": bucket.host_layers, "seconds": round(time.perf_counter() - started, 1)}
+    log.info("tactics: %d layers timed, %d from the timing cache, %.1f s; on the host: %s", tuned, cache.hits,
+             summary["seconds"], ", ".join(bucket.host_layers) or "none")
+    return summary
+
+
+def _fill_normal(buffer, rng) -> None:
+    import cupy as cp
+
+    usable = buffer.size // 4 * 4
+    if usable:
+        halves = buffer[:usable].view(cp.float16)
+        halves[...] = rng.standard_normal(halves.size, dtype=cp.float32).astype(cp.float16)
+
+
+def _pick(runner, candidates: list[str], stream) -> str:
+    """The fastest candidate whose output matches the first working one's (relative L2 < 2e-2)."""
+    import cupy as cp
+
+    best, best_ms, reference = None, float("inf"), None
+    output = getattr(runner, "full", None)
+    for tactic in candidates:
+        try:
+            runner.select(int(tactic.split(":")[1]))
+            if runner.tactic != tactic:
+                continue  # that plan did not build; select() moved on to another
+            runner()
+            stream.synchronize()
+        except Exception:
+            continue
+        if output is not None:
+            result = output.astype(cp.float32)
+            if reference is None:
+                reference = result
+            else:
+                error = float(cp.linalg.norm(result - reference) / (cp.linalg.norm(reference) + 1e-30))
+                if not np.isfinite(error) or error > 2e-2:
+                    log.debug("tactic %s rejected: output differs by %.2e", tactic, error)
+                    continue
+        first = _time_once(runner, stream)
+        if first > GIVE_UP * best_ms:
+            continue
+        ms = _time(runner, stream)
+        if ms < best_ms:
+            best, best_ms = tactic, ms
+    if best is None:
+        raise RuntimeError("no tactic ran")
+    return best
+
+
+def _time_once(runner, stream) -> float:
+    import cupy as cp
+
+    start, end = cp.cuda.Event(), cp.cuda.Event()
+    start.record(stream)
+    runner()
+    end.record(stream)
+    end.synchronize()
+    return cp.cuda.get_elapsed_time(start, end)

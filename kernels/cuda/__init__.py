@@ -1,0 +1,39 @@
+"""The CUDA backend: CuPy kernels, cuDNN (through its frontend's graph API) for convolutions, cuBLAS
+(through CuPy) for GEMMs. Nothing here is imported unless a GPU plan is built or loaded.
+
+GPU kernels are *factories*: `make(spec, inputs, outputs, device) -> run()` binds a layer to its
+device buffers once (the activation arena does not move), so `run()` only launches work on the
+current stream, which is what CUDA-graph capture needs. A layer whose kind has no GPU kernel runs
+its numpy kernel on the host (copied out and back), so every plan runs, if slowly; the build says
+which layers do that.
+"""
+
+from __future__ import annotations
+
+from kernels.registry import OpRegistry
+
+GPU_OPS = OpRegistry("cuda")
+
+
+def gpu_unavailable() -> str | None:
+    """None when a CUDA GPU, CuPy and the cuDNN frontend can be used; else what is missing."""
+    try:
+        import cupy
+    except ImportError:
+        return "CuPy is not installed (pip install 'batchscore[gpu]')"
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return "no CUDA GPU is visible"
+    except Exception as exc:  # no driver, or CUDA_VISIBLE_DEVICES hides every GPU
+        return f"no usable CUDA GPU ({exc})"
+    try:
+        import cudnn  # noqa: F401
+    except ImportError:
+        return "the cuDNN frontend is not installed (pip install nvidia-cudnn-frontend)"
+    return None
+
+
+def load_kernels() -> OpRegistry:
+    from kernels.cuda import conv, elementwise, pool  # noqa: F401  (register on import)
+
+    return GPU_OPS

@@ -1,0 +1,626 @@
+"""Predictions -> Parquet part files, one per shard, and the manifest that lets a killed job resume.
+
+A worker scores a shard batch by batch and hands each batch to a `PartWriter`; `close()` writes
+`out_dir/parts/<shard_key>.parquet` under a temporary name in the same directory and renames it into
+place, so a part file under its final name is always complete. The worker then records the part in
+the `Manifest` (`out_dir/manifest.json`, also rewritten through a temporary file), and a rerun skips
+every shard the manifest lists.
+
+One row per input row, in input order, with these columns:
+
+    id              int64 or string      the dataset's row id
+    top_k_indices   list<int32>          class indices, best first (ties: the lower index first)
+    top_k_scores    list<float32>        their scores
+    top_k_labels    list<string>         their labels (only when labels are given)
+    raw             fixed_size_list<float32>[classes]  the whole score vector (only when asked)
+    error           string               why the row has no prediction; null when it has one
+
+A row with an error (an undecodable image, a null cell) has null predictions.
+
+Read the results back with `pyarrow.dataset.dataset(out_dir / "parts")` or `read_predictions(out_dir)`;
+temporary files start with "." so dataset discovery never sees a half-written part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from scoring.errors import OutputError
+
+try:  # POSIX: serialise manifest updates from several worker processes on one host
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: one writer at a time is the caller's job
+    fcntl = None
+
+PARTS_DIR = "parts"
+MANIFEST_NAME = "manifest.json"
+MANIFEST_FORMAT = 1
+ROW_GROUP_ROWS = 65536  # rows buffered before they go to the temporary file as one row group
+
+
+# ---------------------------------------------------------------------------------------------
+# What to write
+# ---------------------------------------------------------------------------------------------
+
+
+def read_labels(path: str | os.PathLike) -> list[str]:
+    """One label per line; trailing whitespace and trailing blank lines are dropped."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise OutputError(f"labels file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OutputError(f"labels file {path} cannot be read as UTF-8 text ({exc})") from None
+    labels = [line.rstrip() for line in text.splitlines()]
+    while labels and not labels[-1]:
+        labels.pop()
+    if not labels:
+        raise OutputError(f"labels file {path} is empty; it needs one label per line")
+    return labels
+
+
+@dataclass
+class OutputSpec:
+    """What each prediction row holds.
+
+    top_k: how many best classes to keep per row (clamped to the number of classes).
+    labels: class names, index i -> labels[i]; adds the top_k_labels column.
+    raw: also keep the whole score vector.
+    num_classes: the model's class count when known (the worker knows it from the plan); labels are
+        checked against it here, and parts of error-only shards still get a raw column of that width.
+    labels_file: where the labels came from, for error messages.
+    """
+
+    top_k: int = 5
+    labels: list[str] | None = None
+    raw: bool = False
+    num_classes: int | None = None
+    labels_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, (int, np.integer)) or self.top_k < 1:
+            raise OutputError(f"top_k must be a positive integer, got {self.top_k!r}")
+        self.top_k = int(self.top_k)
+        if self.num_classes is not None:
+            if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, (int, np.integer)) \
+                    or self.num_classes < 1:
+                raise OutputError(f"num_classes must be a positive integer, got {self.num_classes!r}")
+            self.num_classes = int(self.num_classes)
+        if self.labels is not None:
+            self.labels = [str(label) for label in self.labels]
+            self.check_classes(self.num_classes)
+
+    @classmethod
+    def from_labels_file(cls, path: str | os.PathLike, *, top_k: int = 5, raw: bool = False,
+                         num_classes: int | None = None) -> OutputSpec:
+        return cls(top_k=top_k, labels=read_labels(path), raw=raw, num_classes=num_classes,
+                   labels_file=str(path))
+
+    def for_classes(self, num_classes: int) -> OutputSpec:
+        """This spec, told the model's class count (checks the labels cover every class)."""
+        return replace(self, num_classes=num_classes)
+
+    def k(self, num_classes: int) -> int:
+        return min(self.top_k, num_classes)
+
+    def check_classes(self, num_classes: int | None) -> None:
+        if self.num_classes is not None and num_classes is not None and num_classes != self.num_classes:
+            raise OutputError(f"the model gives {num_classes} scores per row, but the output spec was "
+                              f"made for {self.num_classes} classes")
+        if self.labels is not None and num_classes is not None and len(self.labels) < num_classes:
+            source = f"labels file {self.labels_file}" if self.labels_file else "the labels list"
+            raise OutputError(f"{source} has {len(self.labels)} labels but the model has {num_classes} "
+                              f"classes; give one label per line for every class")
+
+
+# ---------------------------------------------------------------------------------------------
+# Top-k
+# ---------------------------------------------------------------------------------------------
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the k best class indices (int32) and their scores, best first. Equal scores keep
+    the lower index first; NaN ranks below every number. k is clamped to the number of classes."""
+    scores = np.asarray(scores, dtype=np.float32)
+    rows, classes = scores.shape
+    k = min(k, classes)
+    indices = np.empty((rows, k), np.int64)
+    if rows and k:
+        if k == classes or np.isnan(scores).any():
+            fallback = np.ones(rows, bool)
+        else:
+            # Fast path: partition finds the k-th best value; rows with exactly k values at or above
+            # it hold their top k in ascending index order, which a stable sort keeps for ties.
+            kth = np.partition(scores, classes - k, axis=1)[:, classes - k, None]
+            at_or_above = scores >= kth
+            fallback = at_or_above.sum(axis=1) != k  # a tie straddles the k-th place
+            exact = ~fallback
+            if exact.any():
+                candidates = np.nonzero(at_or_above[exact])[1].reshape(-1, k)
+                values = np.take_along_axis(scores[exact], candidates, axis=1)
+                order = np.argsort(-values, axis=1, kind="stable")
+                indices[exact] = np.take_along_axis(candidates, order, axis=1)
+        if fallback.any():
+            indices[fallback] = np.argsort(-scores[fallback], axis=1, kind="stable")[:, :k]
+    return indices.astype(np.int32), np.take_along_axis(scores, indices, axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# One part file per shard
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """A finished part: what the manifest records."""
+
+    key: str
+    file: str  # relative to the output directory, e.g. "parts/part-00003.parquet"
+    rows: int
+    errors: int
+    sha256: str
+    bytes: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PartInfo:
+        return cls(key=str(data["key"]), file=str(data["file"]), rows=int(data["rows"]),
+                   errors=int(data["errors"]), sha256=str(data["sha256"]), bytes=int(data.get("bytes", 0)))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _list_array(values: np.ndarray, ok: np.ndarray, value_type: pa.DataType) -> pa.Array:
+    """(rows, k) values -> list<value_type>, null where not ok."""
+    rows, k = values.shape
+    lengths = np.where(ok, k, 0)
+    offsets = np.zeros(rows + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = pa.array(values[ok].reshape(-1), type=value_type)
+    return pa.ListArray.from_arrays(pa.array(offsets), flat, mask=pa.array(~ok))
+
+
+def _label_array(indices: np.ndarray, ok: np.ndarray, labels: pa.Array) -> pa.Array:
+    rows, k = indices.shape
+    lengths = np.where(ok, k, 0)
+    offsets = np.zeros(rows + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = labels.take(pa.array(indices[ok].reshape(-1).astype(np.int64)))
+    return pa.ListArray.from_arrays(pa.array(offsets), flat, mask=pa.array(~ok))
+
+
+class PartWriter:
+    """Collects one shard's predictions and writes them as one Parquet file, atomically.
+
+        writer = PartWriter(out_dir, shard.key, spec)
+        for batch in ...:
+            writer.add(ids, scores, errors)
+        info = writer.close()          # parts/<key>.parquet now exists, complete
+        manifest.record(info)
+
+    Rows in = rows out: every add() must give as many ids as score rows and errors. If close() is
+    never reached (a crash, an exception), no file appears under the final name.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, shard_key: str, spec: OutputSpec | None = None,
+                 row_group_rows: int = ROW_GROUP_ROWS) -> None:
+        if not shard_key or "/" in shard_key or "\\" in shard_key or shard_key.startswith("."):
+            raise ValueError(f"shard key {shard_key!r} cannot name a part file")
+        self.out_dir = Path(out_dir)
+        self.key = shard_key
+        self.spec = spec or OutputSpec()
+        self.relative_path = f"{PARTS_DIR}/{shard_key}.parquet"
+        self.path = self.out_dir / self.relative_path
+        self.row_group_rows = row_group_rows
+        self.rows = 0
+        self.errors = 0
+        self._num_classes = self.spec.num_classes
+        self._id_type: pa.DataType | None = None
+        self._labels = pa.array(self.spec.labels, pa.string()) if self.spec.labels is not None else None
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._temp: Path | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self._closed = False
+        self.info: PartInfo | None = None  # set by close()
+
+    # -- adding rows ---------------------------------------------------------------------------
+
+    def add(self, ids, scores: np.ndarray | None, errors: list[str | None], raw: np.ndarray | None = None) -> None:
+        """One batch: ids (n,), scores (n, classes) or None when every row failed, errors (n,) with
+        None for rows that scored, raw (n, classes) for the raw column (defaults to scores)."""
+        if self._closed:
+            raise RuntimeError(f"part {self.key} is already closed or aborted")
+        ids = self._ids_array(ids)
+        n = len(ids)
+        errors = list(errors)
+        if len(errors) != n:
+            raise ValueError(f"part {self.key}: {n} ids but {len(errors)} errors; every row needs one entry")
+        failed = np.array([e is not None for e in errors], bool)
+        if scores is None:
+            if not failed.all():
+                raise ValueError(f"part {self.key}: scores is None but {int((~failed).sum())} rows have no error")
+        else:
+            scores = np.asarray(scores)
+            if scores.ndim != 2 or scores.shape[0] != n:
+                raise ValueError(f"part {self.key}: {n} ids but scores of shape {scores.shape}; "
+                                 f"expected ({n}, classes)")
+            scores = scores.astype(np.float32, copy=False)
+            self._set_classes(scores.shape[1])
+        if raw is not None:
+            raw = np.asarray(raw)
+            if raw.ndim != 2 or raw.shape[0] != n:
+                raise ValueError(f"part {self.key}: {n} ids but raw of shape {raw.shape}")
+            raw = raw.astype(np.float32, copy=False)
+        elif scores is not None:
+            raw = scores
+
+        ok = ~failed
+        columns = {"id": ids}
+        if scores is not None:
+            k = self.spec.k(scores.shape[1])
+            indices, values = top_k(scores, k)
+        else:
+            k = 0
+            indices, values = np.zeros((n, 0), np.int32), np.zeros((n, 0), np.float32)
+        columns["top_k_indices"] = _list_array(indices, ok, pa.int32())
+        columns["top_k_scores"] = _list_array(values, ok, pa.float32())
+        if self._labels is not None:
+            columns["top_k_labels"] = _label_array(indices, ok, self._labels)
+        if self.spec.raw:
+            columns["raw"] = self._raw_array(raw, ok, n)
+        columns["error"] = pa.array([None if e is None else str(e) for e in errors], pa.string())
+        batch = pa.RecordBatch.from_pydict(columns, schema=self._schema())
+        self._pending.append(batch)
+        self._pending_rows += n
+        self.rows += n
+        self.errors += int(failed.sum())
+        if self._pending_rows >= self.row_group_rows:
+            self._flush()
+
+    def _ids_array(self, ids) -> pa.Array:
+        array = np.asarray(ids)
+        if array.ndim != 1:
+            raise ValueError(f"part {self.key}: ids must be one-dimensional, got shape {array.shape}")
+        if len(array) == 0:
+            return pa.array([], self._id_type or pa.int64())
+        if array.dtype.kind in "iu":
+            out = pa.array(array.astype(np.int64, copy=False), pa.int64())
+        elif array.dtype.kind in "OUS":
+            try:
+                out = pa.array(array.tolist())
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise ValueError(f"part {self.key}: ids must be all integers or all strings ({exc})") from None
+            if pa.types.is_large_string(out.type):
+                out = out.cast(pa.string())
+            if out.type not in (pa.int64(), pa.string()):
+                raise ValueError(f"part {self.key}: ids must be integers or strings, got {out.type}")
+        else:
+            raise ValueError(f"part {self.key}: ids must be integers or strings, got dtype {array.dtype}")
+        if out.null_count:
+            raise ValueError(f"part {self.key}: {out.null_count} ids are null")
+        if self._id_type is None:
+            self._id_type = out.type
+        elif out.type != self._id_type:
+            raise ValueError(f"part {self.key}: ids were {self._id_type} and are now {out.type}")
+        return out
+
+    def _set_classes(self, classes: int) -> None:
+        if self._num_classes is None:
+            self.spec.check_classes(classes)
+            self._num_classes = classes
+        elif classes != self._num_classes:
+            raise ValueError(f"part {self.key}: scores had {self._num_classes} classes and now have {classes}")
+
+    def _raw_array(self, raw: np.ndarray | None, ok: np.ndarray, n: int) -> pa.Array:
+        width = self._num_classes
+        if raw is None:
+            if width is None:
+                # No scores yet and no class count: the width is settled by the first scored batch.
+                return pa.nulls(n, pa.list_(pa.float32()))
+            raw = np.zeros((n, width), np.float32)
+        elif width is not None and raw.shape[1] != width:
+            raise ValueError(f"part {self.key}: raw has {raw.shape[1]} columns, scores {width}")
+        width = raw.shape[1]
+        return pa.FixedSizeListArray.from_arrays(pa.array(raw.reshape(-1), pa.float32()), width,
+                                                 mask=pa.array(~ok))
+
+    def _schema(self) -> pa.Schema:
+        fields = [pa.field("id", self._id_type or pa.int64()),
+                  pa.field("top_k_indices", pa.list_(pa.int32())),
+                  pa.field("top_k_scores", pa.list_(pa.float32()))]
+        if self._labels is not None:
+            fields.append(pa.field("top_k_labels", pa.list_(pa.string())))
+        if self.spec.raw:
+            raw_type = pa.list_(pa.float32(), self._num_classes) if self._num_classes else pa.list_(pa.float32())
+            fields.append(pa.field("raw", raw_type))
+        fields.append(pa.field("error", pa.string()))
+        return pa.schema(fields)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _final_table(self, batches: list[pa.RecordBatch]) -> pa.Table:
+        """Batches made before the id type or class count was known are cast to the final schema."""
+        schema = self._schema()
+        fixed = []
+        for batch in batches:
+            if batch.schema.equals(schema):
+                fixed.append(batch)
+                continue
+            columns = []
+            for name in schema.names:
+                column = batch.column(name)
+                target = schema.field(name).type
+                if column.type != target:
+                    column = (pa.nulls(len(column), target) if column.null_count == len(column)
+                              else column.cast(target))
+                columns.append(column)
+            fixed.append(pa.RecordBatch.from_arrays(columns, schema=schema))
+        return pa.Table.from_batches(fixed, schema=schema)
+
+    def _flush(self) -> None:
+        if not self._pending and self._writer is not None:
+            return
+        if self.spec.raw and self._num_classes is None and self._writer is None:
+            return  # keep buffering until the raw column's width is known (or close() settles it)
+        table = self._final_table(self._pending)
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(prefix=f".{self.key}.parquet.", suffix=".tmp", dir=self.path.parent)
+            os.close(fd)
+            self._temp = Path(temp)
+            self._writer = pq.ParquetWriter(self._temp, table.schema)
+        if table.num_rows:
+            self._writer.write_table(table, row_group_size=max(table.num_rows, 1))
+        self._pending, self._pending_rows = [], 0
+
+    def close(self) -> PartInfo:
+        """Write what is left, move the file into place and describe it. Closing again returns the
+        same PartInfo (so `with PartWriter(...) as w: ...` then `w.close()` is fine)."""
+        if self.info is not None:
+            return self.info
+        if self._closed:
+            raise RuntimeError(f"part {self.key} was aborted; nothing was written")
+        try:
+            if self.spec.raw and self._num_classes is None:  # only error rows (scores set the width)
+                if self.rows:
+                    raise ValueError(f"part {self.key}: every row failed and the class count is unknown, "
+                                     f"so the raw column has no width; give OutputSpec.num_classes")
+                self._num_classes = 0
+            self._flush()
+            self._writer.close()
+            self._writer = None
+            written = pq.read_metadata(self._temp).num_rows
+            if written != self.rows:  # pragma: no cover - a bug here, never the user's input
+                raise RuntimeError(f"part {self.key}: {self.rows} rows added but {written} written")
+            digest = file_sha256(self._temp)
+            size = self._temp.stat().st_size
+            _fsync(self._temp)
+            os.replace(self._temp, self.path)
+            _fsync_dir(self.path.parent)
+        except BaseException:
+            self.abort()
+            raise
+        self._temp = None
+        self._closed = True
+        self.info = PartInfo(key=self.key, file=self.relative_path, rows=self.rows, errors=self.errors,
+                             sha256=digest, bytes=size)
+        return self.info
+
+    def abort(self) -> None:
+        """Drop everything written so far; the final name is never touched."""
+        if self.info is not None:
+            return  # already in place: an abort after close() changes nothing
+        self._closed = True
+        self._pending = []
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:
+                pass
+            self._writer = None
+        if self._temp is not None:
+            self._temp.unlink(missing_ok=True)
+            self._temp = None
+
+    def __enter__(self) -> PartWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        elif not self._closed:
+            self.close()
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":  # pragma: no cover
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest: finished shards, for resume and verification
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Verification:
+    """What Manifest.verify() found. `ok` when every recorded part is present and unchanged."""
+
+    checked: int = 0
+    missing: list[str] = field(default_factory=list)  # recorded, but the file is gone
+    modified: list[str] = field(default_factory=list)  # the file's sha256 differs from the record
+    unrecorded: list[str] = field(default_factory=list)  # part files the manifest does not list
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.modified
+
+    def __str__(self) -> str:
+        if self.ok:
+            text = f"all {self.checked} parts present and unchanged"
+        else:
+            problems = []
+            if self.missing:
+                problems.append(f"{len(self.missing)} missing ({', '.join(self.missing)})")
+            if self.modified:
+                problems.append(f"{len(self.modified)} modified since they were written ({', '.join(self.modified)})")
+            text = f"{self.checked} parts checked: " + "; ".join(problems)
+        if self.unrecorded:
+            text += f"; {len(self.unrecorded)} part files not in the manifest ({', '.join(self.unrecorded)})"
+        return text
+
+
+class Manifest:
+    """`out_dir/manifest.json`: the shards whose part files are complete.
+
+    record() re-reads the file, adds the part and rewrites it through a temporary file and
+    os.replace, under an advisory lock, so several workers on one host may record into the same
+    manifest and a reader never sees half a file.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike) -> None:
+        self.out_dir = Path(out_dir)
+        self.path = self.out_dir / MANIFEST_NAME
+        self._lock = threading.Lock()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def parts(self) -> dict[str, PartInfo]:
+        """Every recorded part, by shard key (read fresh from disk)."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        try:
+            data = json.loads(text)
+            if data.get("format") != MANIFEST_FORMAT:
+                raise OutputError(f"manifest {self.path} has format {data.get('format')!r}; this batchscore "
+                                  f"reads format {MANIFEST_FORMAT}")
+            return {p["key"]: PartInfo.from_dict(p) for p in data["parts"]}
+        except OutputError:
+            raise
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise OutputError(f"manifest {self.path} is not a batchscore manifest ({exc}); move it away "
+                              f"to start the job afresh") from None
+
+    def done(self) -> set[str]:
+        """Keys of the shards already written: a rerun skips them."""
+        return set(self.parts())
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.parts().values())
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def record(self, info: PartInfo) -> None:
+        """Add (or replace) one finished part."""
+        with self._locked():
+            parts = self.parts()
+            parts[info.key] = info
+            self._write(parts)
+
+    def _write(self, parts: dict[str, PartInfo]) -> None:
+        data = {
+            "format": MANIFEST_FORMAT,
+            "parts": [parts[key].to_dict() for key in sorted(parts)],
+            "rows": sum(p.rows for p in parts.values()),
+            "errors": sum(p.errors for p in parts.values()),
+        }
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", suffix=".tmp", dir=self.out_dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=1)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(temp, self.path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+    @contextmanager
+    def _locked(self):
+        with self._lock:  # threads of this process
+            if fcntl is None:  # pragma: no cover
+                yield
+                return
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.out_dir / f".{MANIFEST_NAME}.lock", "a") as lock:  # other processes
+                try:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+                except OSError:  # pragma: no cover - a filesystem without locks (some NFS mounts)
+                    yield
+                    return
+                try:
+                    yield
+                finally:
+                    fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    # -- checking ------------------------------------------------------------------------------
+
+    def verify(self) -> Verification:
+        """Check every recorded part exists and still has the recorded sha256."""
+        parts = self.parts()
+        result = Verification(checked=len(parts))
+        for key in sorted(parts):
+            path = self.out_dir / parts[key].file
+            if not path.is_file():
+                result.missing.append(key)
+            elif file_sha256(path) != parts[key].sha256:
+                result.modified.append(key)
+        recorded = {Path(p.file).name for p in parts.values()}
+        parts_dir = self.out_dir / PARTS_DIR
+        if parts_dir.is_dir():
+            result.unrecorded = sorted(p.name for p in parts_dir.glob("*.parquet")
+                                       if p.name not in recorded and not p.name.startswith("."))
+        return result
+
+
+def read_predictions(out_dir: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """Every recorded part of an output directory as one table, parts in shard-key order."""
+    out_dir = Path(out_dir)
+    parts = Manifest(out_dir).parts()
+    if not parts:
+        raise OutputError(f"{out_dir} has no finished parts (no {MANIFEST_NAME} or an empty one)")
+    import pyarrow.dataset as ds
+
+    files = [str(out_dir / parts[key].file) for key in sorted(parts)]
+    missing = [f for f in files if not Path(f).is_file()]
+    if missing:
+        raise OutputError(f"{out_dir}: the manifest lists parts that are gone: {', '.join(missing)}")
+    return ds.dataset(files, format="parquet").to_table(columns=columns)

@@ -1,0 +1,868 @@
+"""Run metrics and the report a scoring job leaves behind.
+
+A worker fills one `Metrics` (images, errors, seconds per stage, throughput samples, GPU power);
+the driver hands them all to `write_report`, which writes three files into the output directory:
+
+    report.json     every number: totals, images/s, stage seconds, GPU busy, watts, stragglers
+    report.md       a short summary table, then one row per worker, then the stages
+    throughput.png  images/s over time, one line per worker plus the total
+
+`render(out_dir)` rewrites report.md and throughput.png from report.json alone (`batchscore report
+DIR`); `combine_scaling(run_dirs)` turns the reports of runs with different worker counts into a
+scaling table and scaling.png. `Progress` is the terminal progress line of the driver, and
+`nvml_power_sampler()` samples a GPU's power and utilisation in the background where NVML is found.
+
+Only the standard library and numpy are imported here; matplotlib is imported when a plot is drawn,
+pynvml when a sampler is asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import IO, Callable, Iterator
+
+import numpy as np
+
+from scoring.errors import ScoringError
+
+log = logging.getLogger(__name__)
+
+STAGES = ("read", "decode", "h2d", "compute", "d2h", "write")
+REPORT_FORMAT = 1
+STRAGGLER_THRESHOLD = 0.10  # a worker more than 10% below the median images/s is a straggler
+MAX_SERIES_POINTS = 600  # per worker, in report.json
+
+
+class ReportError(ScoringError):
+    """A report directory or report.json that cannot be read."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics: what one worker measured
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Metrics:
+    """One worker's measurements. Times are seconds; `samples`, `watts` and `gpu_util` hold
+    (seconds since `started_at`, value) pairs. `images` counts every row handled, error rows
+    included; `errors` counts the error rows among them. `busy_fraction` is the share of the wall
+    time the device was computing (from CUDA events, say); when it is None and NVML utilisation
+    was sampled, the report uses the mean utilisation instead. `energy_j` over `energy_s` seconds
+    is the GPU energy counter's difference, where NVML offers one; it gives the average watts in
+    preference to the power samples."""
+
+    worker: int | str
+    device: str = "cpu"
+    host: str = ""
+    started_at: float = field(default_factory=time.time)  # epoch seconds
+    images: int = 0
+    errors: int = 0
+    wall_s: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+    busy_fraction: float | None = None
+    startup_s: float | None = None  # from the worker's start to its first finished batch
+    samples: list[tuple[float, int]] = field(default_factory=list)  # (t, images done)
+    watts: list[tuple[float, float]] = field(default_factory=list)  # (t, W)
+    gpu_util: list[tuple[float, float]] = field(default_factory=list)  # (t, percent)
+    energy_j: float | None = None
+    energy_s: float | None = None
+    batch_latency_s: list[float] = field(default_factory=list)  # optional, per batch end to end
+
+    _SAMPLE_EVERY_S = 0.25
+
+    # -- conveniences for the worker loop --------------------------------------------------
+    def now(self) -> float:
+        return time.time() - self.started_at
+
+    def add_stage(self, name: str, seconds: float) -> None:
+        self.stages[name] = self.stages.get(name, 0.0) + float(seconds)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """`with metrics.stage("decode"): ...` adds the block's wall time to that stage."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add_stage(name, time.perf_counter() - start)
+
+    def tick(self, images: int, errors: int | None = None) -> None:
+        """Record the running totals after a batch; samples are kept at most every 0.25 s."""
+        t = self.now()
+        if self.startup_s is None and images > 0:
+            self.startup_s = t
+        self.images = int(images)
+        if errors is not None:
+            self.errors = int(errors)
+        if not self.samples or t - self.samples[-1][0] >= self._SAMPLE_EVERY_S:
+            self.samples.append((t, self.images))
+
+    def finish(self) -> None:
+        """Set the wall time and close the throughput series with the final count."""
+        self.wall_s = self.now()
+        if not self.samples or self.samples[-1] != (self.wall_s, self.images):
+            self.samples.append((self.wall_s, self.images))
+
+    # -- transport (MPI gather, Ray object, JSON) ------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Metrics":
+        known = {f.name for f in fields(cls)}
+        m = cls(**{k: v for k, v in data.items() if k in known})
+        m.samples = [(float(t), int(n)) for t, n in m.samples]
+        m.watts = [(float(t), float(w)) for t, w in m.watts]
+        m.gpu_util = [(float(t), float(u)) for t, u in m.gpu_util]
+        return m
+
+
+# ---------------------------------------------------------------------------------------------
+# The report: numbers
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Report:
+    out_dir: Path
+    data: dict
+    json_path: Path
+    md_path: Path
+    png_path: Path | None  # None when matplotlib is not installed
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values]
+    return sum(values) / len(values) if values else None
+
+
+def _percentiles(values: list[float]) -> dict | None:
+    if not values:
+        return None
+    p50, p90, p99 = np.percentile(np.asarray(values, dtype=np.float64), [50, 90, 99])
+    return {"p50_s": float(p50), "p90_s": float(p90), "p99_s": float(p99), "batches": len(values)}
+
+
+def _avg_watts(m: Metrics) -> float | None:
+    if m.energy_j is not None and m.energy_s:
+        return m.energy_j / m.energy_s
+    return _mean(w for _, w in m.watts)
+
+
+def _busy(m: Metrics) -> tuple[float | None, str | None]:
+    if m.busy_fraction is not None:
+        return float(m.busy_fraction), "measured"
+    util = _mean(u for _, u in m.gpu_util)
+    if util is not None:
+        return util / 100.0, "nvml"
+    return None, None
+
+
+def _downsample(samples: list[tuple[float, int]], limit: int = MAX_SERIES_POINTS) -> list[list[float]]:
+    if len(samples) <= limit:
+        picked = samples
+    else:
+        idx = np.unique(np.linspace(0, len(samples) - 1, limit).round().astype(int))
+        picked = [samples[i] for i in idx]
+    return [[round(float(t), 4), int(n)] for t, n in picked]
+
+
+def _stage_table(stages: dict[str, float], wall_s: float) -> dict[str, dict]:
+    names = [s for s in STAGES if s in stages] + sorted(s for s in stages if s not in STAGES)
+    return {s: {"seconds": float(stages[s]), "fraction": (stages[s] / wall_s if wall_s > 0 else None)}
+            for s in names}
+
+
+def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
+    """The contents of report.json, computed from the workers' metrics (pure; no files)."""
+    if not metrics:
+        raise ReportError("no worker metrics were given, so there is nothing to report: "
+                          "did every worker fail before its first batch?")
+    t0 = min(m.started_at for m in metrics)
+    end = max(m.started_at + m.wall_s for m in metrics)
+    wall_s = float(job_info.get("wall_s") or (end - t0))
+    images = sum(int(m.images) for m in metrics)
+    errors = sum(int(m.errors) for m in metrics)
+
+    workers = []
+    for m in metrics:
+        busy, busy_source = _busy(m)
+        watts = _avg_watts(m)
+        ips = m.images / m.wall_s if m.wall_s > 0 else 0.0
+        workers.append({
+            "worker": m.worker,
+            "device": m.device,
+            "host": m.host,
+            "images": int(m.images),
+            "errors": int(m.errors),
+            "wall_s": float(m.wall_s),
+            "images_per_s": ips,
+            "busy_fraction": busy,
+            "busy_source": busy_source,
+            "startup_s": m.startup_s,
+            "avg_watts": watts,
+            "images_per_s_per_watt": (ips / watts if watts else None),
+            "latency": _percentiles(m.batch_latency_s),
+            "stages": _stage_table(m.stages, m.wall_s),
+        })
+
+    rates = [w["images_per_s"] for w in workers]
+    median = float(np.median(rates))
+    stragglers = []
+    for w in workers:
+        below = (1.0 - w["images_per_s"] / median) if median > 0 else 0.0
+        w["below_median"] = below
+        w["straggler"] = len(workers) > 1 and below > STRAGGLER_THRESHOLD
+        if w["straggler"]:
+            stragglers.append(w["worker"])
+
+    total_worker_s = sum(m.wall_s for m in metrics)
+    stage_sums: dict[str, float] = {}
+    for m in metrics:
+        for name, secs in m.stages.items():
+            stage_sums[name] = stage_sums.get(name, 0.0) + float(secs)
+    stages = _stage_table(stage_sums, total_worker_s)
+    bottleneck = max(stages, key=lambda s: stages[s]["seconds"]) if stages else None
+
+    # GPU busy: weighted by each worker's wall time, over the workers that measured it.
+    busy_pairs = [(w["busy_fraction"], w["wall_s"]) for w in workers if w["busy_fraction"] is not None]
+    busy_weight = sum(s for _, s in busy_pairs)
+    busy = (sum(b * s for b, s in busy_pairs) / busy_weight if busy_weight > 0
+            else _mean(b for b, _ in busy_pairs))
+
+    powered = [w for w in workers if w["avg_watts"]]
+    total_watts = sum(w["avg_watts"] for w in powered) if powered else None
+    powered_ips = sum(w["images_per_s"] for w in powered)
+
+    startups = [w["startup_s"] for w in workers if w["startup_s"] is not None]
+    ips = images / wall_s if wall_s > 0 else 0.0
+    summary = {
+        "workers": len(workers),
+        "images": images,
+        "errors": errors,
+        "error_fraction": errors / images if images else 0.0,
+        "wall_s": wall_s,
+        "images_per_s": ips,
+        "images_per_s_per_worker": ips / len(workers),
+        "median_worker_images_per_s": median,
+        "busy_fraction": busy,
+        "avg_watts": total_watts,  # all sampled GPUs together
+        "powered_workers": len(powered),
+        "images_per_s_per_watt": (powered_ips / total_watts if total_watts else None),
+        "startup_s": ({"min": min(startups), "median": float(np.median(startups)), "max": max(startups)}
+                      if startups else None),
+        "stragglers": stragglers,
+        "bottleneck": bottleneck,
+        "latency": _percentiles([x for m in metrics for x in m.batch_latency_s]),
+    }
+    series = {str(m.worker): _downsample([(t + m.started_at - t0, n) for t, n in m.samples])
+              for m in metrics}
+    return {
+        "format": REPORT_FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "job": job_info,
+        "summary": summary,
+        "workers": workers,
+        "stages": stages,
+        "series": {"t0": t0, "workers": series},
+    }
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _finite(obj):
+    """JSON has no NaN or infinity: such numbers become null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return _finite(obj.item())
+    return obj
+
+
+def write_report(out_dir, job_info: dict, metrics: list[Metrics]) -> Report:
+    """Write report.json, report.md and throughput.png into out_dir; return what was written.
+    job_info is free-form and JSON-able (name, model, source, launcher, ...); its "wall_s", when
+    given, is the job's wall time, otherwise the span from the first worker's start to the last
+    worker's end."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = _finite(build_report(dict(job_info or {}), metrics))
+    text = json.dumps(data, indent=2, default=str, allow_nan=False) + "\n"
+    _atomic_write(out / "report.json", text.encode())
+    return _render(out, json.loads(text))
+
+
+def load_report(out_dir) -> dict:
+    path = Path(out_dir)
+    path = path if path.name == "report.json" else path / "report.json"
+    if not path.is_file():
+        where = path.parent
+        hint = "" if where.is_dir() else f" (the directory {where} does not exist either)"
+        raise ReportError(f"no report.json in {where}{hint}: give the output directory of a finished "
+                          f"`batchscore run`, which writes its report there.")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(f"{path} cannot be read as JSON ({exc}); rerun the job, or restore the file.") from None
+    if not isinstance(data, dict) or "summary" not in data or "workers" not in data:
+        raise ReportError(f"{path} is JSON but not a batchscore report (no 'summary' and 'workers').")
+    if int(data.get("format", 0)) > REPORT_FORMAT:
+        raise ReportError(f"{path} is report format {data.get('format')}, newer than this batchscore "
+                          f"reads ({REPORT_FORMAT}); upgrade batchscore to render it.")
+    return data
+
+
+def render(out_dir) -> Report:
+    """Rewrite report.md and throughput.png from the report.json in out_dir."""
+    out = Path(out_dir)
+    if out.name == "report.json":
+        out = out.parent
+    return _render(out, load_report(out))
+
+
+def _render(out: Path, data: dict) -> Report:
+    md_path = out / "report.md"
+    _atomic_write(md_path, render_markdown(data).encode())
+    png_path = out / "throughput.png"
+    if not plot_throughput(data, png_path):
+        png_path = None
+    return Report(out, data, out / "report.json", md_path, png_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The report: Markdown
+# ---------------------------------------------------------------------------------------------
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "-"
+    if s < 60:
+        return f"{s:.1f} s" if s >= 0.1 or s == 0 else f"{s * 1000:.0f} ms"
+    m, sec = divmod(int(round(s)), 60)
+    if m < 60:
+        return f"{m} min {sec:02d} s"
+    h, m = divmod(m, 60)
+    return f"{h} h {m:02d} min"
+
+
+def _fmt_rate(r: float | None) -> str:
+    if r is None:
+        return "-"
+    return f"{r:,.0f}" if r >= 100 else f"{r:,.1f}" if r >= 1 else f"{r:.3g}"
+
+
+def _fmt_pct(x: float | None, digits: int = 0) -> str:
+    return "-" if x is None else f"{100 * x:.{digits}f}%"
+
+
+def _table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
+    sep = ["---:" if a == "r" else "---" for a in align]
+    return ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"] + [
+        "| " + " | ".join(r) + " |" for r in rows]
+
+
+def render_markdown(data: dict) -> str:
+    s, workers, job = data["summary"], data["workers"], data.get("job") or {}
+    title = job.get("name") or "batch scoring"
+    lines = [f"# Report: {title}", ""]
+
+    err = f"{s['errors']:,} errors ({_fmt_pct(s['error_fraction'], 2)})" if s["errors"] else "no errors"
+    rows = [
+        ["Images", f"{s['images']:,}, {err}"],
+        ["Wall time", fmt_seconds(s["wall_s"])],
+        ["Throughput", f"{_fmt_rate(s['images_per_s'])} images/s on {s['workers']} worker"
+                       f"{'s' if s['workers'] != 1 else ''} ({_fmt_rate(s['images_per_s_per_worker'])} per worker)"],
+        ["GPU busy", _fmt_pct(s["busy_fraction"])],
+    ]
+    if s.get("avg_watts"):
+        n = s.get("powered_workers", 0)
+        rows.append(["Power", f"{s['avg_watts']:,.0f} W average over {n} GPU{'s' if n != 1 else ''}, "
+                              f"{s['images_per_s_per_watt']:.3g} images/s per W"])
+    if s.get("latency"):
+        lat = s["latency"]
+        rows.append(["Batch latency", f"p50 {fmt_seconds(lat['p50_s'])}, p90 {fmt_seconds(lat['p90_s'])}, "
+                                      f"p99 {fmt_seconds(lat['p99_s'])}"])
+    if s.get("startup_s"):
+        st = s["startup_s"]
+        spread = f" ({fmt_seconds(st['min'])} to {fmt_seconds(st['max'])})" if s["workers"] > 1 else ""
+        rows.append(["Start to first batch", f"{fmt_seconds(st['median'])} median{spread}"
+                     if s["workers"] > 1 else fmt_seconds(st["median"])])
+    by_id = {str(w["worker"]): w for w in workers}
+    if s["stragglers"]:
+        rows.append(["Stragglers", ", ".join(
+            f"worker {k} ({_fmt_pct(by_id[str(k)]['below_median'])} below median)" for k in s["stragglers"])])
+    elif s["workers"] > 1:
+        rows.append(["Stragglers", "none (all within 10% of the median)"])
+    if s.get("bottleneck"):
+        b = s["bottleneck"]
+        rows.append(["Busiest stage", f"{b} ({_fmt_pct(data['stages'][b]['fraction'])} of worker time)"])
+    lines += _table(["Summary", ""], rows, "ll")
+
+    lines += ["", "## Workers", ""]
+    has_watts = any(w.get("avg_watts") for w in workers)
+    header = ["Worker", "Device", "Images", "Errors", "images/s", "GPU busy", "Start"]
+    header += ["Watts", "images/s/W"] if has_watts else []
+    rows = []
+    for w in workers:
+        name = f"{w['worker']}" + (" (straggler)" if w.get("straggler") else "")
+        device = w["device"] + (f" on {w['host']}" if w.get("host") else "")
+        row = [name, device, f"{w['images']:,}", f"{w['errors']:,}", _fmt_rate(w["images_per_s"]),
+               _fmt_pct(w["busy_fraction"]), fmt_seconds(w["startup_s"])]
+        if has_watts:
+            row += [f"{w['avg_watts']:.0f}" if w.get("avg_watts") else "-",
+                    f"{w['images_per_s_per_watt']:.3g}" if w.get("images_per_s_per_watt") else "-"]
+        rows.append(row)
+    lines += _table(header, rows, "llrrrrr" + "rr" * has_watts)
+
+    if data.get("stages"):
+        lines += ["", "## Stages", "",
+                  "Seconds summed over all workers; the share is of the workers' wall time. The stages "
+                  "overlap in the pipeline, so the shares may add up to more than 100%.", ""]
+        rows = [[name, f"{st['seconds']:,.1f}", _fmt_pct(st["fraction"])] for name, st in data["stages"].items()]
+        lines += _table(["Stage", "Seconds", "Share"], rows, "lrr")
+
+    scalars = {k: v for k, v in job.items() if k != "name" and isinstance(v, (str, int, float, bool))}
+    if scalars:
+        lines += ["", "## Job", ""]
+        lines += _table(["", ""], [[k, f"`{v}`" if isinstance(v, str) else str(v)] for k, v in scalars.items()], "ll")
+    lines += ["", "![images/s over time](throughput.png)", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# The report: plots
+# ---------------------------------------------------------------------------------------------
+
+
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed, so no plot was drawn (pip install matplotlib)")
+        return None
+    return plt
+
+
+def throughput_curves(series: dict[str, list], points: int = 200) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Images/s over time from cumulative (t, images done) samples: a common time grid, the rate
+    of each worker on it, and their total. Rates are differences over a window of about 1/40 of
+    the run (at least a second), so the lines show trends rather than batch-by-batch noise."""
+    series = {k: np.asarray(v, dtype=np.float64).reshape(-1, 2) for k, v in series.items()}
+    series = {k: v for k, v in series.items() if len(v)}
+    if not series:
+        return np.zeros(0), {}, np.zeros(0)
+    end = max(float(v[:, 0].max()) for v in series.values())
+    grid = np.linspace(0.0, end, points + 1) if end > 0 else np.zeros(1)
+    window = max(end / 40.0, 1.0, 2 * (grid[1] - grid[0]) if len(grid) > 1 else 0)
+    lag = grid - window
+
+    def rate(t, n):
+        # The first sample counts the images of the first batch, done before it; spread them back
+        # at the rate of the next interval instead of a jump (a spike) at the first sample.
+        begin = t[0]
+        if len(t) > 1 and n[1] > n[0] > 0 and t[1] > t[0]:
+            begin = max(t[0] - n[0] * (t[1] - t[0]) / (n[1] - n[0]), 0.0)
+            t, n = np.concatenate([[begin], t]), np.concatenate([[0.0], n])
+        done = np.interp(grid, t, n, left=0.0)
+        before = np.interp(np.maximum(lag, 0.0), t, n, left=0.0)
+        span = np.clip(grid - begin, 0.0, window)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(span > 0, (done - before) / span, 0.0)
+        # no line before a worker's first images, nor after its last sample
+        return np.where((grid >= begin) & (grid <= t[-1] + 1e-9), r, np.nan), done
+
+    per_worker, total_done = {}, np.zeros_like(grid)
+    for k, v in series.items():
+        order = np.argsort(v[:, 0], kind="stable")
+        t, n = v[order, 0], v[order, 1]
+        per_worker[k], done = rate(t, n)
+        total_done += done
+    before = np.interp(np.maximum(lag, 0.0), grid, total_done)
+    span = np.minimum(grid, window)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        total = np.where(span > 0, (total_done - before) / span, 0.0)
+    return grid, per_worker, total
+
+
+def plot_throughput(data: dict, path: Path) -> bool:
+    plt = _pyplot()
+    if plt is None:
+        return False
+    grid, per_worker, total = throughput_curves(data.get("series", {}).get("workers", {}))
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    try:
+        many = len(per_worker) > 12
+        for k, r in per_worker.items():
+            ax.plot(grid, r, lw=0.8 if many else 1.2, alpha=0.5 if many else 0.9,
+                    color="0.6" if many else None, label=None if many else f"worker {k}")
+        if len(per_worker) > 1 or not per_worker:
+            ax.plot(grid, total, color="black", lw=2, label="total")
+        ax.set_xlabel("seconds since the first worker started")
+        ax.set_ylabel("images/s")
+        title = (data.get("job") or {}).get("name") or "throughput"
+        ax.set_title(f"{title}: {_fmt_rate(data['summary']['images_per_s'])} images/s overall")
+        ax.set_ylim(bottom=0)
+        ax.set_xlim(left=0)
+        ax.grid(alpha=0.3)
+        if per_worker:
+            ax.legend(loc="best", fontsize="small", ncol=2 if len(per_worker) > 6 else 1)
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return True
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, format="png", metadata={"Software": None})  # no version stamp: reproducible bytes
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scaling across runs with different worker counts
+# ---------------------------------------------------------------------------------------------
+
+
+def combine_scaling(run_dirs, out_dir=None) -> dict:
+    """A scaling table from the reports of several runs (one per worker count): images/s,
+    speedup and efficiency against the run with the fewest workers, images/s per worker. Writes
+    scaling.json, scaling.md and scaling.png into out_dir (default: the runs' common parent)."""
+    run_dirs = [Path(d) for d in run_dirs]
+    if not run_dirs:
+        raise ReportError("no run directories were given to compare")
+    rows = []
+    for d in run_dirs:
+        s = load_report(d)["summary"]
+        rows.append({"run": str(d), "workers": int(s["workers"]), "images": int(s["images"]),
+                     "wall_s": float(s["wall_s"]), "images_per_s": float(s["images_per_s"])})
+    rows.sort(key=lambda r: (r["workers"], r["run"]))
+    base_workers = rows[0]["workers"]
+    base_ips = _mean(r["images_per_s"] for r in rows if r["workers"] == base_workers)
+    for r in rows:
+        r["images_per_s_per_worker"] = r["images_per_s"] / r["workers"]
+        r["speedup"] = r["images_per_s"] / base_ips if base_ips else None
+        ideal = r["workers"] / base_workers
+        r["efficiency"] = r["speedup"] / ideal if r["speedup"] is not None else None
+    result = {"baseline_workers": base_workers, "baseline_images_per_s": base_ips, "runs": rows}
+
+    out = Path(out_dir) if out_dir is not None else Path(os.path.commonpath([str(d.resolve()) for d in run_dirs]))
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_write(out / "scaling.json", (json.dumps(result, indent=2) + "\n").encode())
+    _atomic_write(out / "scaling.md", render_scaling_markdown(result).encode())
+    png = out / "scaling.png"
+    result["files"] = {"json": str(out / "scaling.json"), "md": str(out / "scaling.md"),
+                       "png": str(png) if plot_scaling(result, png) else None}
+    return result
+
+
+def render_scaling_markdown(result: dict) -> str:
+    rows = [[str(r["workers"]), _fmt_rate(r["images_per_s"]), _fmt_rate(r["images_per_s_per_worker"]),
+             "-" if r["speedup"] is None else f"{r['speedup']:.2f}x", _fmt_pct(r["efficiency"]),
+             f"`{r['run']}`"] for r in result["runs"]]
+    lines = ["# Scaling", "",
+             f"Speedup and efficiency are against {result['baseline_workers']} worker"
+             f"{'s' if result['baseline_workers'] != 1 else ''}; 100% efficiency is linear scaling.", ""]
+    lines += _table(["Workers", "images/s", "per worker", "Speedup", "Efficiency", "Run"], rows, "rrrrrl")
+    lines += ["", "![images/s against workers](scaling.png)", ""]
+    return "\n".join(lines)
+
+
+def plot_scaling(result: dict, path: Path) -> bool:
+    plt = _pyplot()
+    if plt is None:
+        return False
+    rows = result["runs"]
+    w = np.array([r["workers"] for r in rows], dtype=float)
+    ips = np.array([r["images_per_s"] for r in rows], dtype=float)
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    try:
+        xs = np.array([0.0, w.max()])
+        if result["baseline_images_per_s"]:
+            per = result["baseline_images_per_s"] / result["baseline_workers"]
+            ax.plot(xs, per * xs, "--", color="0.5", label="linear scaling")
+        ax.plot(w, ips, "o-", color="C0", label="measured")
+        for r in rows:
+            if r["efficiency"] is not None:
+                ax.annotate(f"{100 * r['efficiency']:.0f}%", (r["workers"], r["images_per_s"]),
+                            textcoords="offset points", xytext=(4, -12), fontsize="small")
+        ax.set_xlabel("workers")
+        ax.set_ylabel("images/s")
+        ax.set_title("throughput against worker count (labels: efficiency)")
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+        ax.set_xticks(sorted(set(int(x) for x in w)))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper left")
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Progress: one line on a terminal, periodic lines in a log
+# ---------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """Images done out of total, images/s over the last few seconds, ETA and errors.
+
+    On a terminal the line is redrawn in place at most `redraw_s` apart; when the stream is not a
+    terminal (a log file, a CI job) a plain line is written every `log_every_s`; with quiet=True
+    nothing is written. `update` adds to the counts, `set` replaces them (a driver summing the
+    workers' totals); both are thread-safe. Use as a context manager or call `close()`.
+    """
+
+    def __init__(self, total: int | None, *, label: str = "scoring", quiet: bool = False,
+                 stream: IO[str] | None = None, tty: bool | None = None, redraw_s: float = 0.25,
+                 log_every_s: float = 10.0, window_s: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.total = total
+        self.label = label
+        self.quiet = quiet
+        self.stream = stream if stream is not None else sys.stdout
+        self.tty = tty if tty is not None else bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every = redraw_s if self.tty else log_every_s
+        self.window_s = window_s
+        self.clock = clock
+        self.done = 0
+        self.errors = 0
+        self._lock = threading.Lock()
+        self._start = clock()
+        self._last_draw: float | None = None
+        self._history: deque[tuple[float, int]] = deque([(self._start, 0)])
+        self._width = 0
+        self._closed = False
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def update(self, images: int = 0, errors: int = 0) -> None:
+        with self._lock:
+            self.done += images
+            self.errors += errors
+            self._advance()
+
+    def set(self, done: int, errors: int = 0) -> None:
+        with self._lock:
+            self.done, self.errors = done, errors
+            self._advance()
+
+    def _advance(self) -> None:
+        now = self.clock()
+        self._history.append((now, self.done))
+        while len(self._history) > 2 and now - self._history[1][0] >= self.window_s:
+            self._history.popleft()
+        if self._last_draw is None or now - self._last_draw >= self.every:
+            self._draw(now)
+
+    def rate(self, now: float | None = None) -> float:
+        now = self.clock() if now is None else now
+        t0, n0 = self._history[0]
+        return (self.done - n0) / (now - t0) if now > t0 else 0.0
+
+    def line(self, now: float | None = None, final: bool = False) -> str:
+        now = self.clock() if now is None else now
+        elapsed = now - self._start
+        rate = self.done / elapsed if final and elapsed > 0 else self.rate(now)
+        parts = [self.label]
+        if self.total:
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(20 * frac)
+            parts.append(f"[{bar:.<20}] {self.done:,}/{self.total:,} ({100 * frac:.0f}%)")
+        else:
+            parts.append(f"{self.done:,} images")
+        parts.append(f"{_fmt_rate(rate)} images/s")
+        if final:
+            parts.append(f"in {_clock(elapsed)}")
+        elif self.total:
+            left = self.total - self.done
+            parts.append(f"ETA {_clock(left / rate) if rate > 0 else '?'}")
+        parts.append(f"{self.errors:,} error{'s' if self.errors != 1 else ''}")
+        return "  ".join(parts)
+
+    def _draw(self, now: float, final: bool = False) -> None:
+        self._last_draw = now
+        if self.quiet:
+            return
+        text = self.line(now, final)
+        if self.tty:
+            cols = shutil.get_terminal_size((100, 20)).columns - 1
+            text = text[:cols]
+            pad = " " * max(self._width - len(text), 0)
+            self._width = len(text)
+            self.stream.write("\r" + text + pad + ("\n" if final else ""))
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._draw(self.clock(), final=True)
+
+
+def _clock(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(round(seconds))
+    h, rem = divmod(s, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU power and utilisation through NVML
+# ---------------------------------------------------------------------------------------------
+
+
+class PowerSampler:
+    """Samples one GPU's power (W) and utilisation (%) every `interval_s` on a daemon thread.
+
+    `available` is False where pynvml is missing or finds no GPU: then start/stop do nothing and
+    the lists stay empty. Times are seconds since `t0` (epoch seconds, e.g. Metrics.started_at).
+    Where the GPU has an energy counter (Volta and later), `energy_j` is its difference between
+    start and stop, a better average than the power samples."""
+
+    def __init__(self, nvml=None, handle=None, interval_s: float = 0.5, t0: float | None = None):
+        self._nvml, self._handle = nvml, handle
+        self.available = handle is not None
+        self.interval_s = interval_s
+        self.t0 = time.time() if t0 is None else t0
+        self.watts: list[tuple[float, float]] = []
+        self.util: list[tuple[float, float]] = []
+        self.energy_j: float | None = None
+        self.energy_s: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._energy0: tuple[float, float] | None = None
+
+    def __enter__(self) -> "PowerSampler":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _energy(self) -> tuple[float, float] | None:
+        """(time, joules) from the GPU's energy counter, or None where it has none."""
+        try:
+            return time.time(), self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle) / 1000.0  # mJ
+        except Exception:
+            return None
+
+    def sample(self) -> None:
+        t = time.time() - self.t0
+        try:
+            self.watts.append((t, self._nvml.nvmlDeviceGetPowerUsage(self._handle) / 1000.0))  # mW
+        except Exception:
+            pass
+        try:
+            self.util.append((t, float(self._nvml.nvmlDeviceGetUtilizationRates(self._handle).gpu)))
+        except Exception:
+            pass
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def start(self) -> "PowerSampler":
+        if self.available and self._thread is None:
+            self._energy0 = self._energy()
+            self.sample()
+            self._thread = threading.Thread(target=self._loop, name="nvml-power", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._thread = None
+        self.sample()
+        e1, e0 = self._energy(), self._energy0
+        if e0 is not None and e1 is not None and e1[1] >= e0[1] and e1[0] > e0[0]:
+            self.energy_j, self.energy_s = e1[1] - e0[1], e1[0] - e0[0]
+        try:
+            self._nvml.nvmlShutdown()
+        except Exception:
+            pass
+
+    def record_into(self, metrics: Metrics) -> None:
+        """Copy the samples into a worker's Metrics (nothing when NVML was not available)."""
+        if self.available:
+            shift = self.t0 - metrics.started_at
+            metrics.watts = [(t + shift, w) for t, w in self.watts]
+            metrics.gpu_util = [(t + shift, u) for t, u in self.util]
+            metrics.energy_j, metrics.energy_s = self.energy_j, self.energy_s
+
+
+def _nvml_handle(nvml, device: int):
+    """The NVML handle of CUDA device `device` as this process sees it: NVML ignores
+    CUDA_VISIBLE_DEVICES, so a worker pinned by it is mapped back to the physical GPU."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip():
+        entries = [e.strip() for e in visible.split(",") if e.strip()]
+        entry = entries[device]
+        if entry.isdigit():
+            return nvml.nvmlDeviceGetHandleByIndex(int(entry))
+        return nvml.nvmlDeviceGetHandleByUUID(entry)  # GPU-... (MIG-... has no power reading)
+    return nvml.nvmlDeviceGetHandleByIndex(device)
+
+
+def nvml_power_sampler(device: int = 0, interval_s: float = 0.5, t0: float | None = None) -> PowerSampler:
+    """A PowerSampler for CUDA device `device`, or a no-op one where NVML cannot be used."""
+    try:
+        import pynvml as nvml  # from the nvidia-ml-py distribution
+    except ImportError:
+        return PowerSampler(interval_s=interval_s, t0=t0)
+    try:
+        nvml.nvmlInit()
+    except Exception:
+        return PowerSampler(interval_s=interval_s, t0=t0)
+    try:
+        handle = _nvml_handle(nvml, device)
+        probe = PowerSampler(nvml, handle, interval_s=interval_s, t0=t0)
+        probe.sample()  # some GPUs (and MIG slices) have no power reading; keep what works
+        if not (probe.watts or probe.util):
+            raise RuntimeError("neither power nor utilisation can be read")
+    except Exception as exc:
+        log.debug("NVML gives no power or utilisation for device %s: %s", device, exc)
+        try:
+            nvml.nvmlShutdown()
+        except Exception:
+            pass
+        return PowerSampler(interval_s=interval_s, t0=t0)
+    return PowerSampler(nvml, handle, interval_s=interval_s, t0=t0)

@@ -1,0 +1,435 @@
+"""scoring/outputs.py: top-k, part files (rows in = rows out, atomic), the manifest (resume, verify,
+concurrent readers and writers) and reading the results back with pyarrow.dataset and pandas."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from scoring import outputs
+from scoring.errors import OutputError
+from scoring.outputs import Manifest, OutputSpec, PartInfo, PartWriter, read_predictions, top_k
+
+# ---------------------------------------------------------------------------------------------
+# top-k
+# ---------------------------------------------------------------------------------------------
+
+
+def reference_top_k(scores, k):
+    """Sorted by score descending, ties by the lower index, NaN last: the definition, row by row."""
+    out = []
+    for row in scores:
+        key = [(-(v if not np.isnan(v) else -np.inf), np.isnan(v), i) for i, v in enumerate(row)]
+        key.sort(key=lambda t: (t[1], t[0], t[2]))
+        out.append([i for _, _, i in key[:k]])
+    return np.array(out, np.int32).reshape(len(scores), min(k, scores.shape[1]))
+
+
+def test_top_k_orders_by_score_then_lower_index():
+    scores = np.array([[0.1, 0.5, 0.5, 0.9, 0.5],
+                       [1.0, 1.0, 1.0, 1.0, 1.0],
+                       [-3.0, -1.0, -2.0, 0.0, -1.0]], np.float32)
+    indices, values = top_k(scores, 3)
+    assert indices.dtype == np.int32 and values.dtype == np.float32
+    assert indices.tolist() == [[3, 1, 2], [0, 1, 2], [3, 1, 4]]
+    np.testing.assert_array_equal(values, np.take_along_axis(scores, indices.astype(np.int64), 1))
+
+
+def test_top_k_matches_the_definition_with_many_ties():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(300, 20)).astype(np.float32)  # ties everywhere, also at the k-th place
+    scores[::7] = rng.standard_normal((len(scores[::7]), 20))  # and rows with none
+    for k in (1, 3, 5, 19, 20):
+        np.testing.assert_array_equal(top_k(scores, k)[0], reference_top_k(scores, k))
+
+
+def test_top_k_clamps_k_and_ranks_nan_last():
+    scores = np.array([[0.2, np.nan, 0.7], [np.nan, np.nan, 0.0]], np.float32)
+    indices, values = top_k(scores, 10)
+    assert indices.shape == (2, 3)
+    assert indices.tolist() == [[2, 0, 1], [2, 0, 1]]
+    assert np.isnan(values[0, 2])
+
+
+def test_top_k_accepts_float16_and_empty_batches():
+    indices, values = top_k(np.array([[1, 3, 2]], np.float16), 2)
+    assert indices.tolist() == [[1, 2]] and values.dtype == np.float32
+    indices, values = top_k(np.zeros((0, 10), np.float32), 5)
+    assert indices.shape == (0, 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# OutputSpec and labels
+# ---------------------------------------------------------------------------------------------
+
+
+def test_output_spec_validates_top_k():
+    for bad in (0, -1, 2.5, True, "5"):
+        with pytest.raises(OutputError, match="top_k must be a positive integer"):
+            OutputSpec(top_k=bad)
+
+
+def test_labels_file_shorter_than_classes_names_the_file_and_counts(tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("cat\ndog\nbird\n\n\n")  # trailing blank lines are not labels
+    spec = OutputSpec.from_labels_file(labels, top_k=2)
+    assert spec.labels == ["cat", "dog", "bird"]
+    with pytest.raises(OutputError, match=r"labels\.txt has 3 labels but the model has 5 classes"):
+        OutputSpec.from_labels_file(labels, num_classes=5)
+    with pytest.raises(OutputError, match=r"labels\.txt has 3 labels but the model has 4 classes"):
+        spec.for_classes(4)
+    # Told the class count only by the first batch: the error comes from add(), before anything is written.
+    writer = PartWriter(tmp_path / "out", "part-00000", spec)
+    with pytest.raises(OutputError, match="3 labels but the model has 4 classes"):
+        writer.add(np.arange(2), np.zeros((2, 4), np.float32), [None, None])
+    writer.abort()
+    assert not (tmp_path / "out" / "parts" / "part-00000.parquet").exists()
+    assert OutputSpec.from_labels_file(labels, num_classes=3).labels_file == str(labels)  # more is fine too
+
+
+def test_labels_file_missing_or_empty(tmp_path):
+    with pytest.raises(OutputError, match="does not exist"):
+        OutputSpec.from_labels_file(tmp_path / "nope.txt")
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(OutputError, match="empty.txt is empty"):
+        OutputSpec.from_labels_file(tmp_path / "empty.txt")
+
+
+# ---------------------------------------------------------------------------------------------
+# PartWriter
+# ---------------------------------------------------------------------------------------------
+
+
+def write_part(out_dir, key, ids, scores, errors, spec=None, batch=4):
+    writer = PartWriter(out_dir, key, spec or OutputSpec(top_k=3))
+    for start in range(0, len(ids), batch):
+        stop = start + batch
+        writer.add(ids[start:stop], None if scores is None else scores[start:stop], errors[start:stop])
+    return writer.close()
+
+
+def test_part_columns_types_and_error_rows(tmp_path):
+    rng = np.random.default_rng(1)
+    scores = rng.standard_normal((10, 6)).astype(np.float32)
+    errors = [None] * 10
+    errors[3] = "cannot identify image file"
+    errors[8] = "empty cell"
+    spec = OutputSpec(top_k=3, labels=[f"c{i}" for i in range(6)], raw=True)
+    info = write_part(tmp_path, "part-00002", np.arange(100, 110), scores, errors, spec)
+
+    assert info == PartInfo(key="part-00002", file="parts/part-00002.parquet", rows=10, errors=2,
+                            sha256=outputs.file_sha256(tmp_path / "parts/part-00002.parquet"), bytes=info.bytes)
+    table = pq.read_table(tmp_path / info.file)
+    assert table.column_names == ["id", "top_k_indices", "top_k_scores", "top_k_labels", "raw", "error"]
+    types = {f.name: f.type for f in table.schema}
+    assert types["id"] == pa.int64()
+    assert pa.types.is_list(types["top_k_indices"]) and types["top_k_indices"].value_type == pa.int32()
+    assert pa.types.is_list(types["top_k_scores"]) and types["top_k_scores"].value_type == pa.float32()
+    assert pa.types.is_list(types["top_k_labels"]) and types["top_k_labels"].value_type == pa.string()
+    assert pa.types.is_fixed_size_list(types["raw"]) and types["raw"].list_size == 6
+    assert types["raw"].value_type == pa.float32() and types["error"] == pa.string()
+
+    rows = table.to_pylist()
+    assert [r["id"] for r in rows] == list(range(100, 110))  # input order kept
+    expected, _ = top_k(scores, 3)
+    for i, row in enumerate(rows):
+        if errors[i] is None:
+            assert row["error"] is None
+            assert row["top_k_indices"] == expected[i].tolist()
+            np.testing.assert_array_equal(row["top_k_scores"], scores[i, expected[i]])
+            assert row["top_k_labels"] == [f"c{j}" for j in expected[i]]
+            np.testing.assert_array_equal(row["raw"], scores[i])
+        else:
+            assert row["error"] == errors[i]
+            assert row["top_k_indices"] is None and row["top_k_scores"] is None
+            assert row["top_k_labels"] is None and row["raw"] is None
+
+
+def test_string_ids_and_no_optional_columns(tmp_path):
+    ids = np.array([f"img-{i}" for i in range(5)], dtype=object)
+    info = write_part(tmp_path, "part-00000", ids, np.eye(5, dtype=np.float32), [None] * 5, OutputSpec(top_k=1))
+    table = pq.read_table(tmp_path / info.file)
+    assert table.column_names == ["id", "top_k_indices", "top_k_scores", "error"]
+    assert table.schema.field("id").type == pa.string()
+    assert table.column("id").to_pylist() == list(ids)
+    assert table.column("top_k_indices").to_pylist() == [[i] for i in range(5)]
+
+
+def test_k_larger_than_classes_is_clamped(tmp_path):
+    info = write_part(tmp_path, "part-00000", np.arange(3), np.array([[1, 2, 3]] * 3, np.float32), [None] * 3,
+                      OutputSpec(top_k=10))
+    assert pq.read_table(tmp_path / info.file).column("top_k_indices").to_pylist() == [[2, 1, 0]] * 3
+
+
+@pytest.mark.parametrize("ids, scores, errors, message", [
+    (np.arange(4), np.zeros((4, 3), np.float32), [None] * 3, "4 ids but 3 errors"),
+    (np.arange(4), np.zeros((3, 3), np.float32), [None] * 4, r"4 ids but scores of shape \(3, 3\)"),
+    (np.arange(4), np.zeros(4, np.float32), [None] * 4, "expected"),
+    (np.arange(2), None, ["bad", None], "scores is None but 1 rows have no error"),
+    (np.zeros((2, 2), np.int64), np.zeros((2, 3), np.float32), [None] * 2, "one-dimensional"),
+    (np.array([1.5, 2.5]), np.zeros((2, 3), np.float32), [None] * 2, "integers or strings"),
+    (np.array([1, "a"], dtype=object), np.zeros((2, 3), np.float32), [None] * 2, "all integers or all strings"),
+])
+def test_rows_in_must_equal_rows_out(tmp_path, ids, scores, errors, message):
+    writer = PartWriter(tmp_path, "part-00000", OutputSpec())
+    with pytest.raises(ValueError, match=message):
+        writer.add(ids, scores, errors)
+
+
+def test_batches_must_agree_on_classes_and_id_type(tmp_path):
+    writer = PartWriter(tmp_path, "part-00000", OutputSpec())
+    writer.add(np.arange(2), np.zeros((2, 3), np.float32), [None, None])
+    with pytest.raises(ValueError, match="3 classes and now have 4"):
+        writer.add(np.arange(2), np.zeros((2, 4), np.float32), [None, None])
+    with pytest.raises(ValueError, match="ids were int64 and are now string"):
+        writer.add(np.array(["a"], object), np.zeros((1, 3), np.float32), [None])
+
+
+def test_error_only_batches_before_and_without_scores(tmp_path):
+    spec = OutputSpec(top_k=2, raw=True)
+    # The first batch fails entirely; the raw column's width comes from the second batch.
+    writer = PartWriter(tmp_path, "part-00000", spec)
+    writer.add(np.arange(3), None, ["a", "b", "c"])
+    writer.add(np.arange(3, 5), np.array([[1, 0, 2], [0, 5, 1]], np.float32), [None, None])
+    table = pq.read_table(tmp_path / writer.close().file)
+    assert table.schema.field("raw").type.list_size == 3
+    assert table.column("raw").to_pylist()[:3] == [None] * 3
+    assert table.column("top_k_indices").to_pylist() == [None, None, None, [2, 0], [1, 2]]
+    # A shard where every row failed: fine when the class count is known ...
+    info = write_part(tmp_path, "part-00001", np.arange(2), None, ["x", "y"], spec.for_classes(3))
+    assert pq.read_table(tmp_path / info.file).schema.equals(table.schema)
+    # ... and a clear refusal when it is not (the worker always knows it from the plan).
+    writer = PartWriter(tmp_path, "part-00002", spec)
+    writer.add(np.arange(2), None, ["x", "y"])
+    with pytest.raises(ValueError, match="give OutputSpec.num_classes"):
+        writer.close()
+    assert not (tmp_path / "parts" / "part-00002.parquet").exists()
+
+
+def test_empty_shard_writes_an_empty_part(tmp_path):
+    info = PartWriter(tmp_path, "part-00000", OutputSpec()).close()
+    assert info.rows == 0 and pq.read_table(tmp_path / info.file).num_rows == 0
+
+
+def test_large_parts_stream_in_row_groups(tmp_path):
+    writer = PartWriter(tmp_path, "part-00000", OutputSpec(top_k=2), row_group_rows=10)
+    for start in range(0, 35, 5):
+        writer.add(np.arange(start, start + 5), np.ones((5, 4), np.float32), [None] * 5)
+    info = writer.close()
+    meta = pq.read_metadata(tmp_path / info.file)
+    assert meta.num_rows == 35 and meta.num_row_groups == 4
+    assert pq.read_table(tmp_path / info.file).column("id").to_pylist() == list(range(35))
+
+
+def test_a_failure_after_the_temp_file_is_written_leaves_no_part(tmp_path, monkeypatch):
+    parts = tmp_path / "parts"
+    seen = []
+
+    def failing_replace(src, dst):
+        seen.append(Path(src))
+        assert Path(src).is_file() and Path(src).stat().st_size > 0  # the temp file was fully written
+        assert Path(src).parent == parts and Path(src).name.startswith(".")  # same dir, hidden name
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outputs.os, "replace", failing_replace)
+    writer = PartWriter(tmp_path, "part-00007", OutputSpec())
+    writer.add(np.arange(4), np.ones((4, 3), np.float32), [None] * 4)
+    with pytest.raises(OSError, match="No space left"):
+        writer.close()
+    assert seen
+    assert not (parts / "part-00007.parquet").exists()
+    assert list(parts.iterdir()) == []  # the temp file is cleaned up too
+    monkeypatch.undo()
+    # An exception inside a `with` block aborts the part the same way.
+    with pytest.raises(RuntimeError, match="decoder died"):
+        with PartWriter(tmp_path, "part-00008", OutputSpec()) as writer:
+            writer.add(np.arange(4), np.ones((4, 3), np.float32), [None] * 4)
+            raise RuntimeError("decoder died")
+    assert list(parts.iterdir()) == []
+
+
+def test_rewriting_a_part_replaces_it_whole(tmp_path):
+    first = write_part(tmp_path, "part-00000", np.arange(4), np.ones((4, 3), np.float32), [None] * 4)
+    second = write_part(tmp_path, "part-00000", np.arange(4), np.zeros((4, 3), np.float32), ["e"] * 4)
+    assert first.sha256 != second.sha256
+    assert outputs.file_sha256(tmp_path / second.file) == second.sha256
+
+
+# ---------------------------------------------------------------------------------------------
+# Manifest
+# ---------------------------------------------------------------------------------------------
+
+
+def test_manifest_records_resumes_and_verifies(tmp_path):
+    manifest = Manifest(tmp_path)
+    assert manifest.done() == set() and manifest.verify().ok
+    infos = [write_part(tmp_path, f"part-{i:05d}", np.arange(i * 4, i * 4 + 4), np.ones((4, 3), np.float32),
+                        [None, "bad", None, None]) for i in range(3)]
+    for info in infos:
+        manifest.record(info)
+    # A fresh Manifest (a rerun) sees the same thing.
+    again = Manifest(tmp_path)
+    assert again.done() == {"part-00000", "part-00001", "part-00002"}
+    assert again.parts()["part-00001"] == infos[1]
+    assert again.rows == 12
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    assert data["rows"] == 12 and data["errors"] == 3
+    assert [p["sha256"] for p in data["parts"]] == [i.sha256 for i in infos]
+    result = again.verify()
+    assert result.ok and result.checked == 3 and "all 3 parts" in str(result)
+
+    (tmp_path / infos[0].file).unlink()
+    with open(tmp_path / infos[2].file, "r+b") as f:  # flip one byte
+        f.seek(20)
+        byte = f.read(1)
+        f.seek(20)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    stray = write_part(tmp_path, "part-00009", np.arange(2), np.ones((2, 3), np.float32), [None] * 2)
+    result = again.verify()
+    assert not result.ok
+    assert result.missing == ["part-00000"] and result.modified == ["part-00002"]
+    assert result.unrecorded == [Path(stray.file).name]
+    assert "1 missing (part-00000)" in str(result) and "1 modified" in str(result)
+
+
+def test_a_damaged_manifest_is_a_clear_error(tmp_path):
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(OutputError, match="is not a batchscore manifest"):
+        Manifest(tmp_path).done()
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": 99, "parts": []}))
+    with pytest.raises(OutputError, match="format 99"):
+        Manifest(tmp_path).done()
+
+
+def test_manifest_survives_a_concurrent_reader(tmp_path):
+    info = write_part(tmp_path, "part-00000", np.arange(4), np.ones((4, 3), np.float32), [None] * 4)
+    manifest = Manifest(tmp_path)
+    manifest.record(info)
+    stop = threading.Event()
+    reads, failures = [0], []
+
+    def reader():
+        path = tmp_path / "manifest.json"
+        while not stop.is_set():
+            try:
+                json.loads(path.read_text())
+                Manifest(tmp_path).done()
+                reads[0] += 1
+            except Exception as exc:  # a half-written manifest would land here
+                failures.append(repr(exc))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(60):
+            manifest.record(PartInfo(key=f"part-{i:05d}", file=info.file, rows=4, errors=0, sha256=info.sha256))
+    finally:
+        stop.set()
+        thread.join()
+    assert not failures and reads[0] > 0
+    assert len(manifest.done()) == 60
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def _record_many(out_dir: str, worker: int, count: int) -> None:
+    manifest = Manifest(out_dir)
+    for i in range(count):
+        manifest.record(PartInfo(key=f"w{worker}-{i:03d}", file="parts/x.parquet", rows=1, errors=0, sha256="0"))
+
+
+def test_workers_in_separate_processes_lose_no_record(tmp_path):
+    context = multiprocessing.get_context("spawn")  # fork after pyarrow started its threads can hang
+    procs = [context.Process(target=_record_many, args=(str(tmp_path), w, 30)) for w in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(Manifest(tmp_path).done()) == 60
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the results back
+# ---------------------------------------------------------------------------------------------
+
+
+def score_job(out_dir: Path, total: int, shard_rows: int, spec: OutputSpec, crash_on: str | None = None):
+    """A toy worker loop over shards with resume: the shape of scoring/worker.py."""
+    manifest = Manifest(out_dir)
+    done = manifest.done()
+    rng = np.random.default_rng(7)
+    scored = []
+    for first in range(0, total, shard_rows):
+        key = f"part-{first // shard_rows:05d}"
+        if key in done:
+            continue
+        ids = np.arange(first, min(first + shard_rows, total))
+        with PartWriter(out_dir, key, spec) as writer:
+            for start in range(0, len(ids), 16):
+                batch = ids[start:start + 16]
+                errors = ["undecodable" if i % 13 == 0 else None for i in batch]
+                writer.add(batch, rng.standard_normal((len(batch), 10)).astype(np.float32), errors)
+                if key == crash_on and start >= 16:
+                    raise KeyboardInterrupt  # the job is killed halfway through this shard
+        manifest.record(writer.close())
+        scored.append(key)
+    return scored
+
+
+def test_every_row_exactly_once_through_a_crash_and_resume(tmp_path):
+    import pandas as pd
+
+    spec = OutputSpec(top_k=3, labels=[f"class {i}" for i in range(10)])
+    with pytest.raises(KeyboardInterrupt):
+        score_job(tmp_path, total=500, shard_rows=64, spec=spec, crash_on="part-00004")
+    assert Manifest(tmp_path).done() == {f"part-{i:05d}" for i in range(4)}
+    (tmp_path / "parts" / ".part-00004.parquet.leftover.tmp").write_bytes(b"PAR1 half a file")  # a kill -9
+    resumed = score_job(tmp_path, total=500, shard_rows=64, spec=spec)
+    assert resumed == [f"part-{i:05d}" for i in range(4, 8)]  # finished shards were skipped
+    assert score_job(tmp_path, total=500, shard_rows=64, spec=spec) == []
+    assert Manifest(tmp_path).verify().ok
+
+    table = ds.dataset(tmp_path / "parts", format="parquet").to_table()
+    assert sorted(table.column("id").to_pylist()) == list(range(500))
+    frame = pd.read_parquet(tmp_path / "parts")
+    assert len(frame) == 500 and frame["id"].is_unique and set(frame["id"]) == set(range(500))
+    errors = frame[frame["error"].notna()]
+    assert set(errors["id"]) == {i for i in range(500) if i % 13 == 0}
+    assert errors["top_k_indices"].isna().all() and errors["top_k_labels"].isna().all()
+    ok = frame[frame["error"].isna()]
+    assert ok["top_k_indices"].map(len).eq(3).all()
+    assert all(labels[0] == f"class {idx[0]}" for idx, labels in zip(ok["top_k_indices"], ok["top_k_labels"]))
+
+    table = read_predictions(tmp_path, columns=["id", "error"])
+    assert table.column("id").to_pylist() == list(range(500))  # shard-key order is row order here
+
+
+def test_read_predictions_without_a_manifest(tmp_path):
+    with pytest.raises(OutputError, match="no finished parts"):
+        read_predictions(tmp_path)
+
+
+def test_close_twice_returns_the_same_part_and_abort_writes_nothing(tmp_path):
+    with PartWriter(tmp_path, "part-00000", OutputSpec()) as writer:
+        writer.add(np.arange(2), np.ones((2, 3), np.float32), [None, None])
+    assert writer.close() == writer.info and writer.info.rows == 2
+    writer.abort()  # after close: the part stays
+    assert (tmp_path / writer.info.file).is_file()
+    aborted = PartWriter(tmp_path, "part-00001", OutputSpec())
+    aborted.add(np.arange(2), np.ones((2, 3), np.float32), [None, None])
+    aborted.abort()
+    with pytest.raises(RuntimeError, match="was aborted"):
+        aborted.close()
+    with pytest.raises(RuntimeError, match="closed or aborted"):
+        aborted.add(np.arange(1), np.ones((1, 3), np.float32), [None])
+    assert not (tmp_path / "parts" / "part-00001.parquet").exists()
+    with pytest.raises(ValueError, match="cannot name a part file"):
+        PartWriter(tmp_path, "../escape", OutputSpec())

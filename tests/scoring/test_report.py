@@ -1,0 +1,401 @@
+"""scoring/report.py: the numbers in report.json, the Markdown, the plots, render(), the progress
+line, the NVML sampler (without a GPU) and the scaling table."""
+
+import io
+import json
+import struct
+import sys
+import types
+import zlib
+
+import numpy as np
+import pytest
+
+from scoring import report
+from scoring.report import (Metrics, Progress, ReportError, build_report, combine_scaling,
+                            nvml_power_sampler, render, throughput_curves, write_report)
+
+T0 = 1_700_000_000.0
+
+
+def _worker(k, rate, *, start=0.0, startup=1.0, wall=10.0, errors=0, stages=None, **extra):
+    """A worker that ran at `rate` images/s from `startup` to `wall` seconds after `start`."""
+    times = np.arange(startup, wall + 1e-9, 0.5)
+    samples = [(float(t), int(round(rate * (t - startup + 0.5)))) for t in times]
+    m = Metrics(worker=k, device=f"cuda:{k}", host="node0", started_at=T0 + start,
+                images=samples[-1][1], errors=errors, wall_s=wall, startup_s=startup,
+                stages=stages or {}, samples=samples, **extra)
+    return m
+
+
+@pytest.fixture
+def metrics():
+    return [
+        _worker(0, 100, wall=10.0, errors=2, busy_fraction=0.9,
+                stages={"read": 1.0, "decode": 6.0, "compute": 4.0},
+                watts=[(0.0, 300.0), (5.0, 320.0)], batch_latency_s=[0.1] * 9 + [0.5]),
+        _worker(1, 100, start=1.0, wall=9.0, startup=2.0, busy_fraction=0.6,
+                stages={"read": 1.0, "decode": 5.0, "compute": 3.0, "h2d": 0.5},
+                watts=[(0.0, 200.0)], energy_j=2500.0, energy_s=10.0),
+        _worker(2, 60, wall=10.0, startup=1.5, gpu_util=[(0.0, 40.0), (1.0, 60.0)]),
+    ]
+
+
+def _is_png(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    length, kind = struct.unpack(">I4s", data[8:16])
+    assert kind == b"IHDR" and length == 13
+    width, height = struct.unpack(">II", data[16:24])
+    assert zlib.crc32(data[12:29]) == struct.unpack(">I", data[29:33])[0]
+    assert data[-8:-4] == b"IEND"
+    return width, height
+
+
+# -- numbers ----------------------------------------------------------------------------------
+
+def test_summary_numbers(metrics):
+    data = build_report({"name": "t"}, metrics)
+    s = data["summary"]
+    images = [m.images for m in metrics]
+    assert s["workers"] == 3
+    assert s["images"] == sum(images)
+    assert s["errors"] == 2
+    assert s["error_fraction"] == pytest.approx(2 / sum(images))
+    assert s["wall_s"] == pytest.approx(10.0)  # worker 1: starts at +1, ends at +10
+    assert s["images_per_s"] == pytest.approx(sum(images) / 10.0)
+    assert s["images_per_s_per_worker"] == pytest.approx(sum(images) / 30.0)
+    # busy: measured for 0 and 1, NVML utilisation (mean 50%) for 2, weighted by wall time
+    assert s["busy_fraction"] == pytest.approx((0.9 * 10 + 0.6 * 9 + 0.5 * 10) / 29)
+    # watts: mean of samples for 0, energy counter for 1 (not its sample), none for 2
+    w = {d["worker"]: d for d in data["workers"]}
+    assert w[0]["avg_watts"] == pytest.approx(310.0)
+    assert w[1]["avg_watts"] == pytest.approx(250.0)
+    assert w[2]["avg_watts"] is None
+    assert s["avg_watts"] == pytest.approx(560.0) and s["powered_workers"] == 2
+    ips = {k: images[k] / metrics[k].wall_s for k in range(3)}
+    assert s["images_per_s_per_watt"] == pytest.approx((ips[0] + ips[1]) / 560.0)
+    assert w[0]["images_per_s_per_watt"] == pytest.approx(ips[0] / 310.0)
+    assert s["startup_s"] == {"min": 1.0, "median": 1.5, "max": 2.0}
+    assert s["latency"]["p50_s"] == pytest.approx(0.1) and s["latency"]["batches"] == 10
+    assert w[0]["latency"]["p99_s"] == pytest.approx(np.percentile([0.1] * 9 + [0.5], 99))
+    assert w[1]["latency"] is None
+    assert w[2]["busy_source"] == "nvml" and w[0]["busy_source"] == "measured"
+
+
+def test_per_worker_rates_and_stragglers(metrics):
+    data = build_report({}, metrics)
+    rates = [m.images / m.wall_s for m in metrics]
+    for w, r in zip(data["workers"], rates):
+        assert w["images_per_s"] == pytest.approx(r)
+    median = float(np.median(rates))
+    assert data["summary"]["median_worker_images_per_s"] == pytest.approx(median)
+    assert data["summary"]["stragglers"] == [2]  # 60 images/s against about 95
+    assert [w["straggler"] for w in data["workers"]] == [False, False, True]
+    assert data["workers"][2]["below_median"] == pytest.approx(1 - rates[2] / median)
+
+
+def test_straggler_threshold_is_ten_percent():
+    near = [_worker(0, 100), _worker(1, 100), _worker(2, 91)]  # 9% below: not a straggler
+    far = [_worker(0, 100), _worker(1, 100), _worker(2, 89)]
+    assert build_report({}, near)["summary"]["stragglers"] == []
+    assert build_report({}, far)["summary"]["stragglers"] == [2]
+    assert build_report({}, [_worker(0, 1)])["summary"]["stragglers"] == []  # one worker: never
+
+
+def test_stages_seconds_and_fractions(metrics):
+    data = build_report({}, metrics)
+    total_wall = sum(m.wall_s for m in metrics)  # 29 worker-seconds
+    st = data["stages"]
+    assert list(st) == ["read", "decode", "h2d", "compute"]  # pipeline order
+    assert st["decode"]["seconds"] == pytest.approx(11.0)
+    assert st["decode"]["fraction"] == pytest.approx(11.0 / total_wall)
+    assert st["h2d"]["seconds"] == pytest.approx(0.5)
+    assert data["summary"]["bottleneck"] == "decode"
+    assert data["workers"][1]["stages"]["compute"]["fraction"] == pytest.approx(3.0 / 9.0)
+
+
+def test_job_wall_time_given_wins(metrics):
+    data = build_report({"wall_s": 20.0}, metrics)
+    assert data["summary"]["wall_s"] == 20.0
+    assert data["summary"]["images_per_s"] == pytest.approx(data["summary"]["images"] / 20.0)
+
+
+def test_no_metrics_is_a_clear_error():
+    with pytest.raises(ReportError, match="no worker metrics"):
+        build_report({}, [])
+
+
+def test_series_are_on_the_job_clock_and_downsampled():
+    late = _worker(1, 10, start=3.0)
+    many = Metrics(worker=0, started_at=T0, samples=[(i * 0.01, i) for i in range(5000)], images=4999,
+                   wall_s=50.0)
+    data = build_report({}, [many, late])
+    series = data["series"]["workers"]
+    assert data["series"]["t0"] == T0
+    assert series["1"][0][0] == pytest.approx(late.samples[0][0] + 3.0)
+    assert len(series["0"]) <= report.MAX_SERIES_POINTS
+    assert series["0"][0] == [0.0, 0] and series["0"][-1] == [49.99, 4999]
+
+
+def test_throughput_curves_recover_constant_rates():
+    a = [(t, 100 * t) for t in np.arange(1.0, 60.0, 0.5)]
+    b = [(t, 50 * (t - 10)) for t in np.arange(11.0, 60.0, 0.5)]
+    grid, per, total = throughput_curves({"a": a, "b": b})
+    mid = (grid > 20) & (grid < 55)
+    assert np.allclose(per["a"][mid], 100, rtol=0.02)
+    assert np.allclose(per["b"][mid], 50, rtol=0.02)
+    assert np.allclose(total[mid], 150, rtol=0.02)
+    assert np.all(np.isnan(per["b"][grid < 10]))  # no line before a worker's first images
+
+
+# -- files ------------------------------------------------------------------------------------
+
+def test_write_report_files(tmp_path, metrics):
+    rep = write_report(tmp_path / "out", {"name": "nightly", "model": "r50.plan", "batch": 64}, metrics)
+    assert rep.json_path.is_file() and rep.md_path.is_file() and rep.png_path.is_file()
+    data = json.loads(rep.json_path.read_text())
+    assert data["summary"] == rep.data["summary"]
+    assert data["format"] == report.REPORT_FORMAT and data["job"]["model"] == "r50.plan"
+    width, height = _is_png(rep.png_path)
+    assert width > 300 and height > 200
+
+
+def test_markdown_has_summary_first(tmp_path, metrics):
+    rep = write_report(tmp_path, {"name": "nightly", "model": "r50.plan"}, metrics)
+    md = rep.md_path.read_text()
+    s = rep.data["summary"]
+    assert md.startswith("# Report: nightly\n")
+    for text in (f"{s['images']:,}", "2 errors", f"{s['images_per_s']:,.0f} images/s", "10.0 s",
+                 "3 workers", "560 W", "worker 2 (", "below median", "decode", "GPU busy"):
+        assert text in md, text
+    assert md.index("| Summary") < md.index("## Workers") < md.index("## Stages") < md.index("## Job")
+    assert "(straggler)" in md and "`r50.plan`" in md and "throughput.png" in md
+    assert len(md.splitlines()) < 60  # short: no log dump
+
+
+def test_markdown_without_power_or_stages(tmp_path):
+    rep = write_report(tmp_path, {}, [_worker(0, 10)])
+    md = rep.md_path.read_text()
+    assert "Power" not in md and "Watts" not in md and "## Stages" not in md
+    assert "no errors" in md and "1 worker " in md and "Stragglers" not in md
+
+
+def test_render_reproduces_the_files(tmp_path, metrics):
+    rep = write_report(tmp_path, {"name": "x"}, metrics)
+    md, png = rep.md_path.read_bytes(), rep.png_path.read_bytes()
+    rep.md_path.unlink()
+    rep.png_path.unlink()
+    again = render(tmp_path)
+    assert again.md_path.read_bytes() == md
+    assert again.png_path.read_bytes() == png
+    assert render(tmp_path / "report.json").data == rep.data
+
+
+def test_render_errors(tmp_path):
+    with pytest.raises(ReportError, match="no report.json"):
+        render(tmp_path / "missing")
+    (tmp_path / "report.json").write_text("{not json")
+    with pytest.raises(ReportError, match="cannot be read as JSON"):
+        render(tmp_path)
+    (tmp_path / "report.json").write_text(json.dumps({"format": 99, "summary": {}, "workers": []}))
+    with pytest.raises(ReportError, match="newer"):
+        render(tmp_path)
+
+
+def test_no_nan_in_json(tmp_path):
+    m = _worker(0, 10, busy_fraction=float("nan"))
+    rep = write_report(tmp_path, {}, [m])
+    assert json.loads(rep.json_path.read_text())["workers"][0]["busy_fraction"] is None
+
+
+def test_no_matplotlib_still_writes_json_and_markdown(tmp_path, monkeypatch, metrics):
+    monkeypatch.setattr(report, "_pyplot", lambda: None)
+    rep = write_report(tmp_path, {}, metrics)
+    assert rep.png_path is None and rep.md_path.is_file() and not (tmp_path / "throughput.png").exists()
+
+
+# -- Metrics helpers --------------------------------------------------------------------------
+
+def test_metrics_helpers_and_round_trip():
+    m = Metrics(worker="w3", device="cpu")
+    with m.stage("decode"):
+        pass
+    m.add_stage("compute", 0.25)
+    m.add_stage("compute", 0.25)
+    m.tick(64, 1)
+    m.tick(128, 1)  # within 0.25 s of the last sample: not kept
+    m.finish()
+    assert m.stages["compute"] == 0.5 and "decode" in m.stages
+    assert m.images == 128 and m.errors == 1 and m.startup_s is not None
+    assert m.samples[0][1] == 64 and m.samples[-1] == (m.wall_s, 128) and len(m.samples) == 2
+    back = Metrics.from_dict(json.loads(json.dumps(m.to_dict())))
+    assert back == m
+
+
+# -- Progress ---------------------------------------------------------------------------------
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_progress_plain_lines_when_not_a_tty():
+    clock, out = FakeClock(), io.StringIO()
+    p = Progress(1000, stream=out, clock=clock, label="scoring")
+    assert not p.tty
+    for _ in range(25):
+        clock.t += 1.0
+        p.update(20, errors=1 if clock.t == 3 else 0)
+    p.close()
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue()
+    assert len(lines) == 4  # at 1 s, 11 s, 21 s, and the final line
+    assert lines[0].startswith("scoring") and "20/1,000 (2%)" in lines[0]
+    assert "220/1,000 (22%)" in lines[1] and "20.0 images/s" in lines[1]
+    assert "ETA 0:39" in lines[1] and "1 error" in lines[1]
+    assert "500/1,000 (50%)" in lines[3] and "in 0:25" in lines[3] and "ETA" not in lines[3]
+
+
+def test_progress_rate_is_over_the_last_seconds():
+    clock = FakeClock()
+    p = Progress(None, stream=io.StringIO(), clock=clock, window_s=5.0)
+    for _ in range(20):
+        clock.t += 1.0
+        p.update(10)
+    for _ in range(10):
+        clock.t += 1.0
+        p.update(100)
+    assert p.rate() == pytest.approx(100.0)
+    assert "images/s" in p.line() and "ETA" not in p.line()  # no total: no ETA
+
+
+def test_progress_tty_redraws_at_most_four_times_a_second():
+    clock, out = FakeClock(), io.StringIO()
+    p = Progress(10_000, stream=out, clock=clock, tty=True)
+    for _ in range(200):  # 2 s of updates every 10 ms
+        clock.t += 0.01
+        p.update(5)
+    p.close()
+    text = out.getvalue()
+    assert text.count("\r") <= 2 * 4 + 2 and text.endswith("\n")
+    assert "1,000/10,000" in text.split("\r")[-1]
+
+
+def test_progress_quiet_writes_nothing():
+    out = io.StringIO()
+    with Progress(10, stream=out, quiet=True) as p:
+        p.update(10)
+        p.set(10, 1)
+    assert out.getvalue() == ""
+
+
+# -- NVML sampler -----------------------------------------------------------------------------
+
+def test_sampler_is_a_no_op_without_pynvml(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails
+    m = Metrics(worker=0)
+    with nvml_power_sampler(0, interval_s=0.01) as s:
+        pass
+    assert not s.available and s.watts == [] and s.util == [] and s.energy_j is None
+    s.record_into(m)
+    assert m.watts == [] and m.gpu_util == [] and m.energy_j is None
+
+
+def _fake_nvml(*, init_fails=False, gpus=("GPU-a", "GPU-b")):
+    nv = types.ModuleType("pynvml")
+    nv.calls = []
+
+    def init():
+        if init_fails:
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    def by_index(i):
+        if i >= len(gpus):
+            raise RuntimeError("Invalid Argument")
+        nv.calls.append(("index", i))
+        return gpus[i]
+
+    def by_uuid(u):
+        nv.calls.append(("uuid", u))
+        return u
+
+    nv.nvmlInit = init
+    nv.nvmlShutdown = lambda: None
+    nv.nvmlDeviceGetHandleByIndex = by_index
+    nv.nvmlDeviceGetHandleByUUID = by_uuid
+    nv.nvmlDeviceGetPowerUsage = lambda h: 250_000  # mW
+    nv.nvmlDeviceGetUtilizationRates = lambda h: types.SimpleNamespace(gpu=75)
+    energy = iter(range(1_000_000, 10**9, 100_000))  # mJ, rising
+    nv.nvmlDeviceGetTotalEnergyConsumption = lambda h: next(energy)
+    return nv
+
+
+def test_sampler_is_a_no_op_when_nvml_finds_no_gpu(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml(init_fails=True))
+    assert not nvml_power_sampler(0).available
+    monkeypatch.setitem(sys.modules, "pynvml", _fake_nvml(gpus=()))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    s = nvml_power_sampler(0, interval_s=0.01).start()
+    s.stop()
+    assert not s.available and s.watts == []
+
+
+def test_sampler_with_nvml_samples_and_maps_visible_devices(monkeypatch):
+    nv = _fake_nvml()
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    m = Metrics(worker=0)
+    with nvml_power_sampler(0, interval_s=0.01, t0=m.started_at) as s:
+        import time
+
+        time.sleep(0.05)
+    assert s.available and nv.calls[0] == ("index", 1)  # CUDA device 0 is physical GPU 1
+    assert len(s.watts) >= 2 and all(w == 250.0 for _, w in s.watts)
+    assert all(u == 75.0 for _, u in s.util) and s.energy_j > 0 and s.energy_s > 0
+    s.record_into(m)
+    assert m.watts == s.watts and m.energy_j == s.energy_j
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-b,GPU-a")
+    assert nvml_power_sampler(1).available and nv.calls[-1] == ("uuid", "GPU-a")
+
+
+# -- scaling ----------------------------------------------------------------------------------
+
+def test_combine_scaling(tmp_path):
+    runs = []
+    for n, per_worker in ((1, 100), (2, 96), (4, 80)):
+        d = tmp_path / "scaling" / f"w{n}"
+        write_report(d, {"name": f"{n} workers"}, [_worker(k, per_worker) for k in range(n)])
+        runs.append(d)
+    result = combine_scaling(reversed(runs))
+    rows = result["runs"]
+    assert [r["workers"] for r in rows] == [1, 2, 4]
+    base = rows[0]["images_per_s"]
+    assert result["baseline_workers"] == 1 and result["baseline_images_per_s"] == pytest.approx(base)
+    for r, pw in zip(rows, (100, 96, 80)):
+        assert r["images_per_s_per_worker"] == pytest.approx(r["images_per_s"] / r["workers"])
+        assert r["speedup"] == pytest.approx(r["images_per_s"] / base)
+        assert r["efficiency"] == pytest.approx(r["speedup"] / r["workers"])
+        assert r["efficiency"] == pytest.approx(pw / 100, rel=1e-6)
+    out = tmp_path / "scaling"  # the runs' common parent
+    assert result["files"]["png"] == str(out / "scaling.png")
+    _is_png(out / "scaling.png")
+    assert json.loads((out / "scaling.json").read_text())["runs"] == rows
+    assert "| 4 | " in (out / "scaling.md").read_text()
+
+
+def test_combine_scaling_baseline_above_one_worker(tmp_path):
+    runs = []
+    for n in (2, 4, 8):
+        d = tmp_path / f"w{n}"
+        write_report(d, {}, [_worker(k, 100 if n < 8 else 76) for k in range(n)])
+        runs.append(d)
+    result = combine_scaling(runs, out_dir=tmp_path / "table")
+    eff = {r["workers"]: r["efficiency"] for r in result["runs"]}
+    assert eff[2] == pytest.approx(1.0) and eff[4] == pytest.approx(1.0) and eff[8] == pytest.approx(0.76)
+    assert (tmp_path / "table" / "scaling.png").is_file()
+    with pytest.raises(ReportError, match="no report.json"):
+        combine_scaling([tmp_path / "nothing"])
