@@ -110,6 +110,8 @@ def build(model: Any, config: BuildConfig | None = None) -> Plan:
 
 
 def _record_values(plan: Plan, values: dict[str, dict]) -> None:
+    for spec in plan.inputs:  # the probe records what layers write; graph inputs are values too
+        values.setdefault(spec["name"], {"dtype": spec["dtype"], "shape": list(spec["shape"])})
     plan.header["values"] = values
     for spec in plan.outputs:
         if spec["name"] in values:

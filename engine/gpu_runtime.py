@@ -228,7 +228,7 @@ class GpuContext:
                 graph = self.stream.end_capture()
             return graph
         except Exception as exc:  # capture is an optimization: run eagerly if a kernel refuses it
-            log.info("CUDA graph capture failed, running eagerly: %s", exc)
+            log.warning("CUDA graph capture failed, running eagerly: %s: %s", type(exc).__name__, exc)
             return None
 
 

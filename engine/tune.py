@@ -45,6 +45,8 @@ class TimingCache:
         self.entries[key] = tactic
 
     def save(self) -> None:
+        if str(self.path) == os.devnull:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.entries, indent=0, sort_keys=True))
@@ -129,6 +131,7 @@ def _pick(runner, candidates: list[str], stream) -> str:
 
     best, best_ms, reference = None, float("inf"), None
     output = getattr(runner, "full", None)
+    failures = []
     for tactic in candidates:
         try:
             runner.select(int(tactic.split(":")[1]))
@@ -136,7 +139,8 @@ def _pick(runner, candidates: list[str], stream) -> str:
                 continue  # that plan did not build; select() moved on to another
             runner()
             stream.synchronize()
-        except Exception:
+        except Exception as exc:
+            failures.append(f"{tactic}: {type(exc).__name__}: {str(exc)[:200]}")
             continue
         if output is not None:
             result = output.astype(cp.float32)
@@ -154,7 +158,7 @@ def _pick(runner, candidates: list[str], stream) -> str:
         if ms < best_ms:
             best, best_ms = tactic, ms
     if best is None:
-        raise RuntimeError("no tactic ran")
+        raise RuntimeError("no tactic ran: " + "; ".join(failures[:3]))
     return best
 
 

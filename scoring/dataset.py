@@ -111,7 +111,7 @@ class ImageDataset:
     def shards(self, target_rows: int) -> list[Shard]:
         """Cut every file into runs of whole row groups of about target_rows rows each: a row group
         joins the current shard when that brings the shard's size closer to target_rows. Shards never
-        cross files; empty files give none; every row is in exactly one shard."""
+        cross files; files without rows give none; every row is in exactly one shard."""
         if isinstance(target_rows, bool) or not isinstance(target_rows, int) or target_rows < 1:
             raise ValueError(f"target_rows must be a positive integer, got {target_rows!r}")
         shards: list[Shard] = []
@@ -119,7 +119,8 @@ class ImageDataset:
         for file, groups in zip(self.files, self.row_groups):
             start, rows, row = 0, 0, file_first_row
             for g, n in enumerate(groups):
-                close = rows > 0 and (rows >= target_rows or rows + n - target_rows >= target_rows - rows)
+                # An empty row group always joins the current shard, so every group is in one.
+                close = rows > 0 and n > 0 and (rows >= target_rows or rows + n - target_rows >= target_rows - rows)
                 if close:
                     shards.append(Shard(len(shards), file, (start, g), row, rows))
                     start, row, rows = g, row + rows, 0
@@ -134,7 +135,10 @@ def open_dataset(source: str | os.PathLike | Sequence[str | os.PathLike], image_
                  id_column: str | None = None) -> ImageDataset:
     """Find the files of `source`, pick the image and id columns from the first file's schema and check
     every other file has them with the same kind. Reads only the files' footers."""
-    files = _resolve_files(source)
+    if image_column is not None and image_column == id_column:
+        raise DatasetError(f"column '{image_column}' cannot be both the image column and the id column")
+    # Absolute paths: Ray workers run in a directory of their own, MPI ranks may start elsewhere.
+    files = list(dict.fromkeys(os.path.abspath(f) for f in _resolve_files(source)))
     first = _read_footer(files[0])
     image_field = _pick_image_field(first.schema_arrow, files[0], image_column, id_column)
     kind = _image_kind(image_field.type)
@@ -284,7 +288,8 @@ def _pick_image_field(schema: pa.Schema, file: str, name: str | None, id_column:
         return field
     candidates = [f for f in schema if _image_kind(f.type) is not None and f.name != id_column]
     if not candidates:
-        raise DatasetError(f"no image column found in {file}; its columns: {_list_columns(schema)}. "
+        id_note = f" ('{id_column}' is the id column)" if id_column in schema.names else ""
+        raise DatasetError(f"no image column found in {file}; its columns: {_list_columns(schema)}{id_note}. "
                            f"{_WHAT_AN_IMAGE_COLUMN_IS} Name the column with image_column if it is one of these.")
     if len(candidates) == 1:
         return candidates[0]

@@ -57,10 +57,8 @@ class MadeDataset:
     seconds: float = 0.0
 
     def summary(self) -> str:
-        kinds = {}
-        for kind in self.corrupt.values():
-            kinds[kind] = kinds.get(kind, 0) + 1
-        bad = (f" ({len(self.corrupt)} corrupt: " + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")"
+        counts = [(list(self.corrupt.values()).count(kind), kind) for kind in ("null", "truncated", "garbage")]
+        bad = (f" ({len(self.corrupt)} corrupt: " + ", ".join(f"{n} {k}" for n, k in counts if n) + ")"
                if self.corrupt else "")
         return (f"wrote {self.rows} rows{bad} in {len(self.files)} file{'s' * (len(self.files) != 1)}, "
                 f"{self.row_groups} row groups, {_human_bytes(self.bytes)}, {self.column_kind} column "
@@ -88,12 +86,14 @@ def make_dataset(out: str | os.PathLike, rows: int | None = 1000, *, row_groups:
     start = time.perf_counter()
     spec = _check_arguments(rows, row_groups, files, corrupt, source_folder, column_kind, format, grayscale,
                             rgba, exif_rotated, workers)
-    size_rule = _size_rule(image_size, column_kind, source_folder is not None)
+    size_rule = _size_rule(image_size, column_kind)
     sources = _folder_images(Path(source_folder)) if source_folder is not None else None
     if rows is None:
         rows = len(sources)
+        if files > rows:
+            raise DatasetError(f"{files} files for the {rows} images of {source_folder} would leave files empty")
     if corrupt > rows:
-        raise DatasetError(f"make-data: corrupt={corrupt} is more than the {rows} rows asked for")
+        raise DatasetError(f"corrupt={corrupt} is more than the {rows} rows asked for")
     paths = _output_paths(Path(out), files, overwrite)
 
     corrupt_rows = _pick_corrupt_rows(rows, corrupt, seed, column_kind)
@@ -106,18 +106,29 @@ def make_dataset(out: str | os.PathLike, rows: int | None = 1000, *, row_groups:
     else:
         payloads = _synthetic_payloads(rows, seed, spec | {"size": size_rule, "kind": column_kind}, workers)
 
+    # Encoded images do not compress further. Parquet has no 8-bit type: uint8 pixels are stored as
+    # int32, 4 bytes each, unless dictionary-encoded (256 values: 1 byte each, and fast to decode).
+    dictionary = ["image.list.element"] if column_kind == "tensor" else False
     total_groups = 0
     written: list[str] = []
-    for path, file_rows in zip(paths, np.array_split(np.arange(rows), files)):
-        groups = [g for g in np.array_split(file_rows, max(1, min(row_groups, len(file_rows))))]
-        tmp = path.with_name(f".{path.name}.tmp")
-        with pq.ParquetWriter(tmp, schema, compression="none", use_dictionary=False, write_statistics=["id"]) as w:
-            for group in groups:
-                batch = [next(payloads) for _ in range(len(group))]
-                w.write_table(_table(schema, column_kind, group, ids, batch, corrupt_rows, seed), row_group_size=max(1, len(group)))
-        os.replace(tmp, path)
-        written.append(str(path))
-        total_groups += len(groups)
+    try:
+        for path, file_rows in zip(paths, np.array_split(np.arange(rows), files)):
+            groups = np.array_split(file_rows, max(1, min(row_groups, len(file_rows))))
+            tmp = path.with_name(f".{path.name}.tmp")  # hidden from dataset readers until complete
+            try:
+                with pq.ParquetWriter(tmp, schema, compression="none", use_dictionary=dictionary,
+                                      write_statistics=["id"]) as writer:
+                    for group in groups:
+                        batch = [next(payloads) for _ in range(len(group))]
+                        table = _table(schema, column_kind, group, ids, batch, corrupt_rows, seed)
+                        writer.write_table(table, row_group_size=len(group))
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            written.append(str(path))
+            total_groups += len(groups)
+    finally:
+        payloads.close()  # stops the process pool early if writing failed
     return MadeDataset(path=str(out), files=written, rows=rows, row_groups=total_groups,
                        bytes=sum(os.path.getsize(p) for p in written), column_kind=column_kind,
                        corrupt=dict(sorted(corrupt_rows.items())), seconds=time.perf_counter() - start)
@@ -129,12 +140,12 @@ def _check_arguments(rows, row_groups, files, corrupt, source_folder, column_kin
                      exif_rotated, workers) -> dict:
     def positive(name, value, allow_zero=False):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < (0 if allow_zero else 1):
-            raise DatasetError(f"make-data: {name} must be a {'non-negative' if allow_zero else 'positive'} "
+            raise DatasetError(f"{name} must be a {'non-negative' if allow_zero else 'positive'} "
                                f"integer, got {value!r}")
 
     if rows is None:
         if source_folder is None:
-            raise DatasetError("make-data: give the number of rows (rows=None needs a source folder)")
+            raise DatasetError("give the number of rows (rows=None needs a source folder)")
     else:
         positive("rows", rows)
     positive("row_groups", row_groups)
@@ -143,25 +154,25 @@ def _check_arguments(rows, row_groups, files, corrupt, source_folder, column_kin
     if workers is not None:
         positive("workers", workers)
     if rows is not None and files > rows:
-        raise DatasetError(f"make-data: {files} files for {rows} rows would leave files empty")
+        raise DatasetError(f"{files} files for {rows} rows would leave files empty")
     if column_kind not in COLUMN_KINDS:
-        raise DatasetError(f"make-data: column kind must be one of {', '.join(COLUMN_KINDS)}, got {column_kind!r}")
+        raise DatasetError(f"column kind must be one of {', '.join(COLUMN_KINDS)}, got {column_kind!r}")
     fmt = str(format).upper()
     if fmt not in FORMATS:
-        raise DatasetError(f"make-data: format must be JPEG, PNG or WebP, got {format!r}")
+        raise DatasetError(f"format must be JPEG, PNG or WebP, got {format!r}")
     for name, value in (("grayscale", grayscale), ("rgba", rgba), ("exif_rotated", exif_rotated)):
         if not 0.0 <= value <= 1.0:
-            raise DatasetError(f"make-data: {name} is a fraction of the rows, between 0 and 1; got {value}")
+            raise DatasetError(f"{name} is a fraction of the rows, between 0 and 1; got {value}")
     if grayscale + rgba > 1.0:
-        raise DatasetError(f"make-data: grayscale + rgba fractions exceed 1 ({grayscale} + {rgba})")
+        raise DatasetError(f"grayscale + rgba fractions exceed 1 ({grayscale} + {rgba})")
     return {"format": fmt, "grayscale": float(grayscale), "rgba": float(rgba), "exif": float(exif_rotated)}
 
 
-def _size_rule(image_size, column_kind: str, from_folder: bool) -> tuple:
+def _size_rule(image_size, column_kind: str) -> tuple:
     """-> ("fixed", h, w) | ("range", (h_lo, h_hi), (w_lo, w_hi)) | ("photo",)."""
     def side(value) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise DatasetError(f"make-data: image sizes are positive integers, got {image_size!r}")
+            raise DatasetError(f"image sizes are positive integers, got {image_size!r}")
         return int(value)
 
     if image_size is None:
@@ -175,34 +186,34 @@ def _size_rule(image_size, column_kind: str, from_folder: bool) -> tuple:
           and all(isinstance(v, (tuple, list)) and len(v) == 2 for v in image_size)):
         (hlo, hhi), (wlo, whi) = [(side(a), side(b)) for a, b in image_size]
         if hlo > hhi or wlo > whi:
-            raise DatasetError(f"make-data: a size range goes from low to high, got {image_size!r}")
+            raise DatasetError(f"a size range goes from low to high, got {image_size!r}")
         rule = ("range", (hlo, hhi), (wlo, whi))
     else:
-        raise DatasetError(f"make-data: image_size is an int, (h, w) or ((h_lo, h_hi), (w_lo, w_hi)); "
+        raise DatasetError(f"image_size is an int, (h, w) or ((h_lo, h_hi), (w_lo, w_hi)); "
                            f"got {image_size!r}")
     if column_kind == "tensor" and rule[0] != "fixed":
-        raise DatasetError(f"make-data: a tensor column holds one fixed shape; give image_size=(h, w), "
-                           f"not {image_size!r}")
+        raise DatasetError(f"a tensor column holds one fixed shape; give a fixed image size, (h, w) or "
+                           f"--image-size HxW, not {image_size!r}")
     return rule
 
 
 def _output_paths(out: Path, files: int, overwrite: bool) -> list[Path]:
     if out.suffix == ".parquet":
         if files != 1:
-            raise DatasetError(f"make-data: {out} names one file, but {files} files were asked for; "
+            raise DatasetError(f"{out} names one file, but {files} files were asked for; "
                                "give a directory instead")
         if out.exists() and not overwrite:
-            raise DatasetError(f"make-data: {out} exists; remove it or pass overwrite")
+            raise DatasetError(f"{out} exists; remove it or pass overwrite=True (--overwrite)")
         if out.is_dir():
-            raise DatasetError(f"make-data: {out} is a directory")
+            raise DatasetError(f"{out} is a directory")
         out.parent.mkdir(parents=True, exist_ok=True)
         return [out]
     if out.exists():
         if not out.is_dir():
-            raise DatasetError(f"make-data: {out} exists and is not a directory")
+            raise DatasetError(f"{out} exists and is not a directory")
         if any(out.iterdir()):
             if not overwrite:
-                raise DatasetError(f"make-data: {out} is not empty; remove it or pass overwrite")
+                raise DatasetError(f"{out} is not empty; remove it or pass overwrite=True (--overwrite)")
             for old in out.glob("*.parquet"):  # only what a dataset reader would pick up
                 old.unlink()
     out.mkdir(parents=True, exist_ok=True)
@@ -298,11 +309,11 @@ def _decodes(data: bytes) -> bool:
 
 def _folder_images(folder: Path) -> list[Path]:
     if not folder.is_dir():
-        raise DatasetError(f"make-data: no such folder: {folder}")
+        raise DatasetError(f"no such folder: {folder}")
     found = sorted((p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
                    key=lambda p: p.relative_to(folder).as_posix())
     if not found:
-        raise DatasetError(f"make-data: no images under {folder} (looked for {', '.join(IMAGE_SUFFIXES)})")
+        raise DatasetError(f"no images under {folder} (looked for {', '.join(IMAGE_SUFFIXES)})")
     return found
 
 
@@ -319,7 +330,7 @@ def _folder_payloads(sources: list[Path], rows: int, column_kind: str, size_rule
             with Image.open(io.BytesIO(data)) as image:
                 image = ImageOps.exif_transpose(image).convert("RGB")
         except Exception as exc:
-            raise DatasetError(f"make-data: cannot decode {path} to store it as a tensor: {exc}") from None
+            raise DatasetError(f"cannot decode {path} to store it as a tensor: {exc}") from None
         h, w = size_rule[1], size_rule[2]
         yield np.asarray(ImageOps.fit(image, (w, h), Image.Resampling.BILINEAR))
 
@@ -370,8 +381,9 @@ def _synth_one(seed: int, row: int, spec: dict):
     image = _draw_picture(rng, h, w)
     if spec["kind"] == "tensor":
         return np.asarray(image)
-    mode = ("L" if _spread(row, spec["grayscale"], 0.0)
-            else "RGBA" if _spread(row, spec["grayscale"] + spec["rgba"], 0.0) else "RGB")
+    offset = (seed * 0.7548776662466927) % 1.0  # another seed, other rows
+    mode = ("L" if _spread(row, spec["grayscale"], offset)
+            else "RGBA" if _spread(row, spec["grayscale"] + spec["rgba"], offset) else "RGB")
     if mode == "L":
         image = image.convert("L")
     elif mode == "RGBA":
@@ -382,7 +394,7 @@ def _synth_one(seed: int, row: int, spec: dict):
     out = io.BytesIO()
     if fmt == "JPEG":
         options = {"quality": int(rng.integers(75, 96))}
-        if _spread(row, spec["exif"], 0.37):
+        if _spread(row, spec["exif"], offset + 0.37):
             exif = Image.Exif()
             exif[0x0112] = 6  # "rotate 90 CW to display": store it turned the other way
             image = image.transpose(Image.Transpose.ROTATE_90)

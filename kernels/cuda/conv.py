@@ -95,7 +95,7 @@ class CudnnConv:
             start = 0
             for index, size in enumerate(splits):
                 act = split_acts[index] if split_acts else [activation, spec.attrs.get("activation_params", [])]
-                self.epilogues.append((self.full[:, start:start + size], outputs[index], act[0], act[1]))
+                self.epilogues.append((self.full[:, start:start + size], outputs[index], act[0] or "Identity", act[1]))
                 start += size
         elif activation and not fused_act:
             self.epilogues.append((self.full, self.full, activation, spec.attrs.get("activation_params", [])))

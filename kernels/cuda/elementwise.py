@@ -47,12 +47,18 @@ def _c(value: float) -> str:
     return f"{value!r}f"
 
 
+_PLACEHOLDERS = "ABCDEFGHIJKLMNOPQRSUVW"
+
+
 @functools.lru_cache(maxsize=None)
 def _chain_kernel(steps: tuple, operands: int):
     """An ElementwiseKernel for `steps`: ((expr, operand index or 0), ...) over x and operands a1..ak."""
     import cupy as cp
 
-    params = ", ".join(["X x"] + [f"A{i} a{i}" for i in range(1, operands + 1)])
+    if operands > len(_PLACEHOLDERS):
+        raise Unsupported(f"an element-wise chain with {operands} operands")
+    # CuPy type placeholders are single capital letters: one per operand, so each keeps its dtype
+    params = ", ".join(["X x"] + [f"{_PLACEHOLDERS[i - 1]} a{i}" for i in range(1, operands + 1)])
     body = ["float v = (float)x;"]
     for expr, operand in steps:
         if operand:
@@ -150,24 +156,39 @@ for _op, _since in [("Relu", 6), ("Sigmoid", 6), ("Tanh", 6), ("Exp", 6), ("Log"
 
 
 class Softmax:
+    """Along one axis, in float32 scratch buffers allocated once (nothing is allocated per run, so
+    the pass can be captured in a CUDA graph)."""
+
     def __init__(self, spec: LayerSpec, inputs: list, outputs: list, legacy: bool):
+        import cupy as cp
+
         x = inputs[0]
         axis = spec.attrs.get("axis", 1 if legacy else -1) % x.ndim
         if legacy and axis != x.ndim - 1:
             raise Unsupported("coerced-2-D softmax on a non-last axis")
         self.x, self.y, self.axis = x, outputs[0], axis
         self.log = spec.kind == "LogSoftmax"
+        self.work = cp.empty(x.shape, dtype=cp.float32)
+        reduced = list(x.shape)
+        reduced[axis] = 1
+        self.peak = cp.empty(reduced, dtype=cp.float32)
+        self.total = cp.empty(reduced, dtype=cp.float32)
 
     def __call__(self) -> None:
         import cupy as cp
 
-        x = self.x.astype(cp.float32)
-        shifted = x - x.max(axis=self.axis, keepdims=True)
+        cp.copyto(self.work, self.x)
+        cp.amax(self.work, axis=self.axis, keepdims=True, out=self.peak)
+        cp.subtract(self.work, self.peak, out=self.work)
         if self.log:
-            self.y[...] = shifted - cp.log(cp.exp(shifted).sum(axis=self.axis, keepdims=True))
+            cp.exp(self.work, out=self.y)  # y as scratch for exp: its sum is all we need
+            cp.sum(self.y.astype(cp.float32, copy=False), axis=self.axis, keepdims=True, out=self.total)
+            cp.log(self.total, out=self.total)
+            cp.subtract(self.work, self.total, out=self.y)
         else:
-            e = cp.exp(shifted)
-            self.y[...] = e / e.sum(axis=self.axis, keepdims=True)
+            cp.exp(self.work, out=self.work)
+            cp.sum(self.work, axis=self.axis, keepdims=True, out=self.total)
+            cp.divide(self.work, self.total, out=self.y)
 
 
 for _kind in ("Softmax", "LogSoftmax"):
@@ -188,83 +209,121 @@ class Concat:
 GPU_OPS.register("Concat", since=4)(lambda spec, i, o, d: Concat(spec, _bind_operands(spec, i), o))
 
 
-class Gemm:
-    """Y = act(alpha * A' @ B' + beta * C) with cuBLAS in float32 (a classifier head is a small
-    share of the time, and fp16 accumulation over K=2048 would cost accuracy)."""
+class CudnnMatmul:
+    """Y = act(A @ B + C) as one cuDNN graph (cuBLAS calls cannot be captured in a CUDA graph by
+    CuPy, cuDNN's can). A is the activation, B and C constants; float32 accumulation."""
 
-    def __init__(self, spec: LayerSpec, inputs: list, outputs: list):
+    def __init__(self, spec: LayerSpec, a, b_host: np.ndarray, c_host: np.ndarray | None, y, activation: str,
+                 params, device):
+        import cudnn
         import cupy as cp
 
-        a = inputs[0]
-        if a is None or a.ndim != 2:
-            raise Unsupported("GEMM on a non-2-D activation")
-        b_host = spec.consts.get(1)
-        if b_host is None:
-            raise Unsupported("GEMM with a non-constant B")
-        attrs = spec.attrs
-        b = b_host.T if attrs.get("transB", 0) else b_host
-        self.trans_a = bool(attrs.get("transA", 0))
-        self.b = cp.asarray(np.ascontiguousarray(b, dtype=np.float32) * np.float32(attrs.get("alpha", 1.0)))
-        c_host = spec.consts.get(2)
-        self.c = None if c_host is None else cp.asarray((c_host * attrs.get("beta", 1.0)).astype(np.float32))
-        self.a, self.y = a, outputs[0]
-        act = attrs.get("activation", "")
-        self.epilogue = activation_kernel(act, attrs.get("activation_params", [])) if act else None
-        self.scratch = cp.empty(self.y.shape, dtype=cp.float32)
+        if a.ndim != 2 or y.ndim != 2:
+            raise Unsupported("a GEMM on a non-2-D activation")
+        io = {np.dtype("float16"): cudnn.data_type.HALF, np.dtype("float32"): cudnn.data_type.FLOAT}.get(np.dtype(a.dtype))
+        if io is None:
+            raise Unsupported(f"GEMM in {a.dtype}")
+        self.device = device
+        self.a = a if a.flags.c_contiguous else None
+        self.a_copy = None if self.a is not None else cp.empty(a.shape, dtype=a.dtype)
+        self.a_source = a
+        a3 = (self.a if self.a is not None else self.a_copy).reshape(1, *a.shape)
+        self.b = cp.asarray(np.ascontiguousarray(b_host, dtype=a.dtype)).reshape(1, *b_host.shape)
+        fused = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "SiLU": "swish", "": None}
+        self.epilogue = None
+        if activation not in fused:
+            self.epilogue = activation_kernel(activation, params)
+        self.y_full = y if (y.flags.c_contiguous and y.dtype == a.dtype) else cp.empty(y.shape, dtype=a.dtype)
+        self.y = y
+        y3 = self.y_full.reshape(1, *y.shape)
+        graph = cudnn.pygraph(handle=device.cudnn_handle, name=spec.name, io_data_type=io,
+                              intermediate_data_type=cudnn.data_type.FLOAT, compute_data_type=cudnn.data_type.FLOAT)
+        A = graph.tensor(name="A", dim=list(a3.shape), stride=[st // a3.itemsize for st in a3.strides], data_type=io)
+        B = graph.tensor(name="B", dim=list(self.b.shape), stride=[st // self.b.itemsize for st in self.b.strides], data_type=io)
+        pack = {A: a3, B: self.b}
+        out = graph.matmul(A=A, B=B, compute_data_type=cudnn.data_type.FLOAT)
+        if c_host is not None:
+            self.c = cp.asarray(np.broadcast_to(c_host, (y.shape[1],)).astype(a.dtype)).reshape(1, 1, -1)
+            C = graph.tensor(name="C", dim=list(self.c.shape), stride=[st // self.c.itemsize for st in self.c.strides], data_type=io)
+            pack[C] = self.c
+            out = graph.add(a=out, b=C, compute_data_type=cudnn.data_type.FLOAT)
+        if fused.get(activation):
+            out = getattr(graph, fused[activation])(input=out, compute_data_type=cudnn.data_type.FLOAT)
+        out.set_output(True).set_data_type(io).set_dim(list(y3.shape)).set_stride([st // y3.itemsize for st in y3.strides])
+        pack[out] = y3
+        try:
+            graph.build([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+        except Exception as exc:
+            raise Unsupported(f"cuDNN cannot build this GEMM: {exc}") from None
+        self.graph, self.pack = graph, pack
+        self.workspace = cp.empty(max(graph.get_workspace_size(), 1), dtype=cp.uint8)
 
     def __call__(self) -> None:
         import cupy as cp
 
-        a = self.a.T if self.trans_a else self.a
-        cp.matmul(a.astype(cp.float32), self.b, out=self.scratch)
-        if self.c is not None:
-            self.scratch += self.c
+        if self.a_copy is not None:
+            cp.copyto(self.a_copy, self.a_source)
+        self.graph.execute(self.pack, self.workspace, handle=self.device.cudnn_handle)
         if self.epilogue is not None:
-            self.epilogue(self.scratch, self.y)
-        else:
-            self.y[...] = self.scratch
+            self.epilogue(self.y_full, self.y)
+        elif self.y_full is not self.y:
+            cp.copyto(self.y, self.y_full)
 
 
-GPU_OPS.register("Gemm", since=7)(lambda spec, i, o, d: Gemm(spec, i, o))
-GPU_OPS.register("Gemm", since=11)(lambda spec, i, o, d: Gemm(spec, i, o))
-GPU_OPS.register("FusedGemm", since=1, domain="batchscore")(lambda spec, i, o, d: Gemm(spec, i, o))
+def _make_gemm(spec: LayerSpec, inputs: list, outputs: list, device) -> CudnnMatmul:
+    attrs = spec.attrs
+    a, b_host = inputs[0], spec.consts.get(1)
+    if a is None or b_host is None:
+        raise Unsupported("GEMM with a non-constant B")
+    if attrs.get("transA", 0):
+        a = a.T
+    b = (b_host.T if attrs.get("transB", 0) else b_host).astype(np.float64) * attrs.get("alpha", 1.0)
+    c_host = spec.consts.get(2)
+    if c_host is not None:
+        c_host = (np.asarray(c_host, dtype=np.float64) * attrs.get("beta", 1.0)).reshape(-1)
+    if len(inputs) > 2 and inputs[2] is not None:  # weights arrive as None with their host copy in consts
+        raise Unsupported("GEMM with a non-constant C")
+    return CudnnMatmul(spec, a, b, c_host, outputs[0], attrs.get("activation", ""), attrs.get("activation_params", []),
+                       device)
 
 
-class MatMul:
-    def __init__(self, spec: LayerSpec, inputs: list, outputs: list):
-        import cupy as cp
-
-        bound = _bind_operands(spec, inputs)
-        self.a, self.b, self.y = bound[0], bound[1], outputs[0]
-        self.scratch = cp.empty(self.y.shape, dtype=cp.float32)
-
-    def __call__(self) -> None:
-        import cupy as cp
-
-        cp.matmul(self.a.astype(cp.float32), self.b.astype(cp.float32), out=self.scratch)
-        self.y[...] = self.scratch
+GPU_OPS.register("Gemm", since=7)(_make_gemm)
+GPU_OPS.register("Gemm", since=11)(_make_gemm)
+GPU_OPS.register("FusedGemm", since=1, domain="batchscore")(_make_gemm)
 
 
-GPU_OPS.register("MatMul", since=1)(lambda spec, i, o, d: MatMul(spec, i, o))
+@GPU_OPS.register("MatMul", since=1)
+def _make_matmul(spec: LayerSpec, inputs: list, outputs: list, device) -> CudnnMatmul:
+    if spec.consts.get(1) is None or inputs[0] is None:
+        raise Unsupported("MatMul of two activations")
+    return CudnnMatmul(spec, inputs[0], spec.consts[1], None, outputs[0], "", [], device)
 
 
 class LRN:
     def __init__(self, spec: LayerSpec, inputs: list, outputs: list):
+        import cupy as cp
+
         self.x, self.y = inputs[0], outputs[0]
         a = spec.attrs
         self.alpha, self.beta, self.bias, self.size = a.get("alpha", 1e-4), a.get("beta", 0.75), a.get("bias", 1.0), a["size"]
+        self.sq = cp.empty(self.x.shape, dtype=cp.float32)
+        self.acc = cp.empty(self.x.shape, dtype=cp.float32)
+        self.finish = cp.ElementwiseKernel(
+            "X x, float32 acc, float32 bias, float32 scale, float32 beta", "Y y",
+            "y = (Y)((float)x / powf(bias + scale * acc, beta))", "batchscore_lrn")
 
     def __call__(self) -> None:
         import cupy as cp
 
-        sq = self.x.astype(cp.float32) ** 2
-        channels = sq.shape[1]
+        cp.copyto(self.sq, self.x)
+        cp.multiply(self.sq, self.sq, out=self.sq)
+        self.acc.fill(0)
+        channels = self.sq.shape[1]
         before, after = (self.size - 1) // 2, self.size // 2
-        acc = cp.zeros_like(sq)
         for offset in range(-before, after + 1):
             lo, hi = max(0, -offset), min(channels, channels - offset)
-            acc[:, lo:hi] += sq[:, lo + offset:hi + offset]
-        self.y[...] = self.x / (self.bias + self.alpha / self.size * acc) ** self.beta
+            cp.add(self.acc[:, lo:hi], self.sq[:, lo + offset:hi + offset], out=self.acc[:, lo:hi])
+        self.finish(self.x, self.acc, self.bias, self.alpha / self.size, self.beta, self.y)
 
 
 GPU_OPS.register("LRN", since=1)(lambda spec, i, o, d: LRN(spec, i, o))

@@ -359,3 +359,10 @@ def test_thread_pool_matches_single_thread():
     assert auto.threads >= 1
     assert auto.decode(items)[1] == single_errors
     auto.close()
+
+
+@pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("junk", [b"Exif\x00\x00II*\x00\xff\xff\xff\x7f", b"Exif\x00\x00garbage"])
+def test_unreadable_exif_keeps_the_image(junk):
+    data = encode(Image.fromarray(photo(300, 260)), "JPEG", quality=90, exif=junk)
+    assert_close(decode_one(data), reference(data))
