@@ -69,7 +69,10 @@ class _Bucket:
         self.batch = batch
         header = engine.header
         external = {s.name for s in engine.inputs} | {s.name for s in engine.outputs}
-        self.arena = Arena(header["layers"], header["values"], external, batch, xp=cp, channels_last=True,
+        # FP16 runs channels-last (cuDNN's tensor-core kernels want NHWC); FP32 stays NCHW, where
+        # cuDNN's non-tensor-core kernels are fastest.
+        fp16 = any(v["dtype"] == "float16" for v in header["values"].values())
+        self.arena = Arena(header["layers"], header["values"], external, batch, xp=cp, channels_last=fp16,
                            fresh_per_run=False)
         shapes = self.arena.shapes
         self.bound: dict[str, Any] = {}
@@ -106,7 +109,18 @@ class _Bucket:
         for key in RUNTIME_ATTRS:
             attrs.pop(key, None)
         out_arrays = []
-        for out in outputs:
+        splits = list(attrs.get("output_splits") or [])
+        if splits and all(outputs) and not any(o in self.arena.plan.slices for o in outputs):
+            # A horizontally fused conv writes one buffer; its outputs are channel slices of it, so
+            # readers take them in place (cuDNN reads strided channels-last views) and nothing is copied.
+            shape, dtype = shapes[outputs[0]]
+            full = self.arena.allocate((shape[0], sum(splits)) + tuple(shape[2:]), dtype)
+            start = 0
+            for out, size in zip(outputs, splits):
+                self.bound[out] = full[:, start:start + size]
+                out_arrays.append(self.bound[out])
+                start += size
+        for out in outputs if not out_arrays else []:
             if not out:
                 out_arrays.append(None)
                 continue

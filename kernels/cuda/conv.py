@@ -76,7 +76,8 @@ class CudnnConv:
         self.cp, self.device = cp, device
         dtype = x.dtype
         pads, strides, dilations = _pads(spec, x.shape, w_host.shape)
-        self.weight = channels_last(cp, w_host, dtype)
+        nhwc = x.strides[1] == x.itemsize and x.shape[1] > 1
+        self.weight = channels_last(cp, w_host, dtype) if nhwc else cp.asarray(np.ascontiguousarray(w_host, dtype=dtype))
         bias_host = spec.consts.get(2)
         self.bias = None if bias_host is None else cp.asarray(bias_host.astype(dtype).reshape(1, -1, 1, 1))
         residual = inputs[3] if spec.attrs.get("residual") and len(inputs) > 3 else None
@@ -84,21 +85,29 @@ class CudnnConv:
         activation = spec.attrs.get("activation", "")
         split_acts = list(spec.attrs.get("split_activations") or [])
         self.outputs = outputs
-        if splits:  # one result, split into views written to each output (with per-split epilogues)
+        per_split = [tuple(a) if a else ("", []) for a in split_acts] if split_acts else \
+            [(activation, spec.attrs.get("activation_params", []))] * max(len(splits), 1)
+        shared = _shared_buffer(cp, outputs, splits) if splits else None
+        if splits and shared is None:  # outputs elsewhere: compute into one buffer, copy each split out
             n, _, h, wd = outputs[0].shape
-            self.full = cp.empty((n, h, wd, sum(splits)), dtype=dtype).transpose(0, 3, 1, 2)
+            self.full = (cp.empty((n, h, wd, sum(splits)), dtype=dtype).transpose(0, 3, 1, 2) if nhwc
+                         else cp.empty((n, sum(splits), h, wd), dtype=dtype))
         else:
-            self.full = outputs[0]
-        fused_act = _FUSABLE.get(activation) if not splits else None
+            self.full = shared if splits else outputs[0]
+        # One activation for every split can run inside the cuDNN graph; otherwise each split gets
+        # its own in-place epilogue over its channels only.
+        uniform = len({(a, tuple(p)) for a, p in per_split}) == 1
+        fused_act = _FUSABLE.get(per_split[0][0]) if uniform and not per_split[0][1] else None
         self.epilogues = []
-        if splits:
-            start = 0
-            for index, size in enumerate(splits):
-                act = split_acts[index] if split_acts else [activation, spec.attrs.get("activation_params", [])]
-                self.epilogues.append((self.full[:, start:start + size], outputs[index], act[0] or "Identity", act[1]))
-                start += size
-        elif activation and not fused_act:
-            self.epilogues.append((self.full, self.full, activation, spec.attrs.get("activation_params", [])))
+        start = 0
+        for index, size in enumerate(splits or [outputs[0].shape[1]]):
+            name, params = per_split[index]
+            source = self.full[:, start:start + size]
+            target = outputs[index] if splits else self.full
+            needs_act = bool(name) and not fused_act
+            if needs_act or (splits and shared is None):
+                self.epilogues.append((source, target, name if needs_act else "Identity", params))
+            start += size
 
         io = _dtype(cudnn, dtype)
         graph = cudnn.pygraph(handle=device.cudnn_handle, name=spec.name, io_data_type=io,
@@ -157,6 +166,20 @@ class CudnnConv:
         self.graph.execute_plan_at_index(self.pack, self.workspace, self.index, handle=self.device.cudnn_handle)
         for source, target, name, params in self.epilogues:
             activation_kernel(name, params)(source, target)
+
+
+def _shared_buffer(cp, outputs: list, splits: list[int]):
+    """If the outputs are consecutive channel slices of one buffer (the runtime binds a fused conv's
+    outputs so), that buffer as an NCHW view; else None."""
+    first = outputs[0]
+    offset = 0
+    for out, size in zip(outputs, splits):
+        if out is None or out.strides != first.strides or out.shape[1] != size or \
+                out.data.ptr != first.data.ptr + offset * first.strides[1]:
+            return None
+        offset += size
+    shape = (first.shape[0], sum(splits)) + tuple(first.shape[2:])
+    return cp.ndarray(shape, dtype=first.dtype, memptr=first.data, strides=first.strides)
 
 
 @GPU_OPS.register("FusedConv", since=1, domain="batchscore")
