@@ -69,10 +69,9 @@ class _Bucket:
         self.batch = batch
         header = engine.header
         external = {s.name for s in engine.inputs} | {s.name for s in engine.outputs}
-        # FP16 runs channels-last (cuDNN's tensor-core kernels want NHWC); FP32 stays NCHW, where
-        # cuDNN's non-tensor-core kernels are fastest.
-        fp16 = any(v["dtype"] == "float16" for v in header["values"].values())
-        self.arena = Arena(header["layers"], header["values"], external, batch, xp=cp, channels_last=fp16,
+        # Channels-last throughout: cuDNN's fused conv epilogues (bias, residual, activation) need
+        # NHWC tensors. (FP32 without TF32 is slow so; see the GPU issue's notes.)
+        self.arena = Arena(header["layers"], header["values"], external, batch, xp=cp, channels_last=True,
                            fresh_per_run=False)
         shapes = self.arena.shapes
         self.bound: dict[str, Any] = {}
