@@ -88,7 +88,7 @@ def build(model: Any, config: BuildConfig | None = None) -> Plan:
     if config.optimize:
         from engine.passes.pipeline import default_pipeline
 
-        graph = run_passes(graph, default_pipeline())
+        graph = run_passes(graph, default_pipeline(config.device))
     plan = _emit_plan(graph, config, max_batch)
     plan.header["source_nodes"] = source_nodes
     if reference is not None:

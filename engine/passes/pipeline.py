@@ -27,5 +27,14 @@ _ORDER = [
 ]
 
 
-def default_pipeline() -> list[GraphPass]:
-    return [getattr(importlib.import_module(module), name) for module, name in _ORDER]
+# Where a target changes a pass: on a GPU, siblings merge only when they share an activation.
+_GPU_VARIANTS = {"fuse_siblings": "fuse_siblings_same_activation"}
+
+
+def default_pipeline(device: str = "cpu") -> list[GraphPass]:
+    passes = []
+    for module, name in _ORDER:
+        if device == "cuda":
+            name = _GPU_VARIANTS.get(name, name)
+        passes.append(getattr(importlib.import_module(module), name))
+    return passes

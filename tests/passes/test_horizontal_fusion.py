@@ -306,3 +306,26 @@ def test_resnet50_projection_shortcut_merges_only_where_strides_agree(caplog):
     assert merged.attrs["output_splits"] == [64, 256]
     # v1.5: later stages stride the 3x3 conv, so the 1x1 conv1 (stride 1) and the shortcut (stride 2) differ
     assert "layer2.0.downsample.0" in _refusals(caplog)
+
+
+def test_gpu_variant_merges_only_siblings_with_the_same_activation():
+    """ResNet's layer1 projection (no activation) beside branch 2a (Relu): merged on the CPU, kept apart
+    by the GPU variant; GoogLeNet's 1x1 convs (all Relu) merge either way."""
+    from engine import zoo
+    from engine.builder import BuildConfig
+    from engine.passes.pipeline import default_pipeline
+    import engine
+
+    def fused_splits(name, size, device):
+        graph = zoo.get(name, image_size=size)
+        plan = engine.build(graph, BuildConfig(max_batch=2, optimize=False))
+        for value_name, info in plan.header["values"].items():
+            if value_name in graph.values:
+                graph.values[value_name].shape = tuple(info["shape"])
+        from engine.passes import run_passes
+
+        graph = run_passes(graph, default_pipeline(device))
+        return sum(1 for n in graph.nodes if n.attrs.get("output_splits"))
+
+    assert fused_splits("resnet50", 32, "cpu") == 1 and fused_splits("resnet50", 32, "cuda") == 0
+    assert fused_splits("googlenet", 40, "cpu") == fused_splits("googlenet", 40, "cuda") == 9
