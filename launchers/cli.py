@@ -144,6 +144,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.workdir))
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from scoring.job import load_job
+
+    job = load_job(args.job)
+    launcher = args.launcher or job.run.launcher
+    if launcher != "local":
+        raise InputError(f"launcher '{launcher}' is not wired into `batchscore run` yet; use --launcher local")
+    from launchers.local import run_local
+
+    report = run_local(job, workers=args.workers, quiet=args.quiet)
+    if report is not None and not args.quiet:
+        s = report.data["summary"]
+        print(f"scored {s['images']:,} rows ({s['errors']:,} errors) in {s['wall_s']:.1f} s, "
+              f"{s['images_per_s']:,.1f} images/s with {s['workers']} worker{'s' * (s['workers'] != 1)}; "
+              f"predictions in {job.output.dir / 'parts'}, report {report.md_path}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from scoring.report import render
+
+    report = render(args.dir)
+    print(f"wrote {report.md_path}" + (f" and {report.png_path}" if report.png_path else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchscore",
@@ -199,6 +225,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plan", help="the plan file")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("run", parents=[common], help="score a dataset with a job spec (TOML): predictions and a report",
+                       description="Score every image of a Parquet dataset with a plan (or an ONNX model, built "
+                       "first) as the job file says; write one prediction row per image and a report. A rerun "
+                       "resumes: shards already in the output's manifest are skipped.")
+    p.add_argument("job", help="the job file (TOML), e.g. jobs/example.toml")
+    p.add_argument("--launcher", choices=["local", "mpi", "ray"], help="how to start workers (default: [run] launcher)")
+    p.add_argument("--workers", type=_positive_int, help="worker processes (default: [run] workers)")
+    p.add_argument("--quiet", action="store_true", help="no progress line or summary")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("report", parents=[common], help="re-render report.md and throughput.png from report.json",
+                       description="Rewrite report.md and throughput.png from the report.json in DIR.")
+    p.add_argument("dir", help="the output directory of a `batchscore run`")
+    p.set_defaults(func=cmd_report)
+
+    from launchers.make_data_cli import configure_make_data_parser
+
+    p = sub.add_parser("make-data", parents=[common], help="write a Parquet image dataset for tests and benchmarks")
+    configure_make_data_parser(p)
 
     p = sub.add_parser("demo", parents=[common], help="build and run a small image model end to end on this machine")
     p.add_argument("--workdir", default="demo-out", help="where the demo writes its files (default demo-out)")
