@@ -149,11 +149,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     job = load_job(args.job)
     launcher = args.launcher or job.run.launcher
-    if launcher != "local":
-        raise InputError(f"launcher '{launcher}' is not wired into `batchscore run` yet; use --launcher local")
-    from launchers.local import run_local
+    if getattr(args, "address", None) and launcher != "ray":
+        raise InputError(f"--address is the Ray cluster's address; it goes with --launcher ray, not {launcher}")
+    if launcher == "mpi":
+        from launchers.mpi import run_mpi
 
-    report = run_local(job, workers=args.workers, quiet=args.quiet)
+        report = run_mpi(job, workers=args.workers, quiet=args.quiet)
+    elif launcher == "ray":
+        from launchers.ray import run_ray
+
+        report = run_ray(job, workers=args.workers, quiet=args.quiet, address=args.address)
+    else:
+        from launchers.local import run_local
+
+        report = run_local(job, workers=args.workers, quiet=args.quiet)
     if report is not None and not args.quiet:
         s = report.data["summary"]
         print(f"scored {s['images']:,} rows ({s['errors']:,} errors) in {s['wall_s']:.1f} s, "
@@ -233,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job", help="the job file (TOML), e.g. jobs/example.toml")
     p.add_argument("--launcher", choices=["local", "mpi", "ray"], help="how to start workers (default: [run] launcher)")
     p.add_argument("--workers", type=_positive_int, help="worker processes (default: [run] workers)")
+    p.add_argument("--address", help="with --launcher ray: the Ray cluster to join (default: $RAY_ADDRESS, "
+                   "else a running local cluster, else a new local one)")
     p.add_argument("--quiet", action="store_true", help="no progress line or summary")
     p.set_defaults(func=cmd_run)
 

