@@ -108,15 +108,19 @@ class _Bucket:
         for key in RUNTIME_ATTRS:
             attrs.pop(key, None)
         out_arrays = []
+        buffers = {}
         splits = list(attrs.get("output_splits") or [])
-        if splits and all(outputs) and not any(o in self.arena.plan.slices for o in outputs):
+        if splits and all(outputs):
             # A horizontally fused conv writes one buffer; its outputs are channel slices of it, so
-            # readers take them in place (cuDNN reads strided channels-last views) and nothing is copied.
+            # readers take them in place (cuDNN reads strided channels-last views) and nothing is
+            # copied, except into an elided concat's slice, which must be that concat's memory.
             shape, dtype = shapes[outputs[0]]
             full = self.arena.allocate((shape[0], sum(splits)) + tuple(shape[2:]), dtype)
+            buffers["split_buffer"] = full
             start = 0
             for out, size in zip(outputs, splits):
-                self.bound[out] = full[:, start:start + size]
+                in_concat = out in self.arena.plan.slices
+                self.bound[out] = self.arena.target(out) if in_concat else full[:, start:start + size]
                 out_arrays.append(self.bound[out])
                 start += size
         for out in outputs if not out_arrays else []:
@@ -134,7 +138,7 @@ class _Bucket:
         consts = {i: engine.weights[n] for i, n in enumerate(entry["inputs"]) if n in engine.weights}
         in_arrays = [None if (not n or n in engine.weights) else self.bound[n] for n in entry["inputs"]]
         spec = LayerSpec(name, kind, attrs, consts, tactic=entry.get("tactic"),
-                         allow_tf32=bool(engine.header.get("tf32")))
+                         allow_tf32=bool(engine.header.get("tf32")), buffers=buffers)
         try:
             factory = engine.gpu_ops.by_key(entry["kernel"]).fn
             runner = factory(spec, in_arrays, out_arrays, device)

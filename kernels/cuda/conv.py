@@ -87,7 +87,9 @@ class CudnnConv:
         self.outputs = outputs
         per_split = [tuple(a) if a else ("", []) for a in split_acts] if split_acts else \
             [(activation, spec.attrs.get("activation_params", []))] * max(len(splits), 1)
-        shared = _shared_buffer(cp, outputs, splits) if splits else None
+        shared = spec.buffers.get("split_buffer") if splits else None
+        if splits and shared is None:
+            shared = _shared_buffer(cp, outputs, splits)
         if splits and shared is None:  # outputs elsewhere: compute into one buffer, copy each split out
             n, _, h, wd = outputs[0].shape
             self.full = (cp.empty((n, h, wd, sum(splits)), dtype=dtype).transpose(0, 3, 1, 2) if nhwc
@@ -105,7 +107,8 @@ class CudnnConv:
             source = self.full[:, start:start + size]
             target = outputs[index] if splits else self.full
             needs_act = bool(name) and not fused_act
-            if needs_act or (splits and shared is None):
+            elsewhere = splits and target.data.ptr != source.data.ptr  # e.g. a slice of an elided concat
+            if needs_act or elsewhere:
                 self.epilogues.append((source, target, name if needs_act else "Identity", params))
             start += size
 

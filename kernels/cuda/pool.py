@@ -11,11 +11,12 @@ from kernels.cuda.spec import LayerSpec, Unsupported
 _SOURCE = r"""
 extern "C" __global__ void pool2d(const T* x, T* y,
     int N, int C, int H, int W, int OH, int OW,
-    long sxn, long sxc, long sxh, long sxw, long syn, long syc, long syh, long syw,
+    int sxn, int sxc, int sxh, int sxw, int syn, int syc, int syh, int syw,
     int KH, int KW, int SH, int SW, int PH, int PW, int DH, int DW, int include_pad) {
-  long total = (long)N * OH * OW * C;
-  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
-    int c = i % C; long r = i / C; int ow = r % OW; r /= OW; int oh = r % OH; int n = r / OH;
+  // 32-bit index math (64-bit division is slow on the GPU): the caller checks the sizes fit.
+  int total = N * OH * OW * C;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    int c = i % C; int r = i / C; int ow = r % OW; r /= OW; int oh = r % OH; int n = r / OH;
     float acc = IS_MAX ? -3.4e38f : 0.f; int count = 0;
     for (int kh = 0; kh < KH; ++kh) {
       int ih = oh * SH - PH + kh * DH;
@@ -73,11 +74,12 @@ class Pool2d:
         self.args = (x, y, n, c, h, w, oh, ow, *[s // e for s in x.strides], *[s // e for s in y.strides],
                      kernel[0], kernel[1], strides[0], strides[1], pads[0], pads[1], dilations[0], dilations[1], include)
         total = n * c * oh * ow
+        if max(total, x.size, y.size) >= 2**31 - 1:
+            raise Unsupported("pooling over more than 2^31 elements")
         self.grid = (min((total + 255) // 256, 65535 * 8),)
         import numpy as np
 
-        self.args = tuple(np.int64(a) if i in range(8, 16) else (np.int32(a) if isinstance(a, int) else a)
-                          for i, a in enumerate(self.args))
+        self.args = tuple(np.int32(a) if isinstance(a, int) else a for a in self.args)
 
     def __call__(self) -> None:
         self.kernel(self.grid, (256,), self.args)

@@ -16,6 +16,9 @@ class LayerSpec:
     consts: dict[int, np.ndarray]  # input index -> host weight array, for inputs that are weights
     tactic: str | None = None  # chosen at build time by the tuner; None: the kernel's default
     allow_tf32: bool = False
+    # Buffers the runtime already bound for this layer beyond its outputs: "split_buffer", the one
+    # buffer a horizontally fused conv writes, whose channel slices are (some of) its outputs.
+    buffers: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class Unsupported(Exception):
