@@ -20,7 +20,7 @@ from engine.arena import Arena
 from engine.errors import LayerError, PlanFormatError
 from engine.memory import VIEW_OPS
 from engine.plan import Plan
-from engine.runtime import RUNTIME_ATTRS, TensorSpec, _spec, check_feeds, decode_attrs
+from engine.runtime import RUNTIME_ATTRS, _spec, check_feeds, decode_attrs
 from kernels.cpu import CPU_OPS
 from kernels.cuda.spec import LayerSpec, Unsupported
 

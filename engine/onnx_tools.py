@@ -103,7 +103,6 @@ def with_batch(model: onnx.ModelProto, batch: int | str) -> onnx.ModelProto:
             continue
         dims = value.type.tensor_type.shape.dim
         if dims:
-            old = dims[0].dim_value
             dims[0].Clear()
             if isinstance(batch, int):
                 dims[0].dim_value = batch

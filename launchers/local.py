@@ -32,16 +32,13 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from engine.errors import BatchscoreError
-from scoring.errors import JobError, ScoringError
+from launchers.common import job_info, nothing_to_do, pending_work, raise_if_failed
+from scoring.errors import JobError
 
 log = logging.getLogger(__name__)
 
 SHARDS_FILE = "shards.json"  # how the dataset was cut: a rerun must cut it the same way
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-
-class WorkerFailed(ScoringError):
-    """A worker process died or stopped with an error."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,54 +51,25 @@ def run_local(job, workers: int | str | None = None, quiet: bool = False, plan: 
     the output directory, or None when the manifest already lists every shard (nothing was run).
     `workers` overrides [run] workers; `plan` overrides [model]."""
     from scoring.report import write_report
-    from scoring.outputs import Manifest
-    from scoring.worker import open_job_dataset, resolve_decode_threads
+    from scoring.worker import resolve_decode_threads
 
     started = time.time()
-    out_dir = Path(job.output.dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if job.run.decode == "gpu":
-        raise JobError(f"{job.path or 'the job'}: [run] decode = \"gpu\" is not available yet; "
-                       "set decode = \"cpu\" or \"auto\"")
-    plan_path, device = _plan_for(job, out_dir, plan, quiet)
-    dataset = open_job_dataset(job)
-    shards = dataset.shards(job.data.shard_rows)
-    _check_same_sharding(out_dir, dataset, shards, job.data.shard_rows)
-    manifest = Manifest(out_dir)
-    done = manifest.done()
-    todo = [s for s in shards if s.key not in done]
-    if not todo:
-        if not quiet:
-            print(f"all {len(shards)} shards of {dataset.num_rows} rows are already in {manifest.path}; nothing to do")
+    work = pending_work(job)
+    if not work.todo:
+        nothing_to_do(work, quiet)
         return None
-
+    plan_path, device = _plan_for(job, work.out_dir, plan, quiet)
+    todo, dataset = work.todo, work.dataset
     n = _resolve_workers(workers if workers is not None else job.run.workers, device)
     n = min(n, len(todo))
     threads = resolve_decode_threads(job, n)
     if not quiet:
-        resumed = f" ({len(done)} already done)" if done else ""
+        resumed = f" ({len(work.done)} already done)" if work.done else ""
         print(f"scoring {sum(s.num_rows for s in todo)} rows in {len(todo)} shards{resumed} with {n} "
               f"{device} worker{'s' * (n != 1)}: {dataset.describe()}")
     metrics = _drive(job, plan_path, dataset, todo, n, device, threads, quiet)
-
-    info = {
-        "name": Path(job.path).stem if job.path else "job",
-        "job_file": str(job.path) if job.path else None,
-        "model": str(job.model.path),
-        "plan": str(plan_path),
-        "source": dataset.source,
-        "rows": dataset.num_rows,
-        "shards": len(shards),
-        "shards_this_run": len(todo),
-        "shards_resumed": len(done),
-        "launcher": "local",
-        "device": device,
-        "batch": job.run.batch,
-        "decode_threads": threads,
-        "wall_s": time.time() - started,
-        "output_dir": str(out_dir),
-    }
-    return write_report(out_dir, info, metrics)
+    info = job_info(job, work, plan_path, "local", device, started, decode_threads=threads)
+    return write_report(work.out_dir, info, metrics)
 
 
 def _drive(job, plan_path, dataset, todo, n, device, threads, quiet):
@@ -174,14 +142,7 @@ def _drive(job, plan_path, dataset, todo, n, device, threads, quiet):
                     p.join()
             for c in conns:
                 c.close()
-    if failures:
-        from scoring.outputs import Manifest
-
-        m = Manifest(job.output.dir)
-        finished = len(m.done())
-        total = len(dataset.shards(job.data.shard_rows))
-        raise WorkerFailed(" ".join(failures) + f" {finished} of {total} shards are finished and recorded in "
-                           f"{m.path}; run the same command again to score the remaining {total - finished}.")
+    raise_if_failed(failures, Path(job.output.dir), len(dataset.shards(job.data.shard_rows)))
     return [Metrics.from_dict(results[i]) for i in sorted(results)]
 
 

@@ -50,12 +50,12 @@ import sys
 import threading
 import time
 import traceback
-from pathlib import Path
 
 from engine.errors import BatchscoreError
 from scoring.errors import JobError
 
-from launchers.local import WorkerFailed, _check_same_sharding, _plan_for
+from launchers.common import job_info, nothing_to_do, pending_work, raise_if_failed
+from launchers.local import _plan_for
 
 TAG_SETUP, TAG_REQUEST, TAG_REPLY = 11, 12, 13
 POLL_S = 0.002
@@ -240,7 +240,7 @@ def _setup_failed(comm, message: str) -> None:
 def _run_root(comm, job, workers, quiet, plan, local_size, gpu):
     from scoring.outputs import Manifest
     from scoring.report import Metrics, Progress, write_report
-    from scoring.worker import open_job_dataset, resolve_decode_threads, score_shards
+    from scoring.worker import resolve_decode_threads, score_shards
 
     size = comm.Get_size()
     started = time.time()
@@ -248,26 +248,17 @@ def _run_root(comm, job, workers, quiet, plan, local_size, gpu):
         if workers is not None and workers != size:
             raise JobError(f"--workers {workers}, but mpirun started {size} rank{'s' * (size != 1)}; the mpi "
                            f"launcher runs one worker per rank: set the count with `mpirun -np {workers}`")
-        if job.run.decode == "gpu":
-            raise JobError(f"{job.path or 'the job'}: [run] decode = \"gpu\" is not available yet; "
-                           "set decode = \"cpu\" or \"auto\"")
-        out_dir = Path(job.output.dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        plan_path, device = _plan_for(job, out_dir, plan, quiet)
-        dataset = open_job_dataset(job)
-        shards = dataset.shards(job.data.shard_rows)
-        _check_same_sharding(out_dir, dataset, shards, job.data.shard_rows)
-        manifest = Manifest(out_dir)
-        done = manifest.done()
-        todo = [s for s in shards if s.key not in done]
+        work = pending_work(job)
+        out_dir, dataset, shards, done, todo = work.out_dir, work.dataset, work.shards, work.done, work.todo
+        if todo:
+            plan_path, device = _plan_for(job, out_dir, plan, quiet)
     except BaseException as exc:
         reason = str(exc) if isinstance(exc, BatchscoreError) else f"{type(exc).__name__}: {exc}"
         _setup_failed(comm, f"rank 0 could not set the job up: {reason}")
         raise
     if not todo:
         _setup_failed(comm, "")  # nothing to do: the others exit quietly
-        if not quiet:
-            print(f"all {len(shards)} shards of {dataset.num_rows} rows are already in {manifest.path}; nothing to do")
+        nothing_to_do(work, quiet)
         return None
 
     setup = {"plan": str(plan_path), "device": device, "dataset": dataset}
@@ -289,7 +280,7 @@ def _run_root(comm, job, workers, quiet, plan, local_size, gpu):
             finished = 0
         print(f"batchscore run: error: mpirun stopped this job (rank 0 got SIGTERM), most likely because "
               f"another rank died: mpirun's own message names it. {finished} of {total} shards are finished and "
-              f"recorded in {manifest.path}; run the same command again to score the remaining "
+              f"recorded in {work.manifest_path}; run the same command again to score the remaining "
               f"{total - finished}.", file=sys.stderr, flush=True)
         os._exit(1)
 
@@ -338,31 +329,9 @@ def _run_root(comm, job, workers, quiet, plan, local_size, gpu):
     finally:
         signal.signal(signal.SIGTERM, previous)
 
-    if failures:
-        total = len(shards)
-        finished = len(Manifest(out_dir).done())
-        raise WorkerFailed(" ".join(failures) + f" {finished} of {total} shards are finished and recorded in "
-                           f"{Manifest(out_dir).path}; run the same command again to score the remaining "
-                           f"{total - finished}.")
-    info = {
-        "name": Path(job.path).stem if job.path else "job",
-        "job_file": str(job.path) if job.path else None,
-        "model": str(job.model.path),
-        "plan": str(plan_path),
-        "source": dataset.source,
-        "rows": dataset.num_rows,
-        "shards": len(shards),
-        "shards_this_run": len(todo),
-        "shards_resumed": len(done),
-        "launcher": "mpi",
-        "ranks": size,
-        "hosts": sorted({m.get("host", "") for m in metrics.values()}),
-        "device": device,
-        "batch": job.run.batch,
-        "decode_threads": threads,
-        "wall_s": time.time() - started,
-        "output_dir": str(out_dir),
-    }
+    raise_if_failed(failures, out_dir, len(shards))
+    info = job_info(job, work, plan_path, "mpi", device, started, ranks=size,
+                    hosts=sorted({m.get("host", "") for m in metrics.values()}), decode_threads=threads)
     return write_report(out_dir, info, [Metrics.from_dict(metrics[r]) for r in sorted(metrics)])
 
 

@@ -60,7 +60,8 @@ import numpy as np
 from engine.errors import BatchscoreError
 from scoring.errors import JobError
 
-from launchers.local import WorkerFailed, _check_same_sharding, _plan_for
+from launchers.common import job_info, nothing_to_do, pending_work, raise_if_failed
+from launchers.local import _plan_for
 
 log = logging.getLogger(__name__)
 
@@ -268,28 +269,16 @@ def _resolve_workers(ray, value, device: str) -> int:
 
 
 def _run(ray, job, workers, quiet, plan, max_retries):
-    from scoring.outputs import Manifest
     from scoring.report import Metrics, Progress, write_report
-    from scoring.worker import open_job_dataset
 
     started = time.time()
-    out_dir = Path(job.output.dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if job.run.decode == "gpu":
-        raise JobError(f"{job.path or 'the job'}: [run] decode = \"gpu\" is not available yet; "
-                       "set decode = \"cpu\" or \"auto\"")
+    work = pending_work(job)
+    out_dir, dataset, shards, done, todo = work.out_dir, work.dataset, work.shards, work.done, work.todo
+    if not todo:
+        nothing_to_do(work, quiet)
+        return None
     device = _cluster_device(ray, job)
     plan_path, device = _plan(ray, job, out_dir, plan, device, quiet)
-    dataset = open_job_dataset(job)
-    shards = dataset.shards(job.data.shard_rows)
-    _check_same_sharding(out_dir, dataset, shards, job.data.shard_rows)
-    manifest = Manifest(out_dir)
-    done = manifest.done()
-    todo = [s for s in shards if s.key not in done]
-    if not todo:
-        if not quiet:
-            print(f"all {len(shards)} shards of {dataset.num_rows} rows are already in {manifest.path}; nothing to do")
-        return None
     n = min(_resolve_workers(ray, workers if workers is not None else job.run.workers, device), len(todo))
     if device == "cuda" and ray.cluster_resources().get("GPU", 0) < 1:
         raise JobError("the job runs on GPUs (device \"cuda\"), but the Ray cluster has none; set [run] "
@@ -362,30 +351,9 @@ def _run(ray, job, workers, quiet, plan, max_retries):
         for a in actors.values():
             ray.kill(a, no_restart=True)
 
-    if failures:
-        total = len(shards)
-        finished = len(Manifest(out_dir).done())
-        raise WorkerFailed(" ".join(failures) + f" {finished} of {total} shards are finished and recorded in "
-                           f"{Manifest(out_dir).path}; run the same command again to score the remaining "
-                           f"{total - finished}.")
-    info = {
-        "name": Path(job.path).stem if job.path else "job",
-        "job_file": str(job.path) if job.path else None,
-        "model": str(job.model.path),
-        "plan": str(plan_path),
-        "source": dataset.source,
-        "rows": dataset.num_rows,
-        "shards": len(shards),
-        "shards_this_run": len(todo),
-        "shards_resumed": len(done),
-        "shards_retried": retried,
-        "launcher": "ray",
-        "device": device,
-        "batch": job.run.batch,
-        "decode_threads": job.run.decode_threads,
-        "wall_s": time.time() - started,
-        "output_dir": str(out_dir),
-    }
+    raise_if_failed(failures, out_dir, len(shards))
+    info = job_info(job, work, plan_path, "ray", device, started, shards_retried=retried,
+                    decode_threads=job.run.decode_threads)
     return write_report(out_dir, info, [Metrics.from_dict(results[i]) for i in sorted(results)])
 
 

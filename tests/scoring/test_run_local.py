@@ -23,7 +23,8 @@ import pytest
 import engine
 from engine.network import Network
 from launchers import cli
-from launchers.local import WorkerFailed, run_local
+from launchers.common import WorkerFailed
+from launchers.local import run_local
 from scoring.dataset import open_dataset, read_shard
 from scoring.decode import CpuDecoder
 from scoring.errors import JobError
