@@ -107,8 +107,8 @@ def test_killed_actor_is_replaced_and_output_is_exactly_once(cluster, work):
     assert Manifest(out).verify().ok
     assert report.data["summary"]["images"] <= 240
     # The kill usually lands while the actor holds a shard, which is then retried; under load it can
-    # land between shards, so the retry count is reported but not required here.
-    assert report.data["job"]["shards_retried"] >= 0
+    # land between shards, so the retry count (report.data["job"]["shards_retried"]) is not required.
+    assert "shards_retried" in report.data["job"]
     assert len(Manifest(out).done()) == 24
 
 
