@@ -11,7 +11,6 @@ bucket then runs without a CUDA graph; `host_layers` lists such layers.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Mapping
 
 import numpy as np
@@ -276,9 +275,3 @@ def time_layers(context: GpuContext, batch: int, repeats: int = 5) -> dict[str, 
                 end.synchronize()
                 times[name].append(cp.cuda.get_elapsed_time(start, end))
     return {name: float(np.median(t)) for name, t in times.items()}
-
-
-def wall(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
