@@ -17,6 +17,14 @@ from kernels.cuda.spec import LayerSpec, Unsupported
 _FUSABLE = {"Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "SiLU": "swish"}
 
 
+def exclude_tf32(cudnn, graph) -> None:
+    """An FP32 layer without --tf32 must not run on TF32 tensor cores: drop the engines whose
+    numerical notes say they use tensor cores or convert their inputs down."""
+    notes = [getattr(cudnn.numerical_note, n) for n in ("TENSOR_CORE", "DOWN_CONVERT_INPUTS")
+             if hasattr(cudnn.numerical_note, n)]
+    graph.deselect_numeric_notes(notes)
+
+
 def _dtype(cudnn, dtype) -> object:
     return {np.dtype("float16"): cudnn.data_type.HALF, np.dtype("float32"): cudnn.data_type.FLOAT}[np.dtype(dtype)]
 
@@ -135,8 +143,8 @@ class CudnnConv:
         graph.validate()
         graph.build_operation_graph()
         graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
-        if dtype == np.float32 and not spec.allow_tf32 and hasattr(cudnn, "numerical_note"):
-            graph.deselect_numeric_notes([cudnn.numerical_note.TENSOR_CORE])
+        if dtype == np.float32 and not spec.allow_tf32:
+            exclude_tf32(cudnn, graph)
         graph.check_support()
         self.graph, self.pack = graph, pack
         self.count = graph.get_execution_plan_count()

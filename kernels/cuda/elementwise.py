@@ -252,7 +252,15 @@ class CudnnMatmul:
         out.set_output(True).set_data_type(io).set_dim(list(y3.shape)).set_stride([st // y3.itemsize for st in y3.strides])
         pack[out] = y3
         try:
-            graph.build([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+            graph.validate()
+            graph.build_operation_graph()
+            graph.create_execution_plans([cudnn.heur_mode.A, cudnn.heur_mode.FALLBACK])
+            if a.dtype == np.float32 and not spec.allow_tf32:
+                from kernels.cuda.conv import exclude_tf32
+
+                exclude_tf32(cudnn, graph)
+            graph.check_support()
+            graph.build_plans()
         except Exception as exc:
             raise Unsupported(f"cuDNN cannot build this GEMM: {exc}") from None
         self.graph, self.pack = graph, pack
