@@ -93,14 +93,7 @@ def _plan(graph: Graph, conv: Node):
         members.append(add)
         current = add.outputs[0]
 
-    activation = None
-    if not stopped:
-        activation = match_activation(graph, uses, current)
-        if isinstance(activation, str):
-            stopped, activation = activation, None
-        else:
-            members.extend(activation.nodes)
-            current = activation.output
+    activation, current, stopped = take_activation(graph, uses, current, members, stopped)
     if len(members) == 1:
         return f"nothing to fuse ({stopped})"
 
@@ -202,6 +195,18 @@ class ActivationMatch:
     output: str  # the activation's output value
     name: str
     params: list[float]
+
+
+def take_activation(graph: Graph, uses, current: str, members: list[Node], stopped: str | None):
+    """End of a vertical chain: absorb the activation `current` flows into, if the chain did not stop
+    earlier and it is fusable. Returns (activation or None, the chain's new output, why it stopped)."""
+    if stopped:
+        return None, current, stopped
+    activation = match_activation(graph, uses, current)
+    if isinstance(activation, str):
+        return None, current, activation
+    members.extend(activation.nodes)
+    return activation, activation.output, None
 
 
 def match_activation(graph: Graph, uses, value: str) -> ActivationMatch | str:

@@ -18,7 +18,7 @@ import numpy as np
 
 from engine.ir import Graph, Node
 from engine.passes import FUSED_DOMAIN, graph_pass, refused
-from engine.passes.conv_fusion import ADD_OPS, match_activation, replace_chain, sole_consumer
+from engine.passes.conv_fusion import ADD_OPS, replace_chain, sole_consumer, take_activation
 
 RULE = "gemm fusion"
 GEMM_ATTRS = ("alpha", "beta", "transA", "transB")
@@ -77,14 +77,7 @@ def _plan(graph: Graph, node: Node):
             members.append(add)
             current = add.outputs[0]
 
-    activation = None
-    if not stopped:
-        activation = match_activation(graph, uses, current)
-        if isinstance(activation, str):
-            stopped, activation = activation, None
-        else:
-            members.extend(activation.nodes)
-            current = activation.output
+    activation, current, stopped = take_activation(graph, uses, current, members, stopped)
     if len(members) == 1:
         return f"nothing to fuse ({stopped})"
     attrs["activation"] = activation.name if activation else ""
