@@ -41,7 +41,8 @@ def channels_last(cp, array: np.ndarray, dtype) -> object:
     return out
 
 
-def _pads(spec: LayerSpec, x_shape, w_shape) -> tuple[list[int], list[int]]:
+def _pads(spec: LayerSpec, x_shape, w_shape) -> tuple[list[int], list[int], list[int]]:
+    """(padding, strides, dilations) for cuDNN, which pads both sides alike."""
     attrs = spec.attrs
     strides = list(attrs.get("strides") or [1, 1])
     dilations = list(attrs.get("dilations") or [1, 1])

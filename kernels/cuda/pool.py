@@ -66,8 +66,8 @@ class Pool2d:
             pads = list(attrs.get("pads") or [0, 0, 0, 0])
             dilations = list(attrs.get("dilations") or [1, 1])
             include = int(attrs.get("count_include_pad", 0))
-            if pads[:2] != pads[2:] and not attrs.get("ceil_mode"):
-                pass  # asymmetric pads only shift the window start; the end is bounded by the output size
+            if include and pads[:2] != pads[2:]:
+                raise Unsupported("count_include_pad with asymmetric padding")  # the kernel counts one pad size
         _, _, oh, ow = y.shape
         e = x.itemsize
         self.kernel = _kernel(str(x.dtype), is_max)
