@@ -137,6 +137,27 @@ def elu(x, *, alpha=1.0):
     return _float_unary(x, fn)
 
 
+@op("Selu", since=6)
+def selu(x, *, alpha=1.67326319217681884765625, gamma=1.05070102214813232421875):
+    def fn(w):
+        return _scalar(w, gamma) * np.where(w > 0, w, _scalar(w, alpha) * np.expm1(np.minimum(w, 0)))
+
+    return _float_unary(x, fn)
+
+
+@op("Shrink", since=9)
+def shrink(x, *, bias=0.0, lambd=0.5):
+    """x - bias above lambd, x + bias below -lambd, 0 between; integer inputs keep their dtype."""
+    w = x.astype(np.float64)
+    y = np.where(w < -lambd, w + bias, np.where(w > lambd, w - bias, 0.0))
+    return y.astype(x.dtype)
+
+
+@op("Sign", since=9)
+def sign(x):
+    return np.sign(x).astype(x.dtype, copy=False)
+
+
 @op("Softplus", since=1)
 def softplus(x):
     """log(1 + exp(x)) as max(x, 0) + log1p(exp(-|x|)): no overflow, no lost tail."""

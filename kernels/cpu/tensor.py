@@ -205,6 +205,14 @@ def expand(x, shape):
     return np.broadcast_to(x, out_shape).copy()
 
 
+@op("Tile", since=6)
+def tile(x, repeats):
+    reps = _shape(repeats, "Tile")
+    if len(reps) != x.ndim:
+        raise KernelError(f"Tile: repeats has {len(reps)} entries for an input of rank {x.ndim} (shape {x.shape})")
+    return np.tile(x, reps)
+
+
 # --------------------------------------------------------------------------------------------
 # constants
 

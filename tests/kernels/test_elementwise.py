@@ -483,3 +483,17 @@ def test_where_errors():
         ew.where(np.array([True]), np.zeros(1, np.float32), np.zeros(1, np.int32))
     with pytest.raises(KernelError, match=r"\(2,\), \(3,\), \(1,\)"):
         ew.where(np.array([True, False]), np.zeros(3, np.float32), np.zeros(1, np.float32))
+
+
+def test_selu_shrink_sign_against_direct_formulas():
+    from kernels.cpu.elementwise import selu, shrink, sign
+
+    x = np.array([-3.0, -0.4, 0.0, 0.3, 2.0], np.float32)
+    alpha, gamma = 1.67326319217681884765625, 1.05070102214813232421875
+    want = gamma * np.where(x > 0, x, alpha * (np.exp(x) - 1))
+    np.testing.assert_allclose(selu(x), want, rtol=1e-6)
+    assert selu(x).dtype == np.float32
+    np.testing.assert_array_equal(shrink(x, bias=0.1, lambd=0.35), np.array([-2.9, -0.3, 0, 0, 1.9], np.float32))
+    assert shrink(np.array([-5, 0, 5], np.int32), bias=1, lambd=2).tolist() == [-4, 0, 4]
+    np.testing.assert_array_equal(sign(np.array([-2.5, 0.0, 7.0], np.float32)), [-1, 0, 1])
+    assert sign(np.array([-3, 4], np.int64)).dtype == np.int64

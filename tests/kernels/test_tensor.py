@@ -481,3 +481,16 @@ def test_split_count_must_match_the_node_outputs():
         T.split_13(np.zeros(6), np.array([2, 2, 2]), num_outputs=2)
     with pytest.raises(KernelError, match="3 outputs"):
         T.split_2(np.zeros(6), split=[3, 3], num_outputs=3)
+
+
+def test_tile_repeats_each_axis_and_refuses_bad_repeats():
+    from kernels.cpu.tensor import tile
+    from kernels.registry import KernelError
+
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(tile(x, np.array([2, 1], np.int64)), np.concatenate([x, x]))
+    assert tile(x, np.array([1, 3], np.int64)).shape == (2, 9)
+    with pytest.raises(KernelError, match="repeats has 1 entries for an input of rank 2"):
+        tile(x, np.array([2], np.int64))
+    with pytest.raises(KernelError, match="negative"):
+        tile(x, np.array([1, -1], np.int64))
