@@ -40,7 +40,17 @@ def pending_work(job) -> PendingWork:
     _check_same_sharding(out_dir, dataset, shards, job.data.shard_rows)
     manifest = Manifest(out_dir)
     done = manifest.done()
+    _remove_stale_temps(out_dir)
     return PendingWork(out_dir, dataset, shards, done, [s for s in shards if s.key not in done], manifest.path)
+
+
+def _remove_stale_temps(out_dir: Path) -> None:
+    """A worker killed mid-shard leaves its part's hidden temp file; the rerun scores that shard
+    again under a new temp name, so the old one is only clutter. Finished parts are never temps."""
+    from scoring.outputs import PARTS_DIR
+
+    for stale in (out_dir / PARTS_DIR).glob(".*.parquet.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def nothing_to_do(work: PendingWork, quiet: bool) -> None:

@@ -204,6 +204,8 @@ def test_killed_worker_fails_the_job_and_a_rerun_resumes(work):
     assert "run the same command again" in stderr and "Traceback" not in stderr
     finished = Manifest(out).done()
     assert 0 < len(finished) < 12
+    stale = out / "parts" / ".part-09999.parquet.killed.tmp"  # what a worker killed mid-write leaves
+    stale.write_bytes(b"half a part")
 
     rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert rerun.returncode == 0, rerun.stderr
@@ -212,3 +214,4 @@ def test_killed_worker_fails_the_job_and_a_rerun_resumes(work):
     assert len(ids) == len(set(ids)) == 120
     assert sorted(ids) == sorted(source_ids(work / "big"))
     assert Manifest(out).verify().ok
+    assert not list((out / "parts").glob(".*.tmp")), "the rerun clears temps that killed workers left"
