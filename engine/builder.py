@@ -85,6 +85,9 @@ def build(model: Any, config: BuildConfig | None = None) -> Plan:
             reference = probe(unoptimized)
             check_declared_shapes(graph, reference)
             record_shapes(graph, reference)
+    if config.device == "cuda" and reference is None:  # the GPU runtime binds buffers by recorded shapes
+        raise BuildError("a GPU build needs the shape probe (floating-point image-like inputs whose sizes "
+                         "besides the batch are fixed); give the shapes with --input-shape")
     if config.optimize:
         from engine.passes.pipeline import default_pipeline
 
@@ -103,8 +106,6 @@ def build(model: Any, config: BuildConfig | None = None) -> Plan:
 
             cache = DEFAULT_CACHE if config.timing_cache == "default" else config.timing_cache
             plan.header["tuning"] = tune_plan(plan, cache)
-    elif config.device == "cuda":
-        raise BuildError("a GPU build needs the shape probe (image-like inputs with fixed sizes besides the batch)")
     log.info("built %s: %d layers from %d nodes", graph.name, layer_count(graph), source_nodes)
     return plan
 
