@@ -134,7 +134,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise InputError(f"--batch '{args.batch}' is not a comma-separated list of integers") from None
     if not batches or min(batches) < 1:
         raise InputError(f"--batch '{args.batch}' must list positive batch sizes")
-    run_bench(args.target, batches, args.precision, args.iterations, args.warmup, args.json, args.plot, args.device)
+    device = args.device
+    if device == "auto":
+        from kernels.cuda import gpu_unavailable
+
+        device = "cuda" if gpu_unavailable() is None else "cpu"
+    precision = args.precision or ("fp16" if device == "cuda" else "fp32")
+    run_bench(args.target, batches, precision, args.iterations, args.warmup, args.json, args.plot, device)
     return 0
 
 
@@ -256,8 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "H2D/compute/D2H, NVML power and images/s/W, and a per-layer profile.")
     p.add_argument("target", help="a plan file, or an ONNX model to build first")
     p.add_argument("--batch", default="1,8,64,256", help="comma-separated batch sizes (default 1,8,64,256)")
-    p.add_argument("--device", default="cuda", choices=["cpu", "cuda"], help="for an ONNX model: where to build")
-    p.add_argument("--precision", default="fp16", choices=["fp32", "fp16"], help="for an ONNX model: precision")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="for an ONNX model: where to build (default: the GPU if there is one)")
+    p.add_argument("--precision", default=None, choices=["fp32", "fp16"],
+                   help="for an ONNX model: precision (default fp16 on a GPU, fp32 on the CPU)")
     p.add_argument("--iterations", type=_positive_int, default=100)
     p.add_argument("--warmup", type=_positive_int, default=10)
     p.add_argument("--json", metavar="OUT.json", help="write every figure to this JSON file")

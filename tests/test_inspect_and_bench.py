@@ -60,3 +60,15 @@ def test_bench_refuses_batches_over_the_plans_max(googlenet_plan):
     assert proc.returncode == 1 and "exceeds the plan's max batch 4" in proc.stderr
     proc = batchscore("bench", googlenet_plan, "--batch", "two")
     assert proc.returncode == 1 and "comma-separated list of integers" in proc.stderr
+
+
+def test_bench_builds_an_onnx_model_for_this_machine(tmp_path):
+    from tests.helpers import tiny_model
+
+    model = tmp_path / "tiny.onnx"
+    model.write_bytes(tiny_model().SerializeToString())
+    out = tmp_path / "bench.json"
+    proc = batchscore("bench", model, "--batch", "2", "--iterations", "3", "--json", out)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["rows"][0]["batch"] == 2 and result["device"]["kind"] in ("cpu", "cuda")
