@@ -1,38 +1,31 @@
 """The overlapped ring of one worker: read and decode the next batches while the engine runs this one.
 
-    ring = HostRing(slots=3, capacity=64, row_shape=(3, 224, 224), dtype=np.float32)
-    runner = CpuRunner(engine, batch=64, preprocess=preprocess)
-    with Prefetcher(dataset, shard, decoder, ring, batch_rows=64) as batches:
-        for slot in batches:                    # slot.batch: the decoded rows, slot.ids, slot.errors
-            scores = runner.run(slot)           # (rows, classes) float32
-            batches.release(slot)               # the buffer may now be refilled
+    runner = CpuRunner(engine, batch=64, preprocess=preprocess)       # or scoring.gpu_runner.GpuRunner
+    ring = runner.make_ring(slots=3)
+    with Prefetcher(dataset, shards, decoder, ring, batch_rows=64) as batches:
+        for slot in batches:                    # slot.shard, slot.first, slot.last, slot.ids, slot.errors
+            pending = runner.submit(slot)       # the slot's buffer is consumed when submit returns
+            batches.release(slot)               # so it may be refilled now
+            scores = pending.result()           # (rows, classes) float32; on a GPU, later (see below)
 
-The CPU path has two stages on two threads:
+Two threads per worker:
 
-    background thread:  read rows (Parquet) -> decode into a free host slot -> hand the slot over
-    calling thread:     run the engine on the slot -> release it -> write the output rows
+    background thread:  next shard -> read rows (Parquet) -> decode into a free ring slot -> hand it over
+    calling thread:     submit the slot to the runner -> release it -> write the rows of a finished batch
 
-A `HostRing` holds K preallocated host buffers; a slot goes round free -> filled -> in use -> free,
-so with K >= 2 the decode of batch i+1 overlaps the compute of batch i and no batch allocates.
-The seconds each stage takes (read and decode on the background thread; compute and write on the
-calling thread, timed by the worker) go into a `scoring.report.Metrics`.
+A ring holds K preallocated buffers; a slot goes round free -> filled -> in use -> free, so with
+K >= 2 the decode of batch i+1 overlaps the compute of batch i and no batch allocates. The
+background thread goes on from one shard into the next (it pulls `shards` itself), so the device
+is not left idle at shard boundaries while the next shard's first batch is read and decoded; each
+slot says which shard it belongs to and whether it is the shard's first and last batch. A shard
+with no rows still yields one slot (rows = 0, first and last) so its empty part file is written.
 
-The seam for the GPU path
--------------------------
-Everything a GPU changes sits behind two boundaries, and nothing above them (scoring/worker.py, the
-launchers, outputs) needs to change:
-
-1. `HostRing(..., allocate=...)`: the allocator of the host slots. The GPU path passes a pinned
-   allocator (``cupyx.empty_pinned``) so H2D copies are truly asynchronous.
-2. The runner, `run(slot) -> np.ndarray (rows, classes)` plus `capacity` and `num_classes`:
-   `CpuRunner` runs the engine synchronously. A `GpuRunner` (not written yet) would, per slot,
-   copy the slot to a device buffer on a copy stream (stage "h2d"), record an event, release the
-   host slot once that event has completed (so the background thread refills it while the GPU
-   computes), run the engine's CUDA graph for the padded batch size on the compute stream
-   ("compute"), copy the scores back on the copy stream into a pinned output slot ("d2h"), and
-   return the previous batch's scores (one batch of lag) so that copy, compute and the host
-   writing rows all overlap. The device also decodes when [run] decode = "gpu" (nvImageCodec):
-   the Prefetcher's decode step would then hand over encoded bytes and the runner decodes on the GPU.
+Runners (`CpuRunner` here, `GpuRunner` in scoring/gpu_runner.py) share one interface:
+`make_ring(slots)`, `submit(slot) -> Pending` (`Pending.result()` gives the scores), `lag` (how
+many submitted batches may be outstanding before the caller must collect the oldest: 0 for the
+CPU, 1 for the GPU, whose copies and compute run asynchronously), `capacity` and `num_classes`.
+The seconds each stage takes (read and decode on the background thread; the runner's stages;
+write on the calling thread) go into a `scoring.report.Metrics`.
 """
 
 from __future__ import annotations
@@ -41,7 +34,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -84,18 +77,23 @@ class HostRing:
 
 @dataclass
 class Slot:
-    """One filled ring buffer: rows [0, rows) of `buffer` hold the decoded images of `ids`; a row
-    whose `errors` entry is not None could not be decoded (its pixels are zeros)."""
+    """One filled ring buffer: rows [0, rows) of `buffer` hold the decoded images of `ids`, rows of
+    `shard`; a row whose `errors` entry is not None could not be decoded (its pixels are zeros).
+    `first` and `last` mark the shard's first and last batch. An empty shard's only slot has
+    rows = 0, index -1 and no buffer."""
 
     index: int
-    buffer: np.ndarray
+    buffer: Any
     ids: np.ndarray
     errors: list
     rows: int
+    shard: Shard | None = None
+    first: bool = True
+    last: bool = True
     released: bool = field(default=False, repr=False)
 
     @property
-    def batch(self) -> np.ndarray:
+    def batch(self):
         return self.buffer[: self.rows]
 
 
@@ -107,18 +105,21 @@ _DONE = object()
 
 
 class Prefetcher:
-    """Reads one shard in batches of `batch_rows` and decodes them into the ring's free slots on a
-    background thread, at most len(ring) batches ahead of the caller. Iterate to get filled slots in
-    row order; `release(slot)` gives a buffer back (the iterator also releases the slot it handed
-    out last when the next one is asked for). An error on the background thread (an unreadable
-    file) is raised in the caller at the point it was reached. `stages` holds the seconds spent
+    """Reads `shards` one after another in batches of `batch_rows` and decodes them into the ring's
+    free slots on a background thread, at most len(ring) batches ahead of the caller. `shards` is
+    any iterable (a launcher's generator that asks for the next shard) and is iterated on the
+    background thread. Iterate the Prefetcher to get filled slots in order; `release(slot)` gives a
+    buffer back (the iterator also releases the slot it handed out last when the next one is asked
+    for). An error on the background thread (an unreadable file, a launcher that cannot be
+    reached) is raised in the caller at the point it was reached. `stages` holds the seconds spent
     reading and decoding."""
 
-    def __init__(self, dataset: ImageDataset, shard: Shard, decoder: CpuDecoder, ring: HostRing,
+    def __init__(self, dataset: ImageDataset, shards: Shard | Iterable[Shard], decoder, ring: HostRing,
                  batch_rows: int):
         if batch_rows > ring.capacity:
             raise ValueError(f"batches of {batch_rows} rows do not fit ring slots of {ring.capacity} rows")
-        self.dataset, self.shard, self.decoder, self.ring = dataset, shard, decoder, ring
+        self.dataset, self.decoder, self.ring = dataset, decoder, ring
+        self.shards = [shards] if isinstance(shards, Shard) else shards
         self.batch_rows = batch_rows
         self.stages = {"read": 0.0, "decode": 0.0}
         self._free: queue.Queue = queue.Queue()
@@ -127,30 +128,43 @@ class Prefetcher:
         self._ready: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._last: Slot | None = None
-        self._thread = threading.Thread(target=self._produce, name=f"prefetch-{shard.key}", daemon=True)
+        self._thread = threading.Thread(target=self._produce, name="prefetch", daemon=True)
         self._thread.start()
 
     # -- the background thread ---------------------------------------------------------------
     def _produce(self) -> None:
-        batches = read_shard(self.dataset, self.shard, self.batch_rows)
         try:
-            while not self._stop.is_set():
+            for shard in self.shards:
+                if self._stop.is_set() or not self._produce_shard(shard):
+                    return
+            self._ready.put(_DONE)
+        except BaseException as exc:  # handed to the caller, raised there
+            self._ready.put(exc)
+
+    def _produce_shard(self, shard: Shard) -> bool:
+        """Hand over the shard's batches; False when told to stop."""
+        if shard.num_rows == 0:
+            self._ready.put(Slot(-1, None, np.empty(0, np.int64), [], 0, shard, True, True))
+            return True
+        batches = read_shard(self.dataset, shard, self.batch_rows)
+        done = 0
+        try:
+            while True:
                 start = time.perf_counter()
                 batch = next(batches, None)
                 self.stages["read"] += time.perf_counter() - start
                 if batch is None:
-                    break
+                    return True
                 index = self._free.get()
                 if index is None or self._stop.is_set():
-                    return
+                    return False
                 buffer = self.ring.buffers[index]
                 start = time.perf_counter()
                 errors = self.decoder.decode_into(batch.items, buffer)
                 self.stages["decode"] += time.perf_counter() - start
-                self._ready.put(Slot(index, buffer, batch.ids, errors, len(batch)))
-            self._ready.put(_DONE)
-        except BaseException as exc:  # handed to the caller, raised there
-            self._ready.put(exc)
+                first, done = done == 0, done + len(batch)
+                self._ready.put(Slot(index, buffer, batch.ids, errors, len(batch), shard, first,
+                                     done >= shard.num_rows))
         finally:
             batches.close()
 
@@ -158,7 +172,8 @@ class Prefetcher:
     def release(self, slot: Slot) -> None:
         if not slot.released:
             slot.released = True
-            self._free.put(slot.index)
+            if slot.index >= 0:
+                self._free.put(slot.index)
 
     def __iter__(self) -> Iterator[Slot]:
         while True:
@@ -187,20 +202,20 @@ class Prefetcher:
 
 
 # ---------------------------------------------------------------------------------------------
-# The engine step (CPU: synchronous; the GPU runner replaces this class, see the module docstring)
+# The engine step
 # ---------------------------------------------------------------------------------------------
 
 
-class CpuRunner:
-    """Runs a loaded engine on a slot and returns (rows, classes) float32 scores: the raw model
-    outputs of the plan's first output, flattened per row when they are not already 2-D.
+class PlanBinding:
+    """What a runner needs to know of a plan to feed it batches of the job's rows, checked once:
+    exactly one input whose row shape matches [preprocess], a batch within the plan's limit.
 
-    A plan with a symbolic batch runs each batch at its own size (the last, partial one too); a
-    plan with a fixed batch gets every batch padded to that size, and the padding rows dropped."""
+    A plan with a symbolic batch runs each batch at its own size on the CPU; a plan with a fixed
+    batch gets every batch padded to that size, and the padding rows dropped. `capacity` is the
+    rows a ring slot must hold."""
 
     def __init__(self, engine, batch: int, preprocess: Preprocess):
         self.engine = engine
-        self.context = engine.create_context()
         if len(engine.inputs) != 1:
             names = ", ".join(s.describe() for s in engine.inputs)
             raise PipelineError(f"plan {engine.source} has {len(engine.inputs)} inputs ({names}); batch scoring "
@@ -208,6 +223,7 @@ class CpuRunner:
         spec = self.input = engine.inputs[0]
         self.output = engine.outputs[0]
         row = tuple(preprocess.output_shape)
+        self.row_shape = row
         shape = tuple(spec.shape) if spec.shape is not None else None
         if shape is not None:
             fixed_row = tuple(d for d in shape[1:])
@@ -224,9 +240,47 @@ class CpuRunner:
         self.batch = batch
         self.capacity = max(batch, self.fixed_batch or 0)
         self.dtype = np.dtype(spec.dtype) if spec.dtype is not None else np.dtype(preprocess.dtype)
+        self.ring_dtype = np.dtype(preprocess.dtype)
         out_shape = self.output.shape
         self.num_classes = (int(np.prod(out_shape[1:])) if out_shape is not None and len(out_shape) >= 2
                             and all(isinstance(d, int) for d in out_shape[1:]) else None)
+
+    def check_output(self, out, batch_rows: int, rows: int) -> None:
+        if out.ndim == 0 or out.shape[0] < rows:
+            raise PipelineError(f"plan {self.engine.source}: output '{self.output.name}' has shape {out.shape} "
+                                f"for a batch of {batch_rows}; expected one row of scores per image")
+
+
+class Done:
+    """A result that is ready (the CPU runner's `Pending`)."""
+
+    def __init__(self, scores: np.ndarray):
+        self.scores = scores
+
+    def result(self) -> np.ndarray:
+        return self.scores
+
+
+class CpuRunner(PlanBinding):
+    """Runs a loaded engine on a slot synchronously and returns (rows, classes) float32 scores: the
+    raw model outputs of the plan's first output, flattened per row when they are not already 2-D."""
+
+    lag = 0
+
+    def __init__(self, engine, batch: int, preprocess: Preprocess):
+        super().__init__(engine, batch, preprocess)
+        self.context = engine.create_context()
+        self.stages: dict[str, float] = {}
+        self.busy_fraction = None
+
+    def make_ring(self, slots: int = DEFAULT_SLOTS) -> HostRing:
+        return HostRing(slots, self.capacity, self.row_shape, self.ring_dtype)
+
+    def submit(self, slot: Slot) -> Done:
+        start = time.perf_counter()
+        scores = self.run(slot)
+        self.stages["compute"] = self.stages.get("compute", 0.0) + time.perf_counter() - start
+        return Done(scores)
 
     def run(self, slot: Slot) -> np.ndarray:
         rows = slot.rows
@@ -234,7 +288,8 @@ class CpuRunner:
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
         out = np.asarray(self.context.run({self.input.name: x})[self.output.name])
-        if out.ndim == 0 or out.shape[0] < rows:
-            raise PipelineError(f"plan {self.engine.source}: output '{self.output.name}' has shape {out.shape} "
-                                f"for a batch of {x.shape[0]}; expected one row of scores per image")
+        self.check_output(out, x.shape[0], rows)
         return out[:rows].reshape(rows, -1).astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        pass

@@ -1,13 +1,18 @@
 """One worker's loop over its shards: load the plan once, then per shard read -> decode -> run the
-engine -> write a part file -> record it in the manifest.
+engine -> write a part file -> record it in the manifest, with the shards overlapping: the
+background thread reads and decodes the next shard while this one's last batches are computed.
 
     metrics = score_shards(job, "model.plan", shards, worker_id=0)
 
 `shards` may be any iterable, a list or a generator that asks a launcher for the next shard, so the
-same loop serves the local launcher's dynamic queue, an MPI rank's fixed share and a Ray actor. A
+same loop serves the local launcher's dynamic queue, an MPI rank's requests and a Ray actor. A
 shard already in the manifest is skipped, so a rerun of a killed job does only what is left. A
 shard's part file appears (atomically) only when every one of its rows is written, and only then is
 the shard recorded; a worker killed mid-shard leaves nothing of that shard behind.
+
+On a GPU ("cuda" devices) the runner is scoring.gpu_runner.GpuRunner and, with [run] decode =
+"gpu" (or "auto" where nvImageCodec is installed), images are decoded on the GPU straight into
+device ring slots; NVML samples the GPU's power for the report.
 
 Undecodable rows become error rows with null predictions; with [run] fail_fast the first one
 stops the worker with a `BadRowError` naming the row, its shard and file.
@@ -19,6 +24,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from typing import Callable, Iterable
 
 
@@ -28,10 +34,12 @@ from scoring.decode import CpuDecoder
 from scoring.errors import ScoringError
 from scoring.job import JobSpec
 from scoring.outputs import Manifest, OutputSpec, PartWriter
-from scoring.pipeline import DEFAULT_SLOTS, CpuRunner, HostRing, Prefetcher
+from scoring.pipeline import DEFAULT_SLOTS, CpuRunner, Prefetcher, Slot
 from scoring.report import Metrics
 
 log = logging.getLogger(__name__)
+
+GPU_DECODE_SLOTS = 4  # device slots: the GPU decoder works up to three batches ahead
 
 
 class BadRowError(ScoringError):
@@ -50,18 +58,43 @@ def resolve_decode_threads(job: JobSpec, workers_on_host: int = 1) -> int:
     return max(1, cores // max(1, workers_on_host))
 
 
+def resolve_decode(job: JobSpec, on_gpu: bool) -> str:
+    """[run] decode, with "auto" = the GPU decoder when this worker has a GPU and nvImageCodec."""
+    wanted = job.run.decode
+    if wanted == "cpu" or (wanted == "auto" and not on_gpu):
+        return "cpu"
+    from scoring.gpu_decode import gpu_decode_unavailable
+
+    why = gpu_decode_unavailable() if on_gpu else "this worker runs on the CPU"
+    if why is None:
+        return "gpu"
+    if wanted == "gpu":
+        raise ScoringError(f"[run] decode = \"gpu\", but {why}; set decode = \"cpu\" or \"auto\"")
+    log.info("decoding on the CPU: %s", why)
+    return "cpu"
+
+
 def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: int | str = 0, *,
                  dataset: ImageDataset | None = None, device: str = "cpu", decode_threads: int | None = None,
                  on_batch: Callable[[int, int], None] | None = None,
                  on_shard: Callable[[str, Shard, dict], None] | None = None) -> Metrics:
     """Score every shard of `shards` not yet in the job's manifest; return this worker's Metrics.
 
-    on_batch(rows, errors) is called after each batch is written (progress); on_shard(event, shard,
-    info) with event "start" before a shard and "done" (info: rows, errors) once it is recorded."""
+    `shards` is iterated on the background read/decode thread, which goes on into the next shard
+    while the last batches of the current one are computed and written. on_batch(rows, errors) is
+    called after each batch is written (progress); on_shard(event, shard, info) with event "start"
+    when a shard's first batch reaches this thread and "done" (info: rows, errors) once the shard
+    is recorded in the manifest. Both are called on the calling thread."""
     metrics = Metrics(worker=worker_id, device=device, host=socket.gethostname())
     start = time.perf_counter()
+    on_gpu = device.startswith("cuda")
     eng = engine_api.load(plan_path)
-    runner = CpuRunner(eng, job.run.batch, job.preprocess)
+    if on_gpu:
+        from scoring.gpu_runner import GpuRunner
+
+        runner = GpuRunner(eng, job.run.batch, job.preprocess)
+    else:
+        runner = CpuRunner(eng, job.run.batch, job.preprocess)
     spec = job.output_spec(runner.num_classes)
     metrics.add_stage("load", time.perf_counter() - start)
     if dataset is None:
@@ -69,56 +102,126 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
     manifest = Manifest(job.output.dir)
     done = manifest.done()
     threads = decode_threads if decode_threads is not None else resolve_decode_threads(job)
-    ring = HostRing(DEFAULT_SLOTS, runner.capacity, job.preprocess.output_shape, job.preprocess.np_dtype)
-    images = errors = 0
-    with CpuDecoder(job.preprocess, threads) as decoder:
+    decode = resolve_decode(job, on_gpu)
+    if decode == "gpu":
+        from scoring.gpu_decode import GpuDecoder
+
+        decoder = GpuDecoder(job.preprocess, threads)
+        ring = runner.make_ring(GPU_DECODE_SLOTS, on_device=True)
+    else:
+        decoder = CpuDecoder(job.preprocess, threads)
+        ring = runner.make_ring(DEFAULT_SLOTS)
+
+    def todo():
         for shard in shards:
             if shard.key in done:
                 log.info("worker %s: %s already in the manifest, skipped", worker_id, shard.key)
                 continue
-            if on_shard is not None:
-                on_shard("start", shard, {})
-            rows, bad = _score_shard(job, dataset, shard, decoder, ring, runner, spec, manifest, metrics,
-                                     images, errors, on_batch)
-            images += rows
-            errors += bad
-            if on_shard is not None:
-                on_shard("done", shard, {"rows": rows, "errors": bad})
-    metrics.images, metrics.errors = images, errors
+            yield shard
+
+    sampler = _power_sampler(on_gpu, metrics)
+    writer = _ShardWriter(job, spec, manifest, metrics, on_batch, on_shard)
+    try:
+        with decoder, Prefetcher(dataset, todo(), decoder, ring, job.run.batch) as batches:
+            pending: deque = deque()
+            for slot in batches:
+                writer.check(slot)
+                failed = sum(e is not None for e in slot.errors)
+                handle = runner.submit(slot) if failed < slot.rows else None
+                pending.append((writer.begin(slot), handle))
+                batches.release(slot)  # submit has consumed the buffer: it may be refilled now
+                while len(pending) > runner.lag:
+                    writer.finish(*pending.popleft())
+            while pending:
+                writer.finish(*pending.popleft())
+            for name, seconds in batches.stages.items():
+                metrics.add_stage(name, seconds)
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        runner.close()
+        sampler.stop()
+        sampler.record_into(metrics)
+    for name, seconds in runner.stages.items():
+        metrics.add_stage(name, seconds)
+    metrics.busy_fraction = runner.busy_fraction
     metrics.finish()
     return metrics
 
 
-def _score_shard(job: JobSpec, dataset: ImageDataset, shard: Shard, decoder: CpuDecoder, ring: HostRing,
-                 runner: CpuRunner, spec: OutputSpec, manifest: Manifest, metrics: Metrics,
-                 images_before: int, errors_before: int, on_batch) -> tuple[int, int]:
-    rows = bad = 0
-    with PartWriter(job.output.dir, shard.key, spec) as writer, \
-            Prefetcher(dataset, shard, decoder, ring, job.run.batch) as batches:
-        for slot in batches:
-            failed = [i for i, e in enumerate(slot.errors) if e is not None]
-            if failed and job.run.fail_fast:
-                i = failed[0]
-                raise BadRowError(
-                    f"row with id {slot.ids[i]!r} (shard {shard.key}, {shard.file}) cannot be scored: "
-                    f"{slot.errors[i]}. [run] fail_fast is on, so the job stops at the first bad row; set "
-                    f"fail_fast = false to write such rows with an error message and carry on")
-            with metrics.stage("compute"):
-                scores = runner.run(slot) if len(failed) < slot.rows else None
-            ids, errs, n = slot.ids, list(slot.errors), slot.rows
-            batches.release(slot)  # the scores are a copy: the buffer may be refilled now
-            with metrics.stage("write"):
-                writer.add(ids, scores, errs)
-            rows += n
-            bad += len(failed)
-            metrics.tick(images_before + rows, errors_before + bad)
-            if on_batch is not None:
-                on_batch(n, len(failed))
-        for name, seconds in batches.stages.items():
-            metrics.add_stage(name, seconds)
-        with metrics.stage("write"):
-            info = writer.close()
-    manifest.record(info)
-    if info.rows != shard.num_rows:  # pragma: no cover - read_shard guarantees it
-        raise ScoringError(f"shard {shard.key}: {shard.num_rows} rows expected, {info.rows} written")
-    return rows, bad
+def _power_sampler(on_gpu: bool, metrics: Metrics):
+    from scoring.report import PowerSampler, nvml_power_sampler
+
+    if not on_gpu:
+        return PowerSampler(t0=metrics.started_at)
+    return nvml_power_sampler(0, t0=metrics.started_at).start()
+
+
+class _ShardWriter:
+    """The calling thread's side of scoring: one open part file per shard in flight; a batch's
+    rows are written when its scores arrive, and a shard is recorded once its last batch is in."""
+
+    def __init__(self, job: JobSpec, spec: OutputSpec, manifest: Manifest, metrics: Metrics, on_batch, on_shard):
+        self.job, self.spec, self.manifest, self.metrics = job, spec, manifest, metrics
+        self.on_batch, self.on_shard = on_batch, on_shard
+        self.open: dict[str, PartWriter] = {}
+        self.counts: dict[str, list[int]] = {}
+        self.images = self.errors = 0
+
+    def check(self, slot: Slot) -> None:
+        """Stop at the first bad row when [run] fail_fast is on."""
+        failed = [i for i, e in enumerate(slot.errors) if e is not None]
+        if failed and self.job.run.fail_fast:
+            i, shard = failed[0], slot.shard
+            raise BadRowError(
+                f"row with id {slot.ids[i]!r} (shard {shard.key}, {shard.file}) cannot be scored: "
+                f"{slot.errors[i]}. [run] fail_fast is on, so the job stops at the first bad row; set "
+                f"fail_fast = false to write such rows with an error message and carry on")
+
+    def begin(self, slot: Slot) -> tuple:
+        """Open the shard's part file at its first batch; return what finish() needs of the slot
+        (the slot itself is recycled before its scores arrive)."""
+        shard = slot.shard
+        if slot.first:
+            if self.on_shard is not None:
+                self.on_shard("start", shard, {})
+            self.open[shard.key] = PartWriter(self.job.output.dir, shard.key, self.spec)
+            self.counts[shard.key] = [0, 0]
+        return shard, slot.ids, list(slot.errors), slot.rows, slot.last
+
+    def finish(self, meta: tuple, handle) -> None:
+        shard, ids, errors, rows, last = meta
+        scores = handle.result() if handle is not None else None
+        writer = self.open[shard.key]
+        bad = sum(e is not None for e in errors)
+        with self.metrics.stage("write"):
+            if rows:
+                writer.add(ids, scores, errors)
+        counts = self.counts[shard.key]
+        counts[0] += rows
+        counts[1] += bad
+        self.images += rows
+        self.errors += bad
+        if rows:
+            self.metrics.tick(self.images, self.errors)
+            if self.on_batch is not None:
+                self.on_batch(rows, bad)
+        if last:
+            self._close(shard)
+
+    def _close(self, shard: Shard) -> None:
+        with self.metrics.stage("write"):
+            info = self.open.pop(shard.key).close()
+        self.manifest.record(info)
+        rows, bad = self.counts.pop(shard.key)
+        if info.rows != shard.num_rows:  # pragma: no cover - read_shard guarantees it
+            raise ScoringError(f"shard {shard.key}: {shard.num_rows} rows expected, {info.rows} written")
+        if self.on_shard is not None:
+            self.on_shard("done", shard, {"rows": rows, "errors": bad})
+
+    def abort(self) -> None:
+        """A failure: drop every part file not finished (nothing of those shards is left behind)."""
+        for writer in self.open.values():
+            writer.abort()
+        self.open.clear()

@@ -1,0 +1,741 @@
+"""The GPU twin of CpuDecoder: nvImageCodec decodes JPEGs on the device, then ONE kernel launch per
+batch does resize + center crop + /255 + mean/std + layout + dtype + channel order for every image.
+
+    with GpuDecoder(preprocess, threads=4) as dec:       # a background decode thread owns it
+        errors = dec.decode_into(items, out)             # out: CuPy (>= n,) + preprocess.output_shape
+
+Items are what CpuDecoder takes (encoded bytes, HWC/HW uint8 arrays, None) and the per-item results
+are the same: None or a short message, with failed rows zero-filled.
+
+Where each item goes:
+
+- bytes that look like a complete JPEG (SOI ... EOI) -> nvImageCodec, one batched decode per batch
+  on this decoder's stream, RGB (grayscale JPEGs come out RGB), EXIF orientation applied;
+- HWC / HW uint8 arrays (an already-decoded tensor column) -> packed into one pinned buffer, one
+  upload, the same kernel (grayscale is read as 3 equal channels, alpha is ignored);
+- everything else, and every JPEG nvImageCodec refuses (CMYK, 12-bit, arithmetic coding, ...) or
+  fails on -> a private CpuDecoder, whose rows are uploaded and whose message is the item's result.
+  PNG, WebP, GIF and BMP go this way on purpose: nvImageCodec decodes them on the CPU too (its
+  OpenCV extension), so Pillow loses no GPU work and keeps exactly CpuDecoder's numbers and error
+  messages (palette, alpha, 16-bit, truncation). TIFF and JPEG 2000, which nvImageCodec could
+  decode on the GPU, are rare in image datasets and take the CPU path as well.
+
+Numbers. The kernel computes, per output pixel of the crop, Pillow's antialiased BILINEAR resize
+(``Image.resize(size, BILINEAR, reducing_gap=None)``: a triangle filter whose support grows with the
+downscale factor, weights normalised per output pixel, separable in x and y; upscaling is plain
+bilinear) directly from the uint8 source in float32, then ``(x / 255 - mean[c]) / std[c]`` in the
+same float32 steps as CpuDecoder. Pillow rounds to uint8 after each pass and this kernel does not,
+so rows match CpuDecoder within about one uint8 level (~0.018 after ImageNet normalisation), not
+bit for bit. ``reference_resize_crop`` is the numpy statement of exactly the kernel's math.
+
+Two more differences come from the JPEG decoders, not from this module: nvJPEG's IDCT and chroma
+upsampling differ slightly from libjpeg's (fancy upsampling is asked for), and CpuDecoder decodes
+JPEGs >= 4x the resize target at a reduced DCT scale (``Image.draft``) where nvJPEG decodes them
+whole.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from engine.errors import BatchscoreError
+from scoring.decode import CpuDecoder, Preprocess, PreprocessError
+
+_INSTALL = "pip install 'batchscore[gpu]'"
+
+# A JPEG is sent to nvImageCodec only if its end-of-image marker is among its last bytes: nvJPEG
+# may decode a truncated file (grey-filling the rest) where Pillow reports "truncated", and the GPU
+# path must give CpuDecoder's results. FF D9 cannot occur inside entropy-coded data (FF is stuffed
+# there), so finding it near the end is a sound test; files with long trailers just take the CPU path.
+_JPEG_SOI = b"\xff\xd8\xff"
+_JPEG_EOI = b"\xff\xd9"
+_EOI_SEARCH = 64
+
+# One row of the per-batch parameter table (int64): where an image's pixels are and how its crop
+# maps onto them. The kernel source below is formatted with the same column numbers.
+_COLUMNS = ("PTR", "HEIGHT", "WIDTH", "PITCH", "CHANNELS", "RESIZED_W", "RESIZED_H", "OFFSET_X", "OFFSET_Y",
+            "MODE")
+_COL = {name: i for i, name in enumerate(_COLUMNS)}
+_MODE_SKIP, _MODE_COMPUTE = 0, 1  # skip: the row is written elsewhere (CPU upload) or not at all
+
+_MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: larger batches are launched in slices
+_BLOCK = 256
+
+
+class GpuDecodeError(BatchscoreError):
+    """The GPU decoder cannot start here: CuPy or nvImageCodec missing, no GPU, or a bad argument."""
+
+
+# ---- can it run here? ------------------------------------------------------------------------------
+def gpu_decode_unavailable() -> str | None:
+    """None when GpuDecoder can run here; else why not (for [run] decode = "auto")."""
+    try:
+        import cupy
+    except ImportError:
+        return f"CuPy is not installed ({_INSTALL})"
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            return "no CUDA GPU is visible"
+    except Exception as exc:  # no driver, or CUDA_VISIBLE_DEVICES hides every GPU
+        return f"no usable CUDA GPU ({exc})"
+    try:
+        from nvidia import nvimgcodec  # noqa: F401
+    except (ImportError, OSError) as exc:  # OSError: the package is there but a library fails to load
+        return f"nvImageCodec cannot be imported ({type(exc).__name__}: {exc}; {_INSTALL})"
+    return None
+
+
+def _import_cupy():
+    try:
+        import cupy
+    except ImportError as exc:
+        raise GpuDecodeError(f"GPU decoding needs CuPy, which is not installed: {_INSTALL}") from exc
+    return cupy
+
+
+def _import_nvimgcodec():
+    try:
+        from nvidia import nvimgcodec
+    except (ImportError, OSError) as exc:
+        raise GpuDecodeError(
+            f"GPU decoding needs nvImageCodec (package nvidia-nvimgcodec-cu13), which cannot be imported "
+            f"({type(exc).__name__}: {exc}): {_INSTALL}") from exc
+    return nvimgcodec
+
+
+# ---- geometry, vectorised over a batch --------------------------------------------------------------
+def batch_geometry(widths, heights, preprocess: Preprocess, keep_size=None):
+    """(resized_w, resized_h, offset_x, offset_y) int64 arrays for images of widths x heights.
+
+    The same numbers as scoring.decode.resized_size and center_crop_box, for a whole batch at once:
+    crop pixel (ox, oy) is pixel (ox + offset_x, oy + offset_y) of the resized image, and a pixel
+    outside [0, resized_w) x [0, resized_h) is zero padding. ``keep_size`` (bool array) marks images
+    that are not resized (CpuDecoder takes a crop x crop tensor item as it is).
+    """
+    w = np.asarray(widths, np.int64)
+    h = np.asarray(heights, np.int64)
+    s = preprocess.resize_shorter
+    crop = preprocess.crop
+    portrait = w <= h
+    # int(s * long / short): s * long is exact in float64 for any real image, and IEEE division is
+    # correctly rounded like Python's int / int, so the truncation gives the same integer.
+    long_side = np.floor((s * np.where(portrait, h, w)).astype(np.float64) / np.where(portrait, w, h))
+    rw = np.where(portrait, s, long_side).astype(np.int64)
+    rh = np.where(portrait, long_side, s).astype(np.int64)
+    if keep_size is not None:
+        keep = np.asarray(keep_size, bool)
+        rw = np.where(keep, w, rw)
+        rh = np.where(keep, h, rh)
+    offsets = []
+    for size in (rw, rh):
+        pad = np.where(crop > size, (crop - size) // 2, 0)
+        # round() of a multiple of 0.5 rounds half to even in Python and in numpy alike
+        start = np.round((np.maximum(size, crop) - crop) / 2.0).astype(np.int64)
+        offsets.append(start - pad)
+    return rw, rh, offsets[0], offsets[1]
+
+
+# ---- the numpy reference of the kernel ---------------------------------------------------------------
+def _axis_weights(in_size: int, out_size: int, positions: np.ndarray) -> np.ndarray:
+    """(len(positions), in_size) float32 weights of Pillow's triangle filter, as the kernel computes them.
+
+    positions are output coordinates (float32) inside [0, out_size); each row sums to 1.
+    """
+    f32 = np.float32
+    scale = f32(in_size) / f32(out_size)
+    filterscale = max(scale, f32(1))
+    support = filterscale  # the bilinear filter's support is 1, scaled by the downscale factor
+    inv = f32(1) / filterscale
+    centers = (positions.astype(f32) + f32(0.5)) * scale
+    lo = np.maximum(np.trunc(centers - support + f32(0.5)).astype(np.int64), 0)
+    hi = np.minimum(np.trunc(centers + support + f32(0.5)).astype(np.int64), in_size)
+    taps = np.arange(in_size, dtype=f32)
+    weights = np.maximum(f32(0), f32(1) - np.abs((taps[None, :] - centers[:, None] + f32(0.5)) * inv))
+    index = np.arange(in_size)[None, :]
+    weights[(index < lo[:, None]) | (index >= hi[:, None])] = 0
+    sums = weights.sum(axis=1, dtype=f32)
+    return weights / np.where(sums == 0, f32(1), sums)[:, None]
+
+
+def reference_resize_crop(pixels: np.ndarray, preprocess: Preprocess, *, tensor_item: bool = False) -> np.ndarray:
+    """One model row from decoded pixels with exactly the GPU kernel's math, in numpy.
+
+    pixels: HWC (1, 3 or 4 channels; alpha ignored) or HW uint8, upright. ``tensor_item``: the pixels
+    came as an already-decoded tensor item, which (like CpuDecoder) is not resized when it is already
+    crop x crop. Returns an array of preprocess.output_shape and preprocess.np_dtype.
+    """
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"pixels must be HW or HWC (1, 3 or 4 channels) uint8, got {pixels.dtype} {pixels.shape}")
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    rgb = pixels[:, :, [0, 0, 0]] if pixels.shape[2] == 1 else pixels[:, :, :3]
+    height, width = rgb.shape[:2]
+    p = preprocess
+    keep = tensor_item and height == p.crop and width == p.crop
+    rw, rh, ox, oy = (int(v[0]) for v in batch_geometry([width], [height], p, keep_size=[keep]))
+    cols = np.arange(p.crop) + ox  # resized-image coordinates of the crop's columns and rows
+    rows = np.arange(p.crop) + oy
+    inside_x = (cols >= 0) & (cols < rw)
+    inside_y = (rows >= 0) & (rows < rh)
+    wx = np.zeros((p.crop, width), np.float32)
+    wy = np.zeros((p.crop, height), np.float32)
+    wx[inside_x] = _axis_weights(width, rw, cols[inside_x].astype(np.float32))
+    wy[inside_y] = _axis_weights(height, rh, rows[inside_y].astype(np.float32))
+    src = rgb.astype(np.float32)
+    # y then x as two matrix products (padding rows and columns have zero weights, so stay 0):
+    # (crop, H) @ (H, W*3) -> (crop, W, 3); then (crop, 3, W) @ (W, crop) -> (crop, 3, crop)
+    resized = (wy @ src.reshape(height, width * 3)).reshape(p.crop, width, 3)
+    resized = (resized.transpose(0, 2, 1) @ wx.T).transpose(0, 2, 1)
+    order = [0, 1, 2] if p.channel_order == "RGB" else [2, 1, 0]
+    values = resized[:, :, order]
+    mean = np.array(p.mean, np.float32)
+    std = np.array(p.std, np.float32)
+    normalized = (values / np.float32(255) - mean) / std
+    if p.layout == "NCHW":
+        normalized = normalized.transpose(2, 0, 1)
+    return np.ascontiguousarray(normalized).astype(p.np_dtype)
+
+
+# ---- the kernel -------------------------------------------------------------------------------------
+_KERNEL_SOURCE = r"""
+// One thread per crop pixel (x of the grid) and image (y of the grid): Pillow's antialiased bilinear
+// resize of the source at that pixel, straight from uint8, then normalise and store 3 channels.
+#define COLS {ncols}
+
+__device__ __forceinline__ void store(float* out, long long i, float v) {{ out[i] = v; }}
+__device__ __forceinline__ void store(unsigned short* out, long long i, float v) {{
+    unsigned short h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));  // round to nearest even, like numpy's astype
+    out[i] = h;
+}}
+
+// Where the triangle filter of output coordinate `pos` (resized image) lies on a source axis of
+// `in_size` samples: taps [lo, hi), centre, 1/filterscale, and the weight sum (Pillow's
+// precompute_coeffs in float32). __fmul_rn keeps the centre from being fused into the bounds.
+struct Axis {{ int lo, hi; float center, inv, sum; }};
+
+__device__ __forceinline__ Axis axis(int pos, int in_size, int out_size) {{
+    Axis a;
+    float scale = (float)in_size / (float)out_size;
+    float filterscale = fmaxf(scale, 1.0f);
+    float support = filterscale;
+    a.inv = 1.0f / filterscale;
+    a.center = __fmul_rn((float)pos + 0.5f, scale);
+    a.lo = max((int)(a.center - support + 0.5f), 0);
+    a.hi = min((int)(a.center + support + 0.5f), in_size);
+    a.sum = 0.0f;
+    for (int i = a.lo; i < a.hi; ++i) a.sum += fmaxf(0.0f, 1.0f - fabsf(((float)i - a.center + 0.5f) * a.inv));
+    return a;
+}}
+
+__device__ __forceinline__ float weight(const Axis& a, int i) {{
+    return fmaxf(0.0f, 1.0f - fabsf(((float)i - a.center + 0.5f) * a.inv));
+}}
+
+__device__ __forceinline__ float pick(float v0, float v1, float v2, int c) {{
+    return c == 0 ? v0 : (c == 1 ? v1 : v2);
+}}
+
+extern "C" __global__ void {name}(
+    const long long* __restrict__ table, const int first_image, const int crop, OUT_T* __restrict__ out,
+    const int c0, const int c1, const int c2,
+    const float m0, const float m1, const float m2, const float s0, const float s1, const float s2)
+{{
+    const int pixels = crop * crop;
+    const int pix = blockIdx.x * blockDim.x + threadIdx.x;
+    if (pix >= pixels) return;
+    const long long image = (long long)first_image + blockIdx.y;
+    const long long* t = table + image * COLS;
+    if (t[{MODE}] != {compute}) return;
+
+    const int oy = pix / crop;
+    const int ox = pix - oy * crop;
+    const int rx = ox + (int)t[{OFFSET_X}];
+    const int ry = oy + (int)t[{OFFSET_Y}];
+    const int rw = (int)t[{RESIZED_W}];
+    const int rh = (int)t[{RESIZED_H}];
+    float v0 = 0.0f, v1 = 0.0f, v2 = 0.0f;  // zero padding outside the resized image
+    if (rx >= 0 && rx < rw && ry >= 0 && ry < rh) {{
+        const unsigned char* src = (const unsigned char*)t[{PTR}];
+        const int height = (int)t[{HEIGHT}];
+        const int width = (int)t[{WIDTH}];
+        const long long pitch = t[{PITCH}];
+        const int channels = (int)t[{CHANNELS}];
+        const Axis ax = axis(rx, width, rw);
+        const Axis ay = axis(ry, height, rh);
+        for (int y = ay.lo; y < ay.hi; ++y) {{
+            const float wy = weight(ay, y);
+            if (wy == 0.0f) continue;
+            const unsigned char* line = src + (long long)y * pitch;
+            float b0 = 0.0f, b1 = 0.0f, b2 = 0.0f;
+            if (channels == 1) {{
+                for (int x = ax.lo; x < ax.hi; ++x) b0 += weight(ax, x) * (float)line[x];
+                b1 = b0; b2 = b0;
+            }} else {{
+                for (int x = ax.lo; x < ax.hi; ++x) {{
+                    const float wx = weight(ax, x);
+                    const unsigned char* p = line + (long long)x * channels;
+                    b0 += wx * (float)p[0];
+                    b1 += wx * (float)p[1];
+                    b2 += wx * (float)p[2];
+                }}
+            }}
+            v0 += wy * b0; v1 += wy * b1; v2 += wy * b2;
+        }}
+        const float norm = ax.sum * ay.sum;
+        if (norm > 0.0f) {{ v0 /= norm; v1 /= norm; v2 /= norm; }}
+    }}
+    // (x / 255 - mean) / std in float32, the steps of ToTensor + Normalize (and CpuDecoder's LUTs)
+    const float r0 = (pick(v0, v1, v2, c0) / 255.0f - m0) / s0;
+    const float r1 = (pick(v0, v1, v2, c1) / 255.0f - m1) / s1;
+    const float r2 = (pick(v0, v1, v2, c2) / 255.0f - m2) / s2;
+    const long long base = image * 3LL * pixels;
+#if NHWC
+    store(out, base + 3LL * pix + 0, r0);
+    store(out, base + 3LL * pix + 1, r1);
+    store(out, base + 3LL * pix + 2, r2);
+#else
+    store(out, base + pix, r0);
+    store(out, base + pixels + pix, r1);
+    store(out, base + 2LL * pixels + pix, r2);
+#endif
+}}
+"""
+
+_kernels: dict = {}
+_kernels_lock = threading.Lock()
+
+
+def _kernel(layout: str, dtype: str):
+    """The compiled RawKernel for one (layout, dtype); CuPy compiles it once per device on first launch."""
+    key = (layout, dtype)
+    with _kernels_lock:
+        if key not in _kernels:
+            cupy = _import_cupy()
+            source, name = kernel_source(layout, dtype)
+            _kernels[key] = cupy.RawKernel(source, name)
+        return _kernels[key]
+
+
+def fill_table(table: np.ndarray, sources: list[tuple], preprocess: Preprocess) -> None:
+    """Write the kernel's parameter table: one int64 row per batch row, columns _COLUMNS.
+
+    sources: (row, device pointer, height, width, row pitch in bytes, channels, keep size) for each
+    row the kernel computes; every other row gets MODE 0 and is left alone by the kernel.
+    """
+    table[:] = 0  # MODE = _MODE_SKIP for every row not listed
+    if not sources:
+        return
+    rows, ptrs, heights, widths, pitches, channels, keep = (np.array(col) for col in zip(*sources))
+    rw, rh, ox, oy = batch_geometry(widths, heights, preprocess, keep_size=keep.astype(bool))
+    c = _COL
+    table[rows, c["PTR"]] = ptrs.astype(np.uint64).view(np.int64)
+    table[rows, c["HEIGHT"]] = heights
+    table[rows, c["WIDTH"]] = widths
+    table[rows, c["PITCH"]] = pitches
+    table[rows, c["CHANNELS"]] = channels
+    table[rows, c["RESIZED_W"]] = rw
+    table[rows, c["RESIZED_H"]] = rh
+    table[rows, c["OFFSET_X"]] = ox
+    table[rows, c["OFFSET_Y"]] = oy
+    table[rows, c["MODE"]] = _MODE_COMPUTE
+
+
+def kernel_source(layout: str, dtype: str) -> tuple[str, str]:
+    """(CUDA source, kernel name) of the preprocessing kernel for one layout and output dtype."""
+    name = f"batchscore_preprocess_{layout.lower()}_{dtype}"
+    body = _KERNEL_SOURCE.format(ncols=len(_COLUMNS), name=name, compute=_MODE_COMPUTE, **_COL)
+    out_t = "float" if dtype == "float32" else "unsigned short"
+    return f"#define OUT_T {out_t}\n#define NHWC {int(layout == 'NHWC')}\n" + body, name
+
+
+# ---- item routing -------------------------------------------------------------------------------------
+def looks_like_complete_jpeg(data) -> bool:
+    """True for bytes that start like a JPEG (as Pillow checks) and end with its EOI marker."""
+    if len(data) < 4 or bytes(data[:3]) != _JPEG_SOI:
+        return False
+    tail = bytes(data[-_EOI_SEARCH:])
+    return _JPEG_EOI in tail
+
+
+def _array_shape(item: np.ndarray):
+    """(height, width, channels) of an array CpuDecoder would accept, else None (CPU gives the message)."""
+    if item.dtype != np.uint8:
+        return None
+    if item.ndim == 2:
+        channels = 1
+    elif item.ndim == 3 and item.shape[2] in (1, 3, 4):
+        channels = item.shape[2]
+    else:
+        return None
+    height, width = item.shape[:2]
+    if height == 0 or width == 0:
+        return None
+    return height, width, channels
+
+
+# ---- the decoder ----------------------------------------------------------------------------------
+class GpuDecoder:
+    """Decode and preprocess a batch on the GPU into a caller-owned CuPy buffer.
+
+    ``threads``: CPU threads for nvImageCodec (Huffman decoding and its CPU codecs) and for the
+    CPU fallback (None or 0: one per core). ``stream``: a cupy.cuda.Stream for all of this decoder's
+    GPU work (its own non-blocking stream if None); decode_into synchronizes it before returning.
+    ``device_id``: the GPU (default: the stream's, else the current device). ``nvimgcodec_options``:
+    the nvImageCodec Decoder options string (fancy chroma upsampling by default, as libjpeg does).
+    ``nvimgcodec_backends``: a list of nvimgcodec.Backend to allow (default: all, hardware JPEG
+    decoder included where the GPU has one).
+
+    One batch at a time (a lock enforces it); buffers and the nvImageCodec decoder are reused.
+    """
+
+    def __init__(self, preprocess: Preprocess | None = None, threads: int | None = 4, stream=None, *,
+                 device_id: int | None = None, nvimgcodec_options: str = ":fancy_upsampling=1",
+                 nvimgcodec_backends: list | None = None):
+        self.preprocess = preprocess if preprocess is not None else Preprocess()
+        if threads is None:
+            threads = 0
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
+            raise PreprocessError(f"decode threads must be a positive integer, got {threads!r}")
+        self.threads = int(threads)  # 0: one per core (nvImageCodec's and CpuDecoder's default)
+        cupy = _import_cupy()
+        nvimgcodec = _import_nvimgcodec()
+        self._cupy = cupy
+        self._nv = nvimgcodec
+        if device_id is None:
+            device_id = getattr(stream, "device_id", None)
+        if device_id is None:
+            device_id = cupy.cuda.Device().id
+        self.device_id = int(device_id)
+        with cupy.cuda.Device(self.device_id):
+            self.stream = cupy.cuda.Stream(non_blocking=True) if stream is None else stream
+            self._kernel = _kernel(self.preprocess.layout, self.preprocess.dtype)
+        self._decoder = self._make_nvimgcodec_decoder(nvimgcodec_options, nvimgcodec_backends)
+        self._params = self._make_decode_params()
+        self._cpu = CpuDecoder(self.preprocess, self.threads or None)
+        p = self.preprocess
+        order = (0, 1, 2) if p.channel_order == "RGB" else (2, 1, 0)
+        self._scalars = ([np.int32(c) for c in order] + [np.float32(m) for m in p.mean]
+                         + [np.float32(s) for s in p.std])
+        self._row_bytes = int(np.prod(p.output_shape)) * p.np_dtype.itemsize
+        # Pooled buffers, grown on demand (pinned host memory: async uploads; device: table, arrays).
+        self._pinned: dict[str, tuple] = {}
+        self._device: dict[str, object] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _make_nvimgcodec_decoder(self, options: str, backends: list | None):
+        nv = self._nv
+        kwargs = {"device_id": self.device_id, "max_num_cpu_threads": self.threads}
+        if backends is not None:
+            kwargs["backends"] = backends
+        try:
+            return nv.Decoder(options=options, **kwargs) if options else nv.Decoder(**kwargs)
+        except TypeError:  # an nvImageCodec without the options argument: defaults rather than no decoder
+            return nv.Decoder(**kwargs)
+        except Exception as exc:
+            raise GpuDecodeError(f"nvImageCodec could not create a decoder on GPU {self.device_id}: {exc}") from exc
+
+    def _make_decode_params(self):
+        nv = self._nv
+        # ColorSpec.SRGB in nvImageCodec 0.9 (RGB in old releases); `is None`, as an enum member may be falsy
+        rgb = getattr(nv.ColorSpec, "SRGB", None)
+        if rgb is None:
+            rgb = nv.ColorSpec.RGB
+        return nv.DecodeParams(apply_exif_orientation=True, color_spec=rgb, allow_any_depth=False)
+
+    # ---- public ---------------------------------------------------------------------------------
+    def decode_into(self, items, out) -> list[str | None]:
+        """Write item i's row into ``out[i]``; return None or an error message per item.
+
+        ``out`` is a C-contiguous CuPy array of shape (>= n,) + preprocess.output_shape and dtype
+        preprocess.np_dtype on this decoder's GPU. Rows of failed items are zero-filled; rows >= n
+        are not touched. When this returns, the rows are written (the stream is synchronized).
+        """
+        items = list(items)
+        n = len(items)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("GpuDecoder.decode_into after close()")
+            self._check_out(out, n)
+            if n == 0:
+                return []
+            with self._cupy.cuda.Device(self.device_id):
+                return self._decode_batch(items, out)
+
+    def decode(self, items):
+        """Convenience: allocate a CuPy batch, decode into it, return (batch, errors)."""
+        items = list(items)
+        with self._cupy.cuda.Device(self.device_id):
+            out = self._cupy.empty((len(items),) + self.preprocess.output_shape, self.preprocess.np_dtype)
+        return out, self.decode_into(items, out)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._cpu.close()
+            decoder, self._decoder = self._decoder, None
+            exit_ = getattr(decoder, "__exit__", None)
+            if exit_ is not None:
+                try:
+                    exit_(None, None, None)  # releases nvImageCodec's resources now, not at GC
+                except Exception:
+                    pass
+            self._pinned.clear()
+            self._device.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- one batch ------------------------------------------------------------------------------
+    def _decode_batch(self, items: list, out) -> list[str | None]:
+        n = len(items)
+        errors: list[str | None] = [None] * n
+        jpeg_rows, array_rows, cpu_rows = [], [], []
+        for i, item in enumerate(items):
+            if isinstance(item, (bytes, bytearray, memoryview)) and looks_like_complete_jpeg(item):
+                jpeg_rows.append(i)
+            elif isinstance(item, np.ndarray) and _array_shape(item) is not None:
+                array_rows.append(i)
+            else:
+                cpu_rows.append(i)
+
+        # Sources for the kernel: (row, device pointer, height, width, pitch, channels, keep size).
+        sources: list[tuple] = []
+        keep_alive: list = []  # nvImageCodec images and code streams: alive until the stream is done
+        try:
+            failed = self._decode_jpegs(items, jpeg_rows, sources, keep_alive)
+            cpu_rows.extend(failed)
+            self._upload_arrays(items, array_rows, sources)
+            self._launch(sources, n, out)
+            # The CPU fallback runs while the GPU works on the kernel.
+            if cpu_rows:
+                cpu_rows.sort()
+                self._cpu_fallback(items, cpu_rows, out, errors)
+        finally:
+            self.stream.synchronize()
+            keep_alive.clear()
+        return errors
+
+    def _decode_jpegs(self, items, rows: list[int], sources: list, keep_alive: list) -> list[int]:
+        """nvImageCodec decode of rows' JPEG bytes; appends the decoded ones to sources, returns the rest."""
+        if not rows:
+            return []
+        nv = self._nv
+        failed, streams, stream_rows = [], [], []
+        limit = _pixel_limit()
+        for i in rows:
+            data = items[i]
+            try:
+                code_stream = nv.CodeStream(data if isinstance(data, bytes) else bytes(data))
+                if not _gpu_decodable(code_stream, limit):
+                    failed.append(i)
+                    continue
+            except Exception:
+                failed.append(i)
+                continue
+            streams.append(code_stream)
+            stream_rows.append(i)
+        if not streams:
+            return failed
+        keep_alive.extend(streams)
+        images = self._nvimgcodec_decode(streams)
+        for i, image in zip(stream_rows, images):
+            image = _on_device(image)
+            described = _describe_image(image) if image is not None else None
+            if described is None:
+                failed.append(i)
+                continue
+            keep_alive.append(image)
+            sources.append((i,) + described + (False,))
+        return failed
+
+    def _nvimgcodec_decode(self, streams: list) -> list:
+        """Decoded images (None where one failed); a batch-level exception retries items one by one."""
+        ptr = self.stream.ptr
+        try:
+            images = self._decoder.decode(streams, params=self._params, cuda_stream=ptr)
+            images = list(images) if images is not None else []
+        except Exception:
+            images = []
+            for code_stream in streams:
+                try:
+                    result = self._decoder.decode([code_stream], params=self._params, cuda_stream=ptr)
+                    images.append(result[0] if result else None)
+                except Exception:
+                    images.append(None)
+        images += [None] * (len(streams) - len(images))
+        return images[: len(streams)]
+
+    def _upload_arrays(self, items, rows: list[int], sources: list) -> None:
+        """Pack the array items into one pinned buffer and copy it to the device in one transfer."""
+        if not rows:
+            return
+        shapes = [_array_shape(items[i]) for i in rows]
+        sizes = [h * w * c for h, w, c in shapes]
+        total = int(sum(sizes))
+        host = self._pinned_buffer("arrays", total)
+        device = self._device_buffer("arrays", total)
+        crop = self.preprocess.crop
+        offset = 0
+        for i, (h, w, c), size in zip(rows, shapes, sizes):
+            np.copyto(host[offset: offset + size].reshape(h, w, c), items[i].reshape(h, w, c))
+            sources.append((i, device.data.ptr + offset, h, w, w * c, c, h == crop and w == crop))
+            offset += size
+        self._h2d(device.data.ptr, host, total)
+
+    def _launch(self, sources: list, n: int, out) -> None:
+        """Fill the parameter table, upload it, and run the kernel over every image of the batch."""
+        if not sources:
+            return
+        nbytes = n * len(_COLUMNS) * 8
+        table = self._pinned_buffer("table", nbytes)[:nbytes].view(np.int64).reshape(n, len(_COLUMNS))
+        fill_table(table, sources, self.preprocess)
+        device_table = self._device_buffer("table", table.nbytes)
+        self._h2d(device_table.data.ptr, table, table.nbytes)
+        crop = self.preprocess.crop
+        grid_x = (crop * crop + _BLOCK - 1) // _BLOCK
+        with self.stream:
+            for first in range(0, n, _MAX_GRID_Y):
+                count = min(_MAX_GRID_Y, n - first)
+                self._kernel((grid_x, count), (_BLOCK,),
+                             (device_table, np.int32(first), np.int32(crop), out, *self._scalars))
+
+    def _cpu_fallback(self, items, rows: list[int], out, errors: list) -> None:
+        """CpuDecoder for the rows the GPU path does not take; their rows (zeros if failed) are uploaded."""
+        k = len(rows)
+        p = self.preprocess
+        nbytes = k * self._row_bytes
+        host = self._pinned_buffer("cpu_rows", nbytes)[:nbytes].view(p.np_dtype).reshape((k,) + p.output_shape)
+        results = self._cpu.decode_into([items[i] for i in rows], host)
+        base = out.data.ptr
+        for j, (i, error) in enumerate(zip(rows, results)):
+            errors[i] = error
+            self._h2d(base + i * self._row_bytes, host[j], self._row_bytes)
+
+    # ---- buffers ----------------------------------------------------------------------------------
+    def _h2d(self, dst_ptr: int, host: np.ndarray, nbytes: int) -> None:
+        runtime = self._cupy.cuda.runtime
+        runtime.memcpyAsync(dst_ptr, host.ctypes.data, nbytes, runtime.memcpyHostToDevice, self.stream.ptr)
+
+    def _pinned_buffer(self, name: str, nbytes: int) -> np.ndarray:
+        """A pinned uint8 host buffer of >= nbytes, kept and reused (safe: each batch ends synchronized)."""
+        held = self._pinned.get(name)
+        if held is None or held[1].nbytes < nbytes:
+            size = _grown(nbytes, 0 if held is None else held[1].nbytes)
+            memory = self._cupy.cuda.alloc_pinned_memory(size)
+            held = (memory, np.frombuffer(memory, np.uint8, size))
+            self._pinned[name] = held
+        return held[1]
+
+    def _device_buffer(self, name: str, nbytes: int):
+        held = self._device.get(name)
+        if held is None or held.nbytes < nbytes:
+            with self.stream:
+                held = self._cupy.empty(_grown(nbytes, 0 if held is None else held.nbytes), np.uint8)
+            self._device[name] = held
+        return held
+
+    def _check_out(self, out, n: int) -> None:
+        shape = self.preprocess.output_shape
+        if not isinstance(out, self._cupy.ndarray):
+            raise TypeError(f"out must be a CuPy array on GPU {self.device_id}, got {type(out).__name__}")
+        if out.ndim != 4 or tuple(out.shape[1:]) != shape or out.shape[0] < n:
+            raise ValueError(f"out must have shape (>= {n},) + {shape}, got {out.shape}")
+        if out.dtype != self.preprocess.np_dtype:
+            raise ValueError(f"out must have dtype {self.preprocess.np_dtype}, got {out.dtype}")
+        if not out.flags.c_contiguous:
+            raise ValueError("out must be C-contiguous (the kernel writes rows at fixed strides)")
+        if out.device.id != self.device_id:
+            raise ValueError(f"out is on GPU {out.device.id}, but this decoder works on GPU {self.device_id}")
+
+
+# ---- helpers ----------------------------------------------------------------------------------------
+def _grown(needed: int, current: int) -> int:
+    """Buffer growth: at least 1.5x the old size, so a slowly growing batch does not reallocate each time."""
+    return max(int(needed), int(current * 1.5), 1 << 16)
+
+
+def _pixel_limit() -> int | None:
+    """Pillow refuses images over 2 * MAX_IMAGE_PIXELS; such JPEGs go to the CPU path for its message."""
+    from PIL import Image
+
+    limit = Image.MAX_IMAGE_PIXELS
+    return None if limit is None else 2 * int(limit)
+
+
+def _on_device(image):
+    """The image itself if its pixels are in device memory; a device copy if a CPU codec left them on
+    the host; None if neither works (the item then takes the CPU path)."""
+    if image is None:
+        return None
+    try:
+        image.__cuda_array_interface__
+        return image
+    except Exception:
+        pass
+    try:
+        return image.cuda()
+    except Exception:
+        return None
+
+
+def _describe_image(image):
+    """(pointer, height, width, row pitch, channels) of a decoded uint8 HWC device image, else None."""
+    try:
+        cai = image.__cuda_array_interface__
+        if cai.get("typestr") not in ("|u1", "<u1", ">u1"):
+            return None
+        shape = tuple(cai["shape"])
+        if len(shape) == 2:
+            shape = shape + (1,)
+        if len(shape) != 3 or shape[2] not in (1, 3, 4) or shape[0] < 1 or shape[1] < 1:
+            return None
+        height, width, channels = shape
+        strides = cai.get("strides")
+        if strides is None:
+            pitch = width * channels
+        else:
+            strides = tuple(strides)
+            # interleaved rows, possibly padded: (pitch, channels, 1), or (pitch, 1) for one channel
+            if len(strides) == 3 and (strides[1] != channels or strides[2] != 1):
+                return None
+            if len(strides) == 2 and strides[1] != 1:
+                return None
+            pitch = strides[0]
+            if pitch < width * channels:
+                return None
+        return int(cai["data"][0]), int(height), int(width), int(pitch), int(channels)
+    except Exception:
+        return None
+
+
+def _gpu_decodable(code_stream, pixel_limit: int | None) -> bool:
+    """What nvImageCodec should decode: 8-bit, 1 or 3 channel JPEGs that Pillow would also accept.
+
+    CMYK/YCCK (4 channels) and 12-bit JPEGs go to the CPU path, whose colour conversion and error
+    messages are CpuDecoder's. A property this nvImageCodec does not have is not held against it.
+    """
+    channels = getattr(code_stream, "num_channels", None)
+    if channels is None:
+        channels = getattr(code_stream, "channels", None)
+    if channels is not None and int(channels) not in (1, 3):
+        return False
+    precision = getattr(code_stream, "precision", None)
+    if precision is not None and int(precision) > 8:
+        return False
+    width, height = getattr(code_stream, "width", None), getattr(code_stream, "height", None)
+    if width is not None and height is not None:
+        if int(width) < 1 or int(height) < 1:
+            return False
+        if pixel_limit is not None and int(width) * int(height) > pixel_limit:
+            return False
+    return True

@@ -1,0 +1,147 @@
+"""The engine step on a GPU: copies, compute and the host's bookkeeping all overlap.
+
+    runner = GpuRunner(engine, batch=256, preprocess=preprocess)
+    ring = runner.make_ring(slots=4, on_device=True)    # device slots: the GPU decoder fills them
+    pending = runner.submit(slot)                       # returns once the slot's buffer is consumed
+    ...                                                 # (the caller submits the next batch here)
+    scores = pending.result()                           # (rows, classes) float32
+
+Per batch i, on the GPU:
+
+    copy stream:     H2D slot i -> device input i % 2            (host slots only; pinned memory)
+    compute stream:  wait for that copy, copy into the plan's input binding, replay the plan's CUDA
+                     graph, copy the scores into pinned host buffer i % 2
+
+Every batch runs at the full `capacity` (the last, partial batch of a shard too: its padding
+rows are left over from an earlier batch and their scores dropped), so one CUDA graph serves the
+whole job. The caller submits batch i+1 before it collects batch i (`lag` = 1): while the GPU
+computes batch i, the host copies batch i+1 in and writes batch i-1's rows out. A slot filled by
+the GPU decoder is already on the device (its stream was synchronized by the decode thread), so
+only the compute stream touches it.
+
+The busy fraction comes from events on the compute stream: per batch, the time from its start to
+its end, against the gap since the previous batch ended. A starved GPU shows as gaps; the first
+batches (graph warm-up, the prefetcher filling up) are left out of the steady state.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from scoring.decode import Preprocess
+from scoring.pipeline import DEFAULT_SLOTS, HostRing, PlanBinding, Slot
+
+STEADY_AFTER = 3  # batches left out of the busy fraction at the start
+
+
+class GpuPending:
+    """One submitted batch: result() waits for its scores and returns a float32 copy."""
+
+    def __init__(self, runner: "GpuRunner", events: dict, out: np.ndarray, rows: int):
+        self.runner, self.events, self.out, self.rows = runner, events, out, rows
+
+    def result(self) -> np.ndarray:
+        self.events["end"].synchronize()
+        self.runner._account(self.events)
+        scores = self.out[: self.rows].reshape(self.rows, -1)
+        return np.array(scores, dtype=np.float32)  # a copy: the pinned buffer is reused two batches on
+
+
+class GpuRunner(PlanBinding):
+    lag = 1
+
+    def __init__(self, engine, batch: int, preprocess: Preprocess):
+        import cupy as cp
+        import cupyx
+
+        super().__init__(engine, batch, preprocess)
+        self.cp = cp
+        self.context = engine.create_context()
+        self.stream = self.context.stream
+        self.copy_stream = cp.cuda.Stream(non_blocking=True)
+        self.bucket = self.context.bucket(self.capacity)
+        self.input_binding = self.bucket.bound[self.input.name]
+        output = self.bucket.bound[self.output.name]
+        depth = self.lag + 1
+        row = (self.capacity,) + self.row_shape
+        self.device_inputs = [cp.empty(row, dtype=self.ring_dtype) for _ in range(depth)]
+        self.consumed = [None] * depth  # event: compute has copied device input k into the binding
+        self.outputs = [cupyx.empty_pinned(output.shape, dtype=output.dtype) for _ in range(depth)]
+        self.submitted = 0
+        self.stages: dict[str, float] = {"h2d": 0.0, "compute": 0.0}
+        self._busy_ms = self._gap_ms = 0.0
+        self._previous_end = None
+        self._accounted = 0
+        self._warm_up()
+
+    @property
+    def busy_fraction(self) -> float | None:
+        total = self._busy_ms + self._gap_ms
+        return self._busy_ms / total if total > 0 else None
+
+    def make_ring(self, slots: int = DEFAULT_SLOTS, on_device: bool = False) -> HostRing:
+        """Ring slots in pinned host memory (CPU decode: H2D copies are truly asynchronous) or on
+        the device (GPU decode)."""
+        import cupyx
+
+        cp = self.cp
+        allocate = (lambda shape, dtype: cp.empty(shape, dtype=dtype)) if on_device else cupyx.empty_pinned
+        return HostRing(slots, self.capacity, self.row_shape, self.ring_dtype, allocate=allocate)
+
+    def _warm_up(self) -> None:
+        """One eager pass and the CUDA graph capture, before the first real batch is timed."""
+        cp = self.cp
+        with self.stream:
+            self.input_binding[...] = 0
+            self.context.execute(self.bucket)  # eager, then captured
+            self.context.execute(self.bucket)  # the graph
+        self.stream.synchronize()
+
+    def submit(self, slot: Slot) -> GpuPending:
+        cp = self.cp
+        k = self.submitted % len(self.outputs)
+        self.submitted += 1
+        events = {name: cp.cuda.Event() for name in ("start", "end")}
+        on_device = isinstance(slot.buffer, cp.ndarray)
+        if on_device:
+            source = slot.buffer
+        else:
+            source = self.device_inputs[k]
+            if self.consumed[k] is not None:
+                self.copy_stream.wait_event(self.consumed[k])  # batch i-2 has left this buffer
+            events["h2d_start"], events["h2d_end"] = cp.cuda.Event(), cp.cuda.Event()
+            events["h2d_start"].record(self.copy_stream)
+            source.set(slot.buffer, stream=self.copy_stream)
+            events["h2d_end"].record(self.copy_stream)
+            self.stream.wait_event(events["h2d_end"])
+        events["start"].record(self.stream)
+        with self.stream:
+            self.cp.copyto(self.input_binding, source)  # to the plan's dtype and channels-last layout
+            consumed = cp.cuda.Event()
+            consumed.record(self.stream)
+            self.context.execute(self.bucket)
+            output = self.bucket.bound[self.output.name]
+            output.get(stream=self.stream, out=self.outputs[k], blocking=False)
+        events["end"].record(self.stream)
+        if not on_device:
+            self.consumed[k] = consumed
+        # The caller releases the slot when this returns: wait until nothing reads it any more.
+        consumed.synchronize() if on_device else events["h2d_end"].synchronize()
+        return GpuPending(self, events, self.outputs[k], slot.rows)
+
+    def _account(self, events: dict) -> None:
+        """Add one finished batch's event times to the stages and the busy fraction."""
+        cp = self.cp
+        compute = cp.cuda.get_elapsed_time(events["start"], events["end"])
+        self.stages["compute"] += compute / 1e3
+        if "h2d_start" in events:
+            self.stages["h2d"] += cp.cuda.get_elapsed_time(events["h2d_start"], events["h2d_end"]) / 1e3
+        self._accounted += 1
+        if self._previous_end is not None and self._accounted > STEADY_AFTER:
+            self._busy_ms += compute
+            self._gap_ms += max(0.0, cp.cuda.get_elapsed_time(self._previous_end, events["start"]))
+        self._previous_end = events["end"]
+
+    def close(self) -> None:
+        self.stream.synchronize()
+        self.copy_stream.synchronize()

@@ -1,0 +1,116 @@
+"""The read/decode thread runs ahead across shards; the worker writes each shard whole and once.
+
+A real Parquet dataset, the CPU decoder and the tiny conv net of test_run_local; no mocks."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import engine
+from scoring.dataset import open_dataset
+from scoring.decode import CpuDecoder, Preprocess
+from scoring.job import parse_job
+from scoring.make_data import make_dataset
+from scoring.outputs import Manifest, read_predictions
+from scoring.pipeline import CpuRunner, Prefetcher
+from scoring.worker import score_shards
+from tests.scoring.test_run_local import CROP, tiny_network
+
+PREPROCESS = Preprocess(resize_shorter=36, crop=CROP)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    make_dataset(root / "images", 50, row_groups=10, image_size=(40, 48), corrupt=2, seed=5, workers=1)
+    plan = engine.build(tiny_network().graph(), engine.BuildConfig(max_batch=16)).save(root / "tiny.plan")
+    return root, open_dataset(root / "images"), plan
+
+
+def test_prefetcher_runs_across_shards_with_first_and_last_marks(data):
+    _, dataset, plan = data
+    shards = dataset.shards(10)  # 5 shards of 10 rows, batches of 4: 4 + 4 + 2 per shard
+    runner = CpuRunner(engine.load(plan), 4, PREPROCESS)
+    seen = []
+    with CpuDecoder(PREPROCESS) as decoder, \
+            Prefetcher(dataset, iter(shards), decoder, runner.make_ring(2), batch_rows=4) as batches:
+        for slot in batches:
+            seen.append((slot.shard.key, slot.rows, slot.first, slot.last, list(slot.ids)))
+    assert [s[:4] for s in seen[:3]] == [("part-00000", 4, True, False), ("part-00000", 4, False, False),
+                                         ("part-00000", 2, False, True)]
+    assert len(seen) == 15 and sum(s[3] for s in seen) == 5 and sum(s[2] for s in seen) == 5
+    ids = [i for s in seen for i in s[4]]
+    assert ids == [f"img-{i:06d}" for i in range(50)]  # every row once, in order
+
+
+def test_prefetcher_hands_over_a_failure_of_the_shard_source(data):
+    _, dataset, plan = data
+
+    def shards():
+        yield dataset.shards(10)[0]
+        raise ConnectionError("the driver went away")
+
+    runner = CpuRunner(engine.load(plan), 4, PREPROCESS)
+    with CpuDecoder(PREPROCESS) as decoder, \
+            Prefetcher(dataset, shards(), decoder, runner.make_ring(2), batch_rows=4) as batches:
+        got = []
+        with pytest.raises(ConnectionError, match="driver went away"):
+            for slot in batches:
+                got.append(slot.rows)
+    assert got == [4, 4, 2]  # the first shard came through whole before the error
+
+
+def test_worker_asks_for_the_next_shard_before_the_current_one_is_done(data, tmp_path):
+    root, dataset, plan = data
+    job = parse_job({"model": {"plan": str(plan)}, "data": {"source": str(root / "images"), "shard_rows": 10},
+                     "preprocess": {"resize_shorter": 36, "crop": CROP},
+                     "output": {"dir": str(tmp_path / "out"), "top_k": 3},
+                     "run": {"batch": 4, "device": "cpu", "decode_threads": 1}}, base_dir=tmp_path)
+    events, threads = [], set()
+
+    def feed():
+        for shard in dataset.shards(10):
+            threads.add(threading.current_thread().name)
+            events.append(("asked", shard.key))
+            yield shard
+
+    def on_shard(event, shard, info):
+        assert threading.current_thread() is threading.main_thread()
+        events.append((event, shard.key))
+
+    metrics = score_shards(job, plan, feed(), 0, dataset=dataset, on_shard=on_shard)
+    assert threads and threading.main_thread().name not in threads
+    # read-ahead: shard 1 is asked for before shard 0 is recorded
+    assert events.index(("asked", "part-00001")) < events.index(("done", "part-00000"))
+    done = [key for event, key in events if event == "done"]
+    assert done == [f"part-{i:05d}" for i in range(5)]
+    assert metrics.images == 50 and metrics.errors == 2
+    table = read_predictions(tmp_path / "out")
+    assert sorted(table.column("id").to_pylist()) == [f"img-{i:06d}" for i in range(50)]
+    assert Manifest(tmp_path / "out").verify().ok
+
+
+def test_a_failure_mid_job_leaves_no_partial_part_behind(data, tmp_path):
+    root, dataset, plan = data
+    job = parse_job({"model": {"plan": str(plan)}, "data": {"source": str(root / "images"), "shard_rows": 10},
+                     "preprocess": {"resize_shorter": 36, "crop": CROP},
+                     "output": {"dir": str(tmp_path / "out")},
+                     "run": {"batch": 4, "device": "cpu", "decode_threads": 1}}, base_dir=tmp_path)
+    shards = dataset.shards(10)
+
+    def feed():
+        yield from shards[:2]
+        raise RuntimeError("lost the driver")
+
+    with pytest.raises(RuntimeError, match="lost the driver"):
+        score_shards(job, plan, feed(), 0, dataset=dataset)
+    out = tmp_path / "out"
+    recorded = Manifest(out).done()
+    assert recorded <= {"part-00000", "part-00001"}
+    parts = sorted(p.name for p in (out / "parts").iterdir())
+    assert parts == sorted(f"{k}.parquet" for k in recorded)  # nothing half-written, no temp files shown
+    rerun = score_shards(job, plan, iter(shards), 0, dataset=dataset)
+    assert rerun.images == 50 - 10 * len(recorded)
+    assert sorted(read_predictions(out).column("id").to_pylist()) == [f"img-{i:06d}" for i in range(50)]
