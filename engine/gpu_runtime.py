@@ -1,11 +1,12 @@
 """The runtime on a CUDA GPU: a GpuEngine is a loaded GPU plan; a GpuContext runs it.
 
-Per batch size the context keeps a *bucket*: the activation arena on the device (channels-last for
-4-D tensors), every layer bound to its buffers by its kernel factory, input and output staging, and
-a CUDA graph of the whole forward pass once it has run eagerly. Inputs arrive as host numpy arrays
-(copied for you) or CuPy arrays (used in place); outputs come back as numpy arrays in the plan's
-output dtype. A layer whose kernel cannot run on the GPU runs its numpy kernel on the host, and the
-bucket then runs without a CUDA graph; `host_layers` lists such layers.
+Per batch size the context keeps a *bucket*: the activation arena on the device (4-D tensors
+channels-last, except in FP32 plans without TF32: see uses_channels_last), every layer bound to
+its buffers by its kernel factory, input and output staging, and a CUDA graph of the whole forward
+pass once it has run eagerly. Inputs arrive as host numpy arrays (copied for you) or CuPy arrays
+(used in place); outputs come back as numpy arrays in the plan's output dtype. A layer whose kernel
+cannot run on the GPU runs its numpy kernel on the host, and the bucket then runs without a CUDA
+graph; `host_layers` lists such layers.
 """
 
 from __future__ import annotations
@@ -68,10 +69,9 @@ class _Bucket:
         self.batch = batch
         header = engine.header
         external = {s.name for s in engine.inputs} | {s.name for s in engine.outputs}
-        # Channels-last throughout: cuDNN's fused conv epilogues (bias, residual, activation) need
-        # NHWC tensors. (FP32 without TF32 is slow so; see the GPU issue's notes.)
-        self.arena = Arena(header["layers"], header["values"], external, batch, xp=cp, channels_last=True,
-                           fresh_per_run=False)
+        self.channels_last = uses_channels_last(header)
+        self.arena = Arena(header["layers"], header["values"], external, batch, xp=cp,
+                           channels_last=self.channels_last, fresh_per_run=False)
         shapes = self.arena.shapes
         self.bound: dict[str, Any] = {}
         self.staging = {}
@@ -155,6 +155,20 @@ class _Bucket:
                 runner()
             except Exception as exc:
                 raise LayerError(f"layer '{name}' failed on the GPU: {type(exc).__name__}: {exc}") from exc
+
+
+def uses_channels_last(header: Mapping[str, Any]) -> bool:
+    """The 4-D activation layout of a plan's buckets. Channels-last (NHWC) for FP16, and for FP32
+    with TF32: cuDNN's tensor-core convolutions want NHWC, and only there does it fuse bias,
+    residual and activation into the conv graph. FP32 without TF32 runs NCHW: on NHWC cuDNN's
+    non-tensor-core FP32 engines are very slow (ResNet-50's fused 1x1 convs took 40-66 ms each at
+    batch 256 on an H100, where PyTorch's NCHW FP32 runs the whole network in 72 ms), so there the
+    conv kernel runs a conv-only cuDNN graph and adds bias, residual and activation in one
+    element-wise pass afterwards (kernels/cuda/conv.py)."""
+    floats = [info.get("dtype") for info in header.get("values", {}).values()
+              if str(info.get("dtype", "")).startswith(("float", "bfloat"))]
+    all_fp32 = bool(floats) and all(dtype == "float32" for dtype in floats)
+    return not (header.get("precision") == "fp32" and all_fp32 and not header.get("tf32"))
 
 
 def _shares_memory(a, b) -> bool:

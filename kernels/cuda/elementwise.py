@@ -8,11 +8,14 @@ element-wise machinery handles broadcasting and strided (channels-last) views.
 from __future__ import annotations
 
 import functools
+import logging
 
 import numpy as np
 
 from kernels.cuda import GPU_OPS
 from kernels.cuda.spec import LayerSpec, Unsupported
+
+log = logging.getLogger("batchscore.gpu")
 
 # ONNX op -> C expression over the running value v and the operand a (binary ops).
 _BINARY = {"Add": "v + a", "Sub": "v - a", "Mul": "v * a", "Div": "v / a", "Max": "fmaxf(v, a)",
@@ -69,11 +72,23 @@ def _chain_kernel(steps: tuple, operands: int):
     return cp.ElementwiseKernel(params, "Y y", "\n".join(body), f"batchscore_chain_{abs(hash(steps)) % 10**10}")
 
 
+# A fused layer's activation_params, in order (kernels/cpu/activations.py), as _unary's keywords.
+_ACTIVATION_PARAMS = {"LeakyRelu": ["alpha"], "Elu": ["alpha"], "HardSigmoid": ["alpha", "beta"],
+                      "Clip": ["min", "max"]}
+
+
+def activation_expr(name: str, params) -> str:
+    """A fused layer's activation ("" for none) as a C expression over the float `v`, for kernels
+    that apply it inline (the conv and GEMM epilogues); Unsupported if there is no GPU form."""
+    if not name:
+        return "v"
+    p = {key: float(value) for key, value in zip(_ACTIVATION_PARAMS.get(name, []), params or [])}
+    return _unary(name, p)
+
+
 def activation_kernel(name: str, params):
     """dst = activation(src) in one kernel (src and dst may be the same array)."""
-    names = {"LeakyRelu": ["alpha"], "Elu": ["alpha"], "HardSigmoid": ["alpha", "beta"], "Clip": ["min", "max"]}
-    p = dict(zip(names.get(name, []), params or []))
-    kernel = _chain_kernel(((_unary(name, p), 0),), 0)
+    kernel = _chain_kernel(((activation_expr(name, params), 0),), 0)
     return lambda src, dst: kernel(src, dst)
 
 
@@ -278,7 +293,7 @@ class CudnnMatmul:
             cp.copyto(self.y, self.y_full)
 
 
-def _make_gemm(spec: LayerSpec, inputs: list, outputs: list, device) -> CudnnMatmul:
+def _make_gemm(spec: LayerSpec, inputs: list, outputs: list, device):
     attrs = spec.attrs
     a, b_host = inputs[0], spec.consts.get(1)
     if a is None or b_host is None:
@@ -288,11 +303,30 @@ def _make_gemm(spec: LayerSpec, inputs: list, outputs: list, device) -> CudnnMat
     b = (b_host.T if attrs.get("transB", 0) else b_host).astype(np.float64) * attrs.get("alpha", 1.0)
     c_host = spec.consts.get(2)
     if c_host is not None:
-        c_host = (np.asarray(c_host, dtype=np.float64) * attrs.get("beta", 1.0)).reshape(-1)
+        c_host = np.asarray(c_host, dtype=np.float64) * attrs.get("beta", 1.0)
     if len(inputs) > 2 and inputs[2] is not None:  # weights arrive as None with their host copy in consts
         raise Unsupported("GEMM with a non-constant C")
-    return CudnnMatmul(spec, a, b, c_host, outputs[0], attrs.get("activation", ""), attrs.get("activation_params", []),
-                       device)
+    return _matmul_or_sgemm(spec, a, b, c_host, outputs[0], attrs.get("activation", ""),
+                            attrs.get("activation_params", []), device)
+
+
+def _matmul_or_sgemm(spec: LayerSpec, a, b, c_host, y, activation: str, params, device):
+    """cuDNN's matmul graph; for FP32 where cuDNN offers none (no TF32 engines allowed), the tiled
+    SGEMM raw kernel, which is exact FP32 and capturable. A plan whose tactic says "sgemm" skips
+    the cuDNN attempt (it failed when the plan was built on this GPU type)."""
+    from kernels.cuda.gemm import TiledSgemm
+
+    if spec.tactic != TiledSgemm.tactic:
+        try:
+            c = None if c_host is None else np.asarray(c_host)
+            if c is not None and c.ndim == 2 and c.shape[0] != 1:
+                raise Unsupported(f"a bias of shape {c.shape} (the cuDNN graph adds one row to every row)")
+            return CudnnMatmul(spec, a, b, None if c is None else c.reshape(-1), y, activation, params, device)
+        except Unsupported as why:
+            if a.dtype != np.float32:
+                raise
+            log.info("GEMM %s: %s; using the tiled SGEMM kernel", spec.name, why)
+    return TiledSgemm(a, b, c_host, y, activation, params)
 
 
 GPU_OPS.register("Gemm", since=7)(_make_gemm)
@@ -301,10 +335,10 @@ GPU_OPS.register("FusedGemm", since=1, domain="batchscore")(_make_gemm)
 
 
 @GPU_OPS.register("MatMul", since=1)
-def _make_matmul(spec: LayerSpec, inputs: list, outputs: list, device) -> CudnnMatmul:
+def _make_matmul(spec: LayerSpec, inputs: list, outputs: list, device):
     if spec.consts.get(1) is None or inputs[0] is None:
         raise Unsupported("MatMul of two activations")
-    return CudnnMatmul(spec, inputs[0], spec.consts[1], None, outputs[0], "", [], device)
+    return _matmul_or_sgemm(spec, inputs[0], spec.consts[1], None, outputs[0], "", [], device)
 
 
 class LRN:
