@@ -59,6 +59,12 @@ def nothing_to_do(work: PendingWork, quiet: bool) -> None:
               f"{work.manifest_path}; nothing to do")
 
 
+def shards_named(keys) -> str:
+    """The shards a message is about: "shard part-00003" or "shards part-00003, part-00004"."""
+    keys = list(keys)
+    return f"shard{'s' * (len(keys) != 1)} {', '.join(keys)}"
+
+
 def raise_if_failed(failures: list[str], out_dir: Path, total: int) -> None:
     """Workers failed: say which, how much is safely done, and that a rerun resumes."""
     if not failures:
@@ -87,6 +93,7 @@ def job_info(job, work: PendingWork, plan_path, launcher: str, device: str, star
         "device": device,
         "batch": job.run.batch,
         **extra,
+        "started_at": started,  # epoch seconds at launch: workers' first batches are timed from it
         "wall_s": time.time() - started,
         "output_dir": str(work.out_dir),
     }

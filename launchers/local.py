@@ -5,15 +5,23 @@
 The driver (this process) builds the plan once when the job names an ONNX model, opens the
 dataset, cuts it into shards, drops the shards the manifest already lists (a rerun resumes), and
 starts the workers with the "spawn" start method. Work is handed out dynamically: a worker asks
-for its next shard when it has finished the last, so a slow worker takes fewer shards.
+for its next shard when it is ready to read it, so a slow worker takes fewer shards.
 
 Each worker talks to the driver over a pipe of its own ("next" -> a Shard or None; progress,
 metrics and errors back) rather than through one shared multiprocessing.Queue: a queue's readers
 and writers share a lock, and a worker killed while holding it (SIGKILL, the OOM killer) would
-hang every other worker. With a pipe each, the driver always knows which shard each worker holds,
-and a dead worker is seen at once (its process sentinel). When one dies the others finish the
-shard they hold and get no more; the job then fails with an error naming the worker, and the
-finished shards stay in the manifest, so running the same command again does only the rest.
+hang every other worker. With a pipe each, the driver always knows which shards each worker holds,
+and a dead worker is seen at once (its process sentinel).
+
+A worker reads ahead across shards: score_shards iterates its shards on its background prefetch
+thread, which asks for shard k+1 as soon as it has read the last batch of shard k, while shard k
+(and perhaps k-1) is still being computed and written on the main thread. So a worker may hold up
+to 3 shards, and its pipe is used from two threads: the prefetch thread sends "next" and is the
+only one to receive (the driver sends nothing but replies), the main thread sends progress and
+"done"; a lock keeps the two threads' messages whole. When a worker dies the others finish the
+shards they hold and get no more; the job then fails with an error naming the worker and every
+shard it held, and the finished shards stay in the manifest, so running the same command again
+does only the rest.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -32,7 +41,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from engine.errors import BatchscoreError
-from launchers.common import job_info, nothing_to_do, pending_work, raise_if_failed
+from launchers.common import job_info, nothing_to_do, pending_work, raise_if_failed, shards_named
 from scoring.errors import JobError
 
 log = logging.getLogger(__name__)
@@ -78,7 +87,7 @@ def _drive(job, plan_path, dataset, todo, n, device, threads, quiet):
     ctx = mp.get_context("spawn")
     pending = list(todo)
     procs, conns = [], []
-    holding: dict[int, str] = {}  # worker -> shard key it is scoring
+    holding: dict[int, dict[str, None]] = {i: {} for i in range(n)}  # worker -> keys it holds, in hand-out order
     results: dict[int, dict] = {}
     failures: list[str] = []
     visible = _visible_gpus() if device == "cuda" else []
@@ -108,14 +117,14 @@ def _drive(job, plan_path, dataset, todo, n, device, threads, quiet):
                         del live[ready]
                         procs[i].join(timeout=10)
                         if i not in results and not _reported_error(failures, i):
-                            failures.append(_death(procs[i], i, holding.get(i)))
+                            failures.append(_death(procs[i], i, list(holding[i])))
                             stopping = True
                         continue
                     kind = msg[0]
                     if kind == "next":
                         shard = pending.pop(0) if pending and not stopping else None
                         if shard is not None:
-                            holding[i] = shard.key
+                            holding[i][shard.key] = None
                         try:
                             ready.send(shard)
                         except OSError:
@@ -123,7 +132,7 @@ def _drive(job, plan_path, dataset, todo, n, device, threads, quiet):
                     elif kind == "batch":
                         progress.update(msg[1], msg[2])
                     elif kind == "done":
-                        holding.pop(i, None)
+                        holding[i].pop(msg[1], None)
                     elif kind == "metrics":
                         results[i] = msg[1]
                     elif kind == "error":
@@ -150,7 +159,9 @@ def _reported_error(failures: list[str], worker: int) -> bool:
     return any(f.startswith(f"worker {worker} ") for f in failures)
 
 
-def _death(p, i: int, shard_key: str | None) -> str:
+def _death(p, i: int, shard_keys: list[str]) -> str:
+    """What a dead worker's failure says: how it ended and every shard it held (read ahead or being
+    scored; none of them is in the manifest)."""
     code = p.exitcode
     if code is None:
         how = "closed its connection but did not exit"
@@ -158,7 +169,7 @@ def _death(p, i: int, shard_key: str | None) -> str:
         how = f"was killed by {signal.Signals(-code).name}"
     else:
         how = f"exited with status {code} without reporting"
-    where = f" while scoring shard {shard_key}" if shard_key else ""
+    where = f" while scoring {shards_named(shard_keys)}" if shard_keys else ""
     return f"worker {i} (pid {p.pid}) {how}{where}; the other workers took no new shards after that."
 
 
@@ -184,39 +195,75 @@ def _environment(values: dict[str, str]):
 # ---------------------------------------------------------------------------------------------
 
 
+class _DriverLink:
+    """A worker's end of its pipe, shared by two threads: score_shards' prefetch thread asks for
+    shards (`next_shard`, the only receiver), the main thread reports progress and results (`send`).
+    One lock keeps the messages of the two from interleaving on the pipe."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def send(self, msg) -> None:
+        with self.lock:
+            self.conn.send(msg)
+
+    def next_shard(self):
+        """The driver's next shard for this worker, or None when there is none (or the worker is
+        shutting down). The lock is released before waiting, so the main thread can report meanwhile:
+        the driver answers nothing but "next", so the reply read here is this request's."""
+        with self.lock:
+            if self.closed:
+                return None
+            self.conn.send(("next",))
+        return self.conn.recv()
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            self.conn.close()
+
+
 def _worker_main(conn, job, plan_path, dataset, worker_id, device, threads) -> None:
     """Entry point of a spawned worker: score the shards the driver hands out, send metrics back."""
     from scoring.worker import score_shards
 
-    def feed():
+    link = _DriverLink(conn)
+
+    def feed():  # runs on score_shards' prefetch thread
         while True:
-            conn.send(("next",))
-            shard = conn.recv()
+            shard = link.next_shard()
             if shard is None:
                 return
             yield shard
 
     def on_batch(rows, errors):
-        conn.send(("batch", rows, errors))
+        link.send(("batch", rows, errors))
 
     def on_shard(event, shard, info):
         if event == "done":
-            conn.send(("done", shard.key, info["rows"], info["errors"]))
+            link.send(("done", shard.key, info["rows"], info["errors"]))
 
     try:
         metrics = score_shards(job, plan_path, feed(), worker_id, dataset=dataset, device=device,
                                decode_threads=threads, on_batch=on_batch, on_shard=on_shard)
-        conn.send(("metrics", metrics.to_dict()))
+        link.send(("metrics", metrics.to_dict()))
     except BatchscoreError as exc:
-        conn.send(("error", f"worker {worker_id} stopped: {exc}"))
-        conn.close()
-        sys.exit(1)
+        _report_and_exit(link, f"worker {worker_id} stopped: {exc}")
     except BaseException:  # a bug: keep the traceback for the report
-        conn.send(("error", f"worker {worker_id} failed with an unexpected error (a bug in batchscore):\n"
-                            f"{traceback.format_exc()}"))
-        conn.close()
-        sys.exit(1)
-    conn.close()
+        _report_and_exit(link, f"worker {worker_id} failed with an unexpected error (a bug in batchscore):\n"
+                               f"{traceback.format_exc()}")
+    link.close()
+
+
+def _report_and_exit(link: _DriverLink, message: str) -> None:
+    try:
+        link.send(("error", message))
+        link.close()
+    except OSError:
+        pass  # the driver is gone: nobody to tell
+    sys.exit(1)
 
 
 # ---------------------------------------------------------------------------------------------

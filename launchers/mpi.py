@@ -21,13 +21,21 @@ Every rank runs the same command. What happens, in order:
    polls with a short sleep (a blocking MPI receive would spin a core at 100%), and every other
    wait in this file polls the same way, so a rank that waits does not steal a core from the
    ones still scoring.
+   A rank asks for shard k+1 from score_shards' prefetch thread as soon as it has read the last
+   batch of shard k, while shard k (and perhaps k-1) is still being computed and written on its
+   main thread; so a rank may hold up to 3 shards. The shards a rank has finished (recorded in
+   the manifest) since its last request ride along with its next request as a list, taken
+   atomically from what the main thread has collected: none, one or several. Those finished
+   after its last request go with its metrics (or its error), so rank 0 counts every finished
+   shard exactly once.
 4. Each rank writes its own part files through scoring.worker.score_shards and records them in
    the shared manifest (which locks). When no shard is left each rank sends its Metrics
-   (`to_dict`) to rank 0, which writes the report.
+   (`to_dict`) to rank 0, which writes the report. On the other ranks a lock keeps the two
+   threads' conversations with rank 0 apart: a request and its reply, or the final report.
 
 Failures:
 - A rank whose worker raises (a bad row with fail_fast, a bug) reports it to rank 0 and stops;
-  rank 0 hands out no more shards, lets the others finish the shard they hold, then fails the job
+  rank 0 hands out no more shards, lets the others finish the shards they hold, then fails the job
   with the rank's message and how many shards are finished.
 - A rank that dies (SIGKILL, the OOM killer, a lost host) makes `mpirun` stop every other rank
   (its own message names the rank and the signal). Rank 0 turns the SIGTERM it gets into a clear
@@ -142,6 +150,31 @@ def _abort(comm, message: str, code: int = 1):
 
 
 # ---------------------------------------------------------------------------------------------
+# Finished shards, waiting to be reported
+# ---------------------------------------------------------------------------------------------
+
+
+class _Finished:
+    """The shards a rank has finished and not yet reported to the dispatcher. score_shards adds to
+    it on the main thread ("done") while the prefetch thread takes it for the next request, so
+    `take` empties it atomically: each entry is taken, and so reported, exactly once."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._entries: list[tuple[str, int, int]] = []
+
+    def on_shard(self, event, shard, info) -> None:  # score_shards' on_shard
+        if event == "done":
+            with self._lock:
+                self._entries.append((shard.key, info["rows"], info["errors"]))
+
+    def take(self) -> list[tuple[str, int, int]]:
+        with self._lock:
+            entries, self._entries = self._entries, []
+        return entries
+
+
+# ---------------------------------------------------------------------------------------------
 # Rank 0's dispatcher
 # ---------------------------------------------------------------------------------------------
 
@@ -156,24 +189,35 @@ class _Dispatcher:
         self.pending = list(todo)
         self.progress = progress
         self.lock = threading.Lock()
-        self.holding: dict[int, str] = {}
+        self.holding: dict[int, set[str]] = {}  # rank -> keys handed out and not yet reported finished
+        self.reported: set[str] = set()  # finished keys counted in the progress (each once)
         self.metrics: dict[int, dict] = {}
         self.failures: list[str] = []
         self.finished: set[int] = set()  # ranks that sent metrics or an error
         self.thread = threading.Thread(target=self._serve, name="batchscore-mpi-dispatcher", daemon=True)
         self._sends = []
 
-    def next_shard(self, rank: int, done: tuple | None):
+    def next_shard(self, rank: int, finished: list):
+        """Count the shards `rank` finished since its last request, then hand it the next shard (None:
+        there is none left, or a rank failed)."""
         with self.lock:
-            if done is not None:
-                key, rows, errors = done
-                if self.holding.get(rank) == key:
-                    del self.holding[rank]
-                self.progress.update(rows, errors)
+            self._count(rank, finished)
             shard = self.pending.pop(0) if self.pending and not self.failures else None
             if shard is not None:
-                self.holding[rank] = shard.key
+                self.holding.setdefault(rank, set()).add(shard.key)
             return shard
+
+    def count_finished(self, rank: int, finished: list) -> None:
+        """The shards a rank finished after its last request (sent with its metrics or error)."""
+        with self.lock:
+            self._count(rank, finished)
+
+    def _count(self, rank: int, finished: list) -> None:
+        for key, rows, errors in finished:
+            self.holding.get(rank, set()).discard(key)
+            if key not in self.reported:  # a shard is counted once, whatever a rank sends
+                self.reported.add(key)
+                self.progress.update(rows, errors)
 
     def fail(self, message: str) -> None:
         with self.lock:
@@ -192,13 +236,15 @@ class _Dispatcher:
                 request = msg.recv()
                 rank = status.Get_source()
                 kind = request[0]
-                if kind == "next":
+                if kind == "next":  # ("next", finished since the last request)
                     shard = self.next_shard(rank, request[1])
                     self._sends.append(self.comm.isend(shard, dest=rank, tag=TAG_REPLY))
-                elif kind == "metrics":
+                elif kind == "metrics":  # ("metrics", Metrics.to_dict(), finished not yet reported)
+                    self.count_finished(rank, request[2])
                     self.metrics[rank] = request[1]
                     self.finished.add(rank)
-                elif kind == "error":
+                elif kind == "error":  # ("error", message, finished not yet reported)
+                    self.count_finished(rank, request[2])
                     with self.lock:
                         self.holding.pop(rank, None)
                     self.fail(request[1])
@@ -291,36 +337,27 @@ def _run_root(comm, job, workers, quiet, plan, local_size, gpu):
             dispatcher = _Dispatcher(comm, todo, progress)
             dispatcher.thread.start()
 
-            class _Feed:  # feed() that reports the shard just finished with the next request
-                def __init__(self):
-                    self.last = None
+            finished = _Finished()
 
-                def __iter__(self):
-                    while True:
-                        shard = dispatcher.next_shard(0, self.last)
-                        self.last = None
-                        if shard is None:
-                            return
-                        yield shard
-
-            own = _Feed()
-
-            def on_shard(event, shard, info):
-                if event == "done":
-                    own.last = (shard.key, info["rows"], info["errors"])
+            def feed():  # runs on score_shards' prefetch thread: a direct call, no MPI
+                while True:
+                    shard = dispatcher.next_shard(0, finished.take())
+                    if shard is None:
+                        return
+                    yield shard
 
             try:
-                m = score_shards(job, plan_path, own, 0, dataset=dataset, device=_device_name(device, gpu),
-                                 decode_threads=threads, on_shard=on_shard)
-                if own.last is not None:
-                    dispatcher.next_shard(0, own.last)  # count the last shard; the queue is empty
+                m = score_shards(job, plan_path, feed(), 0, dataset=dataset, device=_device_name(device, gpu),
+                                 decode_threads=threads, on_shard=finished.on_shard)
                 dispatcher.metrics[0] = m.to_dict()
             except BatchscoreError as exc:
                 dispatcher.fail(f"rank 0 stopped: {exc}")
             except Exception:
                 dispatcher.fail(f"rank 0 failed with an unexpected error (a bug in batchscore):\n"
                                 f"{traceback.format_exc()}")
-            while dispatcher.thread.is_alive():  # the others finish the shard they hold
+            finally:
+                dispatcher.count_finished(0, finished.take())  # those finished after rank 0's last request
+            while dispatcher.thread.is_alive():  # the others finish the shards they hold
                 dispatcher.thread.join(timeout=0.2)
             for req in sends:
                 req.wait()
@@ -342,27 +379,20 @@ def _run_rank(comm, job, rank: int, local_size: int) -> None:
                           "rank 0 to set the job up (build the plan, cut the shards)")
     if "error" in setup:
         return  # rank 0 says why (or that there is nothing to do)
-    reply_timeout = _timeout("BATCHSCORE_MPI_REPLY_TIMEOUT", 300)
     threads = resolve_decode_threads(job, local_size)
-    state = {"last": None}
+    link = _RootLink(comm, _timeout("BATCHSCORE_MPI_REPLY_TIMEOUT", 300))
 
-    def feed():
+    def feed():  # runs on score_shards' prefetch thread
         while True:
-            comm.send(("next", state["last"]), dest=0, tag=TAG_REQUEST)
-            state["last"] = None
-            shard, _ = _poll_recv(comm, 0, TAG_REPLY, reply_timeout, "rank 0 to hand out the next shard")
+            shard = link.next_shard()
             if shard is None:
                 return
             yield shard
 
-    def on_shard(event, shard, info):
-        if event == "done":
-            state["last"] = (shard.key, info["rows"], info["errors"])
-
     try:
         m = score_shards(job, setup["plan"], feed(), rank, dataset=setup["dataset"],
                          device=_device_name(setup["device"], os.environ.get("CUDA_VISIBLE_DEVICES")),
-                         decode_threads=threads, on_shard=on_shard)
+                         decode_threads=threads, on_shard=link.finished.on_shard)
         report = ("metrics", m.to_dict())
     except BatchscoreError as exc:
         report = ("error", f"rank {rank} ({socket.gethostname()}) stopped: {exc}")
@@ -370,9 +400,37 @@ def _run_rank(comm, job, rank: int, local_size: int) -> None:
         report = ("error", f"rank {rank} ({socket.gethostname()}) failed with an unexpected error (a bug in "
                            f"batchscore):\n{traceback.format_exc()}")
     try:
-        comm.send(report, dest=0, tag=TAG_REQUEST)
+        link.report(report)
     except Exception:
         _abort(comm, f"rank {rank} could not report to rank 0: {report[1] if report[0] == 'error' else ''}")
+
+
+class _RootLink:
+    """A rank's conversation with rank 0, used from two threads: score_shards' prefetch thread asks
+    for shards, the main thread sends the final report. One exchange at a time (a request and its
+    reply hold the lock together), so the report never overtakes a request whose reply is still
+    to come: rank 0 answers every request it gets before the rank's report, and once the report
+    is sent no request follows (the rank may be leaving)."""
+
+    def __init__(self, comm, reply_timeout: float):
+        self.comm, self.reply_timeout = comm, reply_timeout
+        self.finished = _Finished()
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def next_shard(self):
+        with self.lock:
+            if self.closed:
+                return None
+            self.comm.send(("next", self.finished.take()), dest=0, tag=TAG_REQUEST)
+            shard, _ = _poll_recv(self.comm, 0, TAG_REPLY, self.reply_timeout, "rank 0 to hand out the next shard")
+            return shard
+
+    def report(self, report: tuple) -> None:
+        """Send ("metrics", dict) or ("error", message) with the shards finished since the last request."""
+        with self.lock:
+            self.closed = True
+            self.comm.send(report + (self.finished.take(),), dest=0, tag=TAG_REQUEST)
 
 
 def _device_name(device: str, gpu: str | None) -> str:

@@ -15,18 +15,26 @@ The driver (this process; under `ray job submit` the job's entrypoint on the hea
 3. opens the dataset, cuts it into shards, drops those the manifest lists (a rerun resumes), and
    starts N actors: `num_gpus=1` each on a GPU cluster (N = [run] workers or --workers, "auto" =
    the cluster's GPUs), else `num_cpus=1` CPU actors ("auto" = half the cluster's CPUs);
-4. drives a shard queue: each idle actor gets the next shard (`actor.score.remote(shard)`), and
-   `ray.wait` over the shards in flight hands the next one to whichever actor finishes first,
-   so a slow actor takes fewer shards;
+4. drives a shard queue: each actor holds up to 2 shards (`actor.score.remote(shard)`, one call
+   per shard), and `ray.wait` over the shards in flight hands the next one to whichever actor
+   finishes a shard first, so a slow actor takes fewer shards;
 5. gathers each actor's Metrics (`to_dict`) and writes the report.
 
+Two shards per actor, because score_shards reads ahead across shards: its prefetch thread starts
+reading shard k+1 as soon as it has read the last batch of shard k, while shard k is still being
+computed and written. With one shard at a time the actor would drain its pipeline at every shard
+boundary. So an actor is a threaded actor (max_concurrency 4): its two `score` calls (and
+`finish`) wait at once, each for its own shard's result (or the worker's error, which wakes
+them all).
+
 An actor that dies (SIGKILL, the OOM killer, a lost node: `RayActorError`) is replaced by a new
-actor, and the shard it held goes back to the front of the queue. Output stays exactly-once:
+actor, and every shard it held goes back to the front of the queue. Output stays exactly-once:
 part files are written atomically by shard key (a dead actor leaves at most a hidden temp file,
 which readers ignore), and a shard is recorded in the manifest only once its part is complete.
-A shard whose actor dies `max_retries` times (3) fails the job. An actor that raises (a bad row
-with fail_fast, a bug) stops the hand-out; the job then fails with its message once the shards
-in flight are finished, and a rerun does only the rest.
+A shard that finished just before its actor died is not scored again: the new actor finds
+it in the manifest. A shard whose actor dies `max_retries` times (3) fails the job. An actor that
+raises (a bad row with fail_fast, a bug) stops the hand-out; the job then fails with its message
+once the shards in flight are finished, and a rerun does only the rest.
 
 The output directory (and the data) must be reachable from every node at the same path: a
 shared filesystem, or one node. Actors import batchscore, so it must be installed on the nodes
@@ -60,12 +68,14 @@ import numpy as np
 from engine.errors import BatchscoreError
 from scoring.errors import JobError
 
-from launchers.common import job_info, nothing_to_do, pending_work, raise_if_failed
+from launchers.common import job_info, nothing_to_do, pending_work, raise_if_failed, shards_named
 from launchers.local import _plan_for
 
 log = logging.getLogger(__name__)
 
 MAX_RETRIES = 3  # times a shard is handed out again after the actor scoring it died
+SHARDS_PER_ACTOR = 2  # in flight per actor: one being scored, one its prefetch thread reads ahead
+ACTOR_CONCURRENCY = 4  # threads per actor: SHARDS_PER_ACTOR waiting score calls, finish, pid
 
 
 def _import_ray():
@@ -104,24 +114,40 @@ def _node_resources() -> dict:
     return {}
 
 
+class _Waiter:
+    """One `score` call waiting for its shard's result."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.result: tuple | None = None
+
+    def set(self, result: tuple) -> None:
+        self.result = result
+        self.event.set()
+
+
 class ShardScorer:
     """One worker: loads the plan once, then scores the shards it is given, one `score` call each.
 
     score_shards (scoring/worker.py) runs on a thread of the actor for the actor's whole life,
-    fed from a queue, so the engine is loaded once and the loop is the one every launcher uses."""
+    fed from a queue, so the engine is loaded once and the loop is the one every launcher uses.
+    The actor is threaded: several `score` calls wait at once, each for its own shard ("done",
+    given when score_shards reports the shard recorded), and an error ends every one of them."""
 
     def __init__(self, job, plan_bytes: bytes, digest: str, worker_id: int, device: str, dataset,
                  decode_threads: int | str):
         self.job, self.worker_id, self.dataset = job, worker_id, dataset
         self.host = socket.gethostname()
         self.inbox: queue.Queue = queue.Queue()
-        self.outbox: queue.Queue = queue.Queue()
+        self.lock = threading.Lock()
+        self.waiting: dict[str, _Waiter] = {}  # shard key -> its score call
+        self.outcome: tuple | None = None  # once the loop has stopped: ("metrics", ...) or ("error", ...)
+        self.stopped = threading.Event()
         try:
             self.plan_path = _plan_file(plan_bytes, digest)
         except OSError as exc:
             self.plan_path = None
-            self.outbox.put(("error", f"worker {worker_id} ({self.host}) cannot write the plan to a local "
-                                      f"file: {exc}"))
+            self._stop(("error", f"worker {worker_id} ({self.host}) cannot write the plan to a local file: {exc}"))
             return
         if decode_threads == "auto":
             if device == "cuda":
@@ -138,39 +164,57 @@ class ShardScorer:
     def _loop(self) -> None:
         from scoring.worker import score_shards
 
-        def on_shard(event, shard, info):
+        def on_shard(event, shard, info):  # on the scoring thread, after the shard is recorded
             if event == "done":
-                self.outbox.put(("done", shard.key, info["rows"], info["errors"]))
+                with self.lock:
+                    waiter = self.waiting.pop(shard.key, None)
+                if waiter is not None:
+                    waiter.set(("done", shard.key, info["rows"], info["errors"]))
 
         try:
             m = score_shards(self.job, self.plan_path, iter(self.inbox.get, None), self.worker_id,
                              dataset=self.dataset, device=self.device, decode_threads=self.threads,
                              on_shard=on_shard)
-            self.outbox.put(("metrics", m.to_dict()))
+            self._stop(("metrics", m.to_dict()))
         except BatchscoreError as exc:
-            self.outbox.put(("error", f"worker {self.worker_id} ({self.host}) stopped: {exc}"))
+            self._stop(("error", f"worker {self.worker_id} ({self.host}) stopped: {exc}"))
         except BaseException:
-            self.outbox.put(("error", f"worker {self.worker_id} ({self.host}) failed with an unexpected error "
-                                      f"(a bug in batchscore):\n{traceback.format_exc()}"))
+            self._stop(("error", f"worker {self.worker_id} ({self.host}) failed with an unexpected error "
+                                 f"(a bug in batchscore):\n{traceback.format_exc()}"))
+
+    def _stop(self, outcome: tuple) -> None:
+        """The loop has ended: say so to every score call still waiting, and to finish."""
+        with self.lock:
+            self.outcome = outcome
+            waiting, self.waiting = self.waiting, {}
+        for key, waiter in waiting.items():
+            # After an error that is the answer; after a normal end (finish) none should be left.
+            waiter.set(outcome if outcome[0] == "error" else
+                       ("error", f"worker {self.worker_id} ({self.host}) stopped before scoring shard {key}"))
+        self.stopped.set()
 
     def score(self, shard):
-        """Score one shard; ("done", key, rows, errors) or ("error", message)."""
+        """Score one shard; ("done", key, rows, errors) once it is recorded, or ("error", message)."""
         from scoring.outputs import Manifest
 
-        if self.plan_path is None:
-            return self.outbox.get()
         part = Manifest(self.job.output.dir).parts().get(shard.key)
         if part is not None:  # finished by an actor that died before it could say so
             return ("done", shard.key, part.rows, part.errors)
-        self.inbox.put(shard)
-        return self.outbox.get()
+        waiter = _Waiter()
+        with self.lock:  # checked and registered together: _stop cannot slip in between
+            if self.outcome is not None:
+                return self.outcome if self.outcome[0] == "error" else (
+                    "error", f"worker {self.worker_id} ({self.host}) has finished and takes no more shards")
+            self.waiting[shard.key] = waiter
+            self.inbox.put(shard)
+        waiter.event.wait()
+        return waiter.result
 
     def finish(self):
-        """Stop; ("metrics", Metrics.to_dict()) or ("error", message)."""
-        if self.plan_path is None:
-            return self.outbox.get()
+        """Stop once the shards given are done; ("metrics", Metrics.to_dict()) or ("error", message)."""
         self.inbox.put(None)
-        return self.outbox.get()
+        self.stopped.wait()
+        return self.outcome
 
     def pid(self) -> int:
         return os.getpid()
@@ -292,59 +336,70 @@ def _run(ray, job, workers, quiet, plan, max_retries):
     digest = hashlib.sha256(plan_bytes).hexdigest()
     plan_ref, job_ref, data_ref = ray.put(plan_bytes), ray.put(job), ray.put(dataset)
     resources = {"num_gpus": 1, "num_cpus": 1} if device == "cuda" else {"num_cpus": 1}
-    actor_cls = ray.remote(ShardScorer).options(max_restarts=0, **resources)
+    actor_cls = ray.remote(ShardScorer).options(max_restarts=0, max_concurrency=ACTOR_CONCURRENCY, **resources)
 
     def start(worker_id: int):
         return actor_cls.remote(job_ref, plan_ref, digest, worker_id, device, data_ref, job.run.decode_threads)
 
-    actors = {i: start(i) for i in range(n)}
+    book = _Assignments(todo, SHARDS_PER_ACTOR, max_retries)
+    actors = {}
+    for i in range(n):
+        actors[i] = start(i)
+        book.add_actor(i)
     next_id = n
-    idle = list(range(n))
-    pending = list(todo)
     inflight: dict = {}  # ObjectRef -> (worker id, shard)
-    deaths: Counter = Counter()
     failures: list[str] = []
     ended: set[int] = set()  # actors whose scoring thread has stopped with an error
     retried = 0
     try:
         with Progress(sum(s.num_rows for s in todo), label="scoring", quiet=quiet) as progress:
-            while inflight or (pending and not failures):
-                while idle and pending and not failures:
-                    i = idle.pop(0)
-                    shard = pending.pop(0)
+
+            def settle(i: int, shard, msg: tuple) -> None:
+                book.done(i, shard.key)
+                if msg[0] == "done":
+                    progress.update(msg[2], msg[3])
+                elif i not in ended:  # each of its waiting calls brings the same error: keep one
+                    failures.append(msg[1])
+                    ended.add(i)
+
+            while inflight or (book.pending and not failures):
+                while not failures and (given := book.hand_out()) is not None:
+                    i, shard = given
                     inflight[actors[i].score.remote(shard)] = (i, shard)
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
                 for ref in ready:
+                    if ref not in inflight:  # settled with its actor's death
+                        continue
                     i, shard = inflight.pop(ref)
                     try:
-                        msg = ray.get(ref)
+                        settle(i, shard, ray.get(ref))
                     except ray.exceptions.RayActorError as exc:
-                        deaths[shard.key] += 1
+                        # Its other calls: a result that came back before the death still counts.
+                        for other in _refs_of(inflight, i):
+                            msg = _result_if_any(ray, other)
+                            if msg is not None:
+                                settle(i, inflight[other][1], msg)
+                            del inflight[other]
                         ray.kill(actors.pop(i), no_restart=True)
+                        held, given_up = book.actor_died(i)
                         why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                        if deaths[shard.key] > max_retries:
-                            failures.append(f"shard {shard.key} ({shard.file}) was being scored by a worker that died "
-                                            f"{deaths[shard.key]} times ({why}); it may be too big for a worker's "
+                        for lost, times in given_up:
+                            failures.append(f"shard {lost.key} ({lost.file}) was being scored by a worker that died "
+                                            f"{times} times ({why}); it may be too big for a worker's "
                                             f"memory: lower [data] shard_rows or [run] batch.")
+                        if given_up or not held:
                             continue
-                        retried += 1
-                        pending.insert(0, shard)
+                        retried += len(held)
                         actors[next_id] = start(next_id)
-                        idle.append(next_id)
+                        book.add_actor(next_id)
                         if not quiet:
-                            print(f"\nworker {i} died while scoring {shard.key} ({why}); the shard goes to a new "
-                                  f"worker {next_id}", file=sys.stderr, flush=True)
+                            print(f"\nworker {i} died while scoring {shards_named(s.key for s in held)} ({why}); "
+                                  f"{'they go' if len(held) > 1 else 'it goes'} to a new worker {next_id}",
+                                  file=sys.stderr, flush=True)
                         next_id += 1
-                        continue
                     except ray.exceptions.RayError as exc:  # pragma: no cover - score() itself raised
+                        book.done(i, shard.key)
                         failures.append(f"worker {i} failed: {exc}")
-                        ended.add(i)
-                        continue
-                    if msg[0] == "done":
-                        progress.update(msg[2], msg[3])
-                        idle.append(i)
-                    else:
-                        failures.append(msg[1])
                         ended.add(i)
             results = _finish(ray, actors, ended, failures)
     finally:
@@ -355,6 +410,66 @@ def _run(ray, job, workers, quiet, plan, max_retries):
     info = job_info(job, work, plan_path, "ray", device, started, shards_retried=retried,
                     decode_threads=job.run.decode_threads)
     return write_report(out_dir, info, [Metrics.from_dict(results[i]) for i in sorted(results)])
+
+
+class _Assignments:
+    """The driver's bookkeeping, no Ray in it: the shards still to hand out (in order), the shards
+    each actor holds (in hand-out order) and how many times each shard's actor died."""
+
+    def __init__(self, todo, per_actor: int, max_retries: int):
+        self.pending = list(todo)
+        self.per_actor, self.max_retries = per_actor, max_retries
+        self.held: dict[int, dict] = {}  # actor id -> {shard key: Shard}
+        self.deaths: Counter = Counter()
+
+    def add_actor(self, i: int) -> None:
+        self.held[i] = {}
+
+    def hand_out(self):
+        """(actor id, shard) for the next shard, to the actor with room that holds the fewest (the
+        oldest among equals); None when no shard is left or every actor is full."""
+        if not self.pending:
+            return None
+        room = [i for i, held in self.held.items() if len(held) < self.per_actor]
+        if not room:
+            return None
+        i = min(room, key=lambda a: len(self.held[a]))
+        shard = self.pending.pop(0)
+        self.held[i][shard.key] = shard
+        return i, shard
+
+    def done(self, i: int, key: str) -> None:
+        """Actor i answered for this shard (done or an error): it no longer holds it."""
+        self.held.get(i, {}).pop(key, None)
+
+    def actor_died(self, i: int) -> tuple[list, list]:
+        """Actor i is gone: every shard it held goes back to the front of the queue, in the order it
+        was handed out, unless it has now lost max_retries + 1 actors. Returns (shards put back,
+        [(shard, deaths)] given up on)."""
+        back, given_up = [], []
+        for shard in self.held.pop(i, {}).values():
+            self.deaths[shard.key] += 1
+            if self.deaths[shard.key] > self.max_retries:
+                given_up.append((shard, self.deaths[shard.key]))
+            else:
+                back.append(shard)
+        self.pending[:0] = back
+        return back, given_up
+
+
+def _refs_of(inflight: dict, i: int) -> list:
+    return [ref for ref, (j, _) in inflight.items() if j == i]
+
+
+def _result_if_any(ray, ref):
+    """The value of a call that has already returned one, else None (still running, or failed)."""
+    ready, _ = ray.wait([ref], num_returns=1, timeout=0)
+    if not ready:
+        return None
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError:
+        return None
 
 
 def _finish(ray, actors: dict, ended: set, failures: list) -> dict[int, dict]:

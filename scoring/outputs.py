@@ -12,7 +12,7 @@ One row per input row, in input order, with these columns:
     top_k_indices   list<int32>          class indices, best first (ties: the lower index first)
     top_k_scores    list<float32>        their scores
     top_k_labels    list<string>         their labels (only when labels are given)
-    raw             fixed_size_list<float32>[classes]  the whole score vector (only when asked)
+    raw             fixed_size_list<float32>[classes]  the whole score vector (only when asked; NaN on error rows)
     error           string               why the row has no prediction; null when it has one
 
 A row with an error (an undecodable image, a null cell) has null predictions.
@@ -200,6 +200,13 @@ def _list_array(values: np.ndarray, ok: np.ndarray, value_type: pa.DataType) -> 
     return pa.ListArray.from_arrays(pa.array(offsets), flat, mask=pa.array(~ok))
 
 
+def _raw_rows(raw: np.ndarray, ok: np.ndarray) -> pa.Array:
+    """(rows, classes) -> fixed_size_list<float32>, all NaN where not ok. Not null: pyarrow 25
+    cannot read a fixed-size list column with null entries back from Parquet."""
+    values = np.where(ok[:, None], raw, np.float32(np.nan)).astype(np.float32, copy=False)
+    return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), raw.shape[1])
+
+
 def _label_array(indices: np.ndarray, ok: np.ndarray, labels: pa.Array) -> pa.Array:
     rows, k = indices.shape
     lengths = np.where(ok, k, 0)
@@ -341,9 +348,7 @@ class PartWriter:
             raw = np.zeros((n, width), np.float32)
         elif width is not None and raw.shape[1] != width:
             raise ValueError(f"part {self.key}: raw has {raw.shape[1]} columns, scores {width}")
-        width = raw.shape[1]
-        return pa.FixedSizeListArray.from_arrays(pa.array(raw.reshape(-1), pa.float32()), width,
-                                                 mask=pa.array(~ok))
+        return _raw_rows(raw, ok)
 
     def _schema(self) -> pa.Schema:
         fields = [pa.field("id", self._id_type or pa.int64()),
@@ -371,7 +376,10 @@ class PartWriter:
             for name in schema.names:
                 column = batch.column(name)
                 target = schema.field(name).type
-                if column.type != target:
+                if column.type != target and name == "raw":  # error rows written before the width was known
+                    column = _raw_rows(np.zeros((len(column), target.list_size), np.float32),
+                                       np.zeros(len(column), bool))
+                elif column.type != target:
                     column = (pa.nulls(len(column), target) if column.null_count == len(column)
                               else column.cast(target))
                 columns.append(column)

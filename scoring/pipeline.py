@@ -128,13 +128,20 @@ class Prefetcher:
         self._ready: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._last: Slot | None = None
+        self._waiting_for_shard = False
         self._thread = threading.Thread(target=self._produce, name="prefetch", daemon=True)
         self._thread.start()
 
     # -- the background thread ---------------------------------------------------------------
     def _produce(self) -> None:
         try:
-            for shard in self.shards:
+            shards = iter(self.shards)
+            while True:
+                self._waiting_for_shard = True  # close() need not wait for a launcher that holds us here
+                shard = next(shards, None)
+                self._waiting_for_shard = False
+                if shard is None:
+                    break
                 if self._stop.is_set() or not self._produce_shard(shard):
                     return
             self._ready.put(_DONE)
@@ -192,7 +199,11 @@ class Prefetcher:
         """Stop the background thread (early, when the caller gives up) and wait for it."""
         self._stop.set()
         self._free.put(None)  # wakes a producer waiting for a free slot
-        self._thread.join()
+        # A producer blocked in the launcher's shard source (a Ray actor's inbox, which is fed only
+        # after a shard in flight is answered) may never return: it touches no buffer once it does,
+        # because it checks the stop flag first, so it is left to end on its own (a daemon thread).
+        while self._thread.is_alive() and not self._waiting_for_shard:
+            self._thread.join(0.05)
 
     def __enter__(self) -> "Prefetcher":
         return self

@@ -1,7 +1,9 @@
 """The MPI launcher with real processes: `mpirun -np 2 batchscore run JOB --launcher mpi`.
 
-Two ranks on the CPU backend give the same rows and scores as one local worker; a rank that
-raises fails the job with its message once; a rank SIGKILLed part-way fails the job with a clear
+Two ranks on the CPU backend give the same rows and scores as one local worker, with big shards
+and with shards of 8 rows in batches of 4 (a rank then holds several shards, and reports several
+finished ones with a request or with its metrics: rank 0 counts each once); a rank that raises
+fails the job with its message once; a rank SIGKILLed part-way fails the job with a clear
 message (no rank hangs) and a rerun resumes and completes with every row exactly once. GPU
 pinning by local rank is checked without MPI. Skipped when mpi4py or mpirun is missing
 (`pip install 'batchscore[mpi]'`).
@@ -14,19 +16,22 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
 from launchers.local import run_local
-from launchers.mpi import host_gpus, pin_gpu
+from launchers.mpi import _Dispatcher, _Finished, host_gpus, pin_gpu
+from scoring.dataset import Shard
+from scoring.report import Progress
 from scoring.job import load_job
 from scoring.make_data import make_dataset
-from scoring.outputs import Manifest, read_predictions
-from tests.scoring.test_run_local import source_ids, tiny_plan, write_job
+from scoring.outputs import Manifest
+from tests.scoring.test_run_local import same_predictions, source_ids, tiny_plan, write_job
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,18 +69,9 @@ def work(tmp_path_factory) -> Path:
     tiny_plan(root / "tiny.plan")
     make_dataset(root / "hf", 96, row_groups=8, image_size=(40, 56), corrupt=3, seed=1, workers=1)
     make_dataset(root / "big", 240, row_groups=24, image_size=(200, 260), seed=4, workers=1)
+    # Row groups of 4 rows, so shards of 8 rows: many small shards per rank.
+    make_dataset(root / "small", 96, row_groups=24, image_size=(40, 56), corrupt=3, seed=5, workers=1)
     return root
-
-
-def same_predictions(a: Path, b: Path) -> None:
-    ta = read_predictions(a).to_pandas().set_index("id").sort_index()
-    tb = read_predictions(b).to_pandas().set_index("id").sort_index()
-    assert list(ta.index) == list(tb.index)
-    assert ta["error"].isna().tolist() == tb["error"].isna().tolist()
-    good = ta["error"].isna()
-    for col in ("top_k_indices", "top_k_scores"):
-        np.testing.assert_allclose(np.stack(ta.loc[good, col].to_numpy()), np.stack(tb.loc[good, col].to_numpy()),
-                                   rtol=1e-6, atol=1e-6)
 
 
 def test_pin_gpu_by_local_rank(monkeypatch):
@@ -105,6 +101,62 @@ def test_two_ranks_score_like_one_local_worker(work):
     again = subprocess.run(mpirun(2, job_file), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("nothing to do") == 1
+
+
+def _shards(n: int) -> list[Shard]:
+    return [Shard(k, "f.parquet", (k, k + 1), 8 * k, 8) for k in range(n)]
+
+
+def test_finished_shards_are_taken_once_each():
+    # The main thread adds ("done") while the prefetch thread takes them for its requests.
+    finished = _Finished()
+    shards = _shards(2000)
+    taken: list = []
+    adding = threading.Thread(target=lambda: [finished.on_shard("done", s, {"rows": 8, "errors": 0})
+                                              for s in shards])
+    adding.start()
+    while adding.is_alive():
+        taken += finished.take()
+    taken += finished.take()
+    assert [key for key, _, _ in taken] == [s.key for s in shards]
+    finished.on_shard("start", shards[0], {})
+    assert finished.take() == []
+
+
+def test_dispatcher_counts_lists_of_finished_shards_once():
+    s = _shards(5)
+    with Progress(40, quiet=True) as progress:
+        d = _Dispatcher(SimpleNamespace(Get_size=lambda: 2), s, progress)
+        assert d.next_shard(1, []) == s[0] and d.next_shard(1, []) == s[1]  # read ahead: two held
+        assert d.next_shard(0, []) == s[2]
+        assert d.next_shard(1, [(s[0].key, 8, 1)]) == s[3]
+        assert d.holding[1] == {s[1].key, s[3].key} and (progress.done, progress.errors) == (8, 1)
+        assert d.next_shard(1, [(s[1].key, 8, 0), (s[3].key, 8, 2)]) == s[4]  # two at once
+        assert d.holding[1] == {s[4].key} and (progress.done, progress.errors) == (24, 3)
+        d.count_finished(1, [(s[4].key, 8, 0), (s[0].key, 8, 1)])  # with its metrics; s0 again: once
+        d.count_finished(0, [(s[2].key, 8, 0)])
+        assert (progress.done, progress.errors) == (40, 3) and d.holding == {0: set(), 1: set()}
+        d.fail("rank 1 stopped")
+        d.pending.append(s[0])
+        assert d.next_shard(0, []) is None  # a failure stops the hand-out
+
+
+@needs_mpi
+def test_small_shards_two_ranks_count_each_shard_once(work):
+    local = load_job(write_job(work, "small1", "small", shard_rows=8, batch=4))
+    run_local(local, quiet=True)
+    job_file = write_job(work, "mpismall", "small", shard_rows=8, batch=4)
+    run = subprocess.run(mpirun(2, job_file), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "scored 96 rows (3 errors)" in run.stdout
+    # Rank 0's progress counts the shards the ranks report finished: each of them, once.
+    final = [line for line in run.stdout.splitlines() if line.startswith("scoring  [")][-1]
+    assert "96/96 (100%)" in final and final.endswith("  3 errors"), final
+    out = load_job(job_file).output.dir
+    assert len(Manifest(out).done()) == 12 and Manifest(out).verify().ok
+    ids = pq.read_table(out / "parts").column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == 96
+    same_predictions(local.output.dir, out)
 
 
 @needs_mpi

@@ -1,19 +1,26 @@
 """End to end on this machine: `run_local` and `batchscore run` with real worker processes.
 
 Rows in = rows out with matching ids for the three image column kinds; corrupt rows become error
-rows; a worker SIGKILLed part-way fails the job with a message naming it, and a rerun finishes
-with every row exactly once; outputs read back with pyarrow and pandas; `batchscore report DIR`
-re-renders. A tiny conv net at 32x32 keeps CPU inference negligible.
+rows; a worker SIGKILLed part-way fails the job with a message naming it (and the shards it
+held), and a rerun finishes with every row exactly once; shards of 8 rows in batches of 4, so a
+worker holds several shards at once, give the same rows as one worker; the pipe a worker shares
+between its prefetch thread and its main thread keeps their messages whole; outputs read back
+with pyarrow and pandas; `batchscore report DIR` re-renders. A tiny conv net at 32x32 keeps CPU
+inference negligible.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.dataset as pads
@@ -24,7 +31,7 @@ import engine
 from engine.network import Network
 from launchers import cli
 from launchers.common import WorkerFailed
-from launchers.local import run_local
+from launchers.local import _death, _DriverLink, run_local
 from scoring.dataset import open_dataset, read_shard
 from scoring.decode import CpuDecoder
 from scoring.errors import JobError
@@ -64,13 +71,17 @@ def work(tmp_path_factory) -> Path:
     make_dataset(root / "tensor", 64, row_groups=4, image_size=32, corrupt=1, column_kind="tensor", seed=3,
                  workers=1)
     make_dataset(root / "big", 120, row_groups=12, image_size=(200, 260), seed=4, workers=1)
+    # Row groups of 4 rows, so shards of 8 rows: many small shards per worker.
+    make_dataset(root / "small", 96, row_groups=24, image_size=(40, 56), corrupt=3, seed=5, workers=1)
+    make_dataset(root / "bigsmall", 120, row_groups=30, image_size=(200, 260), seed=6, workers=1)
     return root
 
 
-def write_job(work: Path, name: str, data: str, shard_rows: int = 16, workers: int = 1, **run) -> Path:
+def write_job(work: Path, name: str, data: str, shard_rows: int = 16, workers: int = 1, batch: int = 8,
+              **run) -> Path:
     lines = ["[model]", 'plan = "tiny.plan"', "[data]", f'source = "{data}"', f"shard_rows = {shard_rows}",
              "[preprocess]", "resize_shorter = 36", f"crop = {CROP}", "[output]", f'dir = "{name}-out"',
-             "top_k = 3", "[run]", "batch = 8", f"workers = {workers}", 'device = "cpu"', "decode_threads = 1"]
+             "top_k = 3", "[run]", f"batch = {batch}", f"workers = {workers}", 'device = "cpu"', "decode_threads = 1"]
     lines += [f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in run.items()]
     path = work / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -79,6 +90,18 @@ def write_job(work: Path, name: str, data: str, shard_rows: int = 16, workers: i
 
 def source_ids(data: Path) -> list[str]:
     return pads.dataset(data, format="parquet").to_table(columns=["id"]).column("id").to_pylist()
+
+
+def same_predictions(a: Path, b: Path) -> None:
+    """Two output directories hold the same rows, error rows and scores."""
+    ta = read_predictions(a).to_pandas().set_index("id").sort_index()
+    tb = read_predictions(b).to_pandas().set_index("id").sort_index()
+    assert list(ta.index) == list(tb.index)
+    assert ta["error"].isna().tolist() == tb["error"].isna().tolist()
+    good = ta["error"].isna()
+    for col in ("top_k_indices", "top_k_scores"):
+        np.testing.assert_allclose(np.stack(ta.loc[good, col].to_numpy()), np.stack(tb.loc[good, col].to_numpy()),
+                                   rtol=1e-6, atol=1e-6)
 
 
 def expected_scores(work: Path, data: Path, job) -> dict:
@@ -123,6 +146,71 @@ def test_rows_in_rows_out(work, kind, corrupt, workers):
     (out / "report.md").unlink()
     assert cli.main(["report", str(out)]) == 0
     assert (out / "report.md").read_text().startswith("# ")
+
+
+def test_small_shards_each_row_once_as_one_worker_scores_it(work):
+    # 12 shards of 8 rows in batches of 4: a worker's prefetch thread asks for the next shard while
+    # the last one is still being computed, so each worker holds several shards at once.
+    one = load_job(write_job(work, "small1", "small", shard_rows=8, batch=4))
+    two = load_job(write_job(work, "small2", "small", shard_rows=8, batch=4, workers=2))
+    run_local(one, quiet=True)
+    report = run_local(two, quiet=True)
+    assert report.data["summary"]["images"] == 96 and report.data["summary"]["errors"] == 3
+    assert report.data["summary"]["workers"] == 2
+    assert len(Manifest(two.output.dir).done()) == 12 and Manifest(two.output.dir).verify().ok
+    ids = pq.read_table(two.output.dir / "parts").column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == 96
+    same_predictions(one.output.dir, two.output.dir)
+
+
+def test_a_dead_worker_is_named_with_every_shard_it_held():
+    killed = SimpleNamespace(exitcode=-signal.SIGKILL, pid=4321)
+    assert _death(killed, 1, ["part-00003", "part-00004", "part-00005"]).startswith(
+        "worker 1 (pid 4321) was killed by SIGKILL while scoring shards part-00003, part-00004, part-00005; ")
+    assert "while scoring shard part-00003; " in _death(killed, 1, ["part-00003"])
+    assert _death(SimpleNamespace(exitcode=3, pid=1), 0, []) == (
+        "worker 0 (pid 1) exited with status 3 without reporting; the other workers took no new shards after that.")
+
+
+def test_driver_link_keeps_the_two_threads_messages_whole():
+    """The prefetch thread asks for shards while the main thread reports: messages larger than a
+    pipe's buffer are written in several pieces, so unlocked sends would interleave."""
+    driver_end, worker_end = mp.Pipe(duplex=True)
+    link = _DriverLink(worker_end)
+    big = "x" * 200_000
+    seen = {"batch": 0, "next": 0}
+
+    def driver():
+        handed = 0
+        while True:
+            try:
+                msg = driver_end.recv()
+            except EOFError:
+                return
+            seen[msg[0]] = seen.get(msg[0], 0) + 1
+            if msg[0] == "batch":
+                assert msg[1] == big
+            elif msg[0] == "next":
+                driver_end.send(handed if handed < 50 else None)
+                handed += 1
+
+    got = []
+
+    def prefetch():
+        while (shard := link.next_shard()) is not None:
+            got.append(shard)
+
+    threads = [threading.Thread(target=driver), threading.Thread(target=prefetch)]
+    for t in threads:
+        t.start()
+    for _ in range(100):
+        link.send(("batch", big))
+    threads[1].join(timeout=60)
+    link.close()
+    threads[0].join(timeout=60)
+    assert got == list(range(50))
+    assert seen["batch"] == 100 and seen["next"] == 51
+    assert link.next_shard() is None  # closed: the prefetch thread stops asking
 
 
 def test_fail_fast_stops_at_the_first_bad_row(work):
@@ -179,8 +267,10 @@ def _worker_pids(parent: int) -> list[int]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to find the worker")
-def test_killed_worker_fails_the_job_and_a_rerun_resumes(work):
-    job_file = write_job(work, "kill", "big", shard_rows=10)
+@pytest.mark.parametrize("data, shard_rows, batch, shards", [("big", 10, 8, 12), ("bigsmall", 8, 4, 15)])
+def test_killed_worker_fails_the_job_and_a_rerun_resumes(work, data, shard_rows, batch, shards):
+    # bigsmall: shards of 8 rows in batches of 4, so the worker holds several when it is killed.
+    job_file = write_job(work, f"kill-{data}", data, shard_rows=shard_rows, batch=batch)
     out = load_job(job_file).output.dir
     cmd = [sys.executable, "-m", "launchers.cli", "run", str(job_file), "--quiet"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -203,7 +293,13 @@ def test_killed_worker_fails_the_job_and_a_rerun_resumes(work):
     assert f"worker 0 (pid {killed}) was killed by SIGKILL" in stderr
     assert "run the same command again" in stderr and "Traceback" not in stderr
     finished = Manifest(out).done()
-    assert 0 < len(finished) < 12
+    assert 0 < len(finished) < shards
+    # The shards it held, when it held any (a kill can land between two shards): "shards a, b".
+    held = re.search(r"killed by SIGKILL(?: while scoring (shards?) ([^;]+))?;", stderr)
+    assert held is not None, stderr
+    if held.group(1):
+        keys = held.group(2).split(", ")
+        assert all(re.fullmatch(r"part-\d{5}", k) for k in keys) and (len(keys) > 1) == (held.group(1) == "shards")
     stale = out / "parts" / ".part-09999.parquet.killed.tmp"  # what a worker killed mid-write leaves
     stale.write_bytes(b"half a part")
 
@@ -212,6 +308,7 @@ def test_killed_worker_fails_the_job_and_a_rerun_resumes(work):
     table = pq.read_table(out / "parts")
     ids = table.column("id").to_pylist()
     assert len(ids) == len(set(ids)) == 120
-    assert sorted(ids) == sorted(source_ids(work / "big"))
+    assert sorted(ids) == sorted(source_ids(work / data))
+    assert len(Manifest(out).done()) == shards
     assert Manifest(out).verify().ok
     assert not list((out / "parts").glob(".*.tmp")), "the rerun clears temps that killed workers left"
