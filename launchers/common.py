@@ -7,7 +7,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from scoring.errors import JobError, ScoringError
+from scoring.errors import ScoringError
 
 
 class WorkerFailed(ScoringError):
@@ -30,9 +30,6 @@ def pending_work(job) -> PendingWork:
     from scoring.outputs import Manifest
     from scoring.worker import open_job_dataset
 
-    if job.run.decode == "gpu":
-        raise JobError(f"{job.path or 'the job'}: [run] decode = \"gpu\" is not available yet; "
-                       "set decode = \"cpu\" or \"auto\"")
     out_dir = Path(job.output.dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     dataset = open_job_dataset(job)

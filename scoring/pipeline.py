@@ -39,7 +39,7 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 
 from scoring.dataset import ImageDataset, Shard, read_shard
-from scoring.decode import CpuDecoder, Preprocess
+from scoring.decode import Preprocess
 from scoring.errors import ScoringError
 
 DEFAULT_SLOTS = 3
@@ -104,55 +104,91 @@ class Slot:
 _DONE = object()
 
 
-class Prefetcher:
-    """Reads `shards` one after another in batches of `batch_rows` and decodes them into the ring's
-    free slots on a background thread, at most len(ring) batches ahead of the caller. `shards` is
-    any iterable (a launcher's generator that asks for the next shard) and is iterated on the
-    background thread. Iterate the Prefetcher to get filled slots in order; `release(slot)` gives a
-    buffer back (the iterator also releases the slot it handed out last when the next one is asked
-    for). An error on the background thread (an unreadable file, a launcher that cannot be
-    reached) is raised in the caller at the point it was reached. `stages` holds the seconds spent
-    reading and decoding."""
+@dataclass
+class _Read:
+    """One batch read from Parquet, numbered in read order, waiting for a decoder."""
 
-    def __init__(self, dataset: ImageDataset, shards: Shard | Iterable[Shard], decoder, ring: HostRing,
+    seq: int
+    shard: Shard
+    ids: np.ndarray
+    items: list
+    first: bool
+    last: bool
+
+
+class Prefetcher:
+    """Reads `shards` one after another in batches of `batch_rows` on a reader thread and decodes
+    them into the ring's free slots on one thread per decoder, at most len(ring) batches ahead of
+    the caller. `shards` is any iterable (a launcher's generator that asks for the next shard) and
+    is iterated on the reader thread. Iterate the Prefetcher to get filled slots in read order;
+    `release(slot)` gives a buffer back (the iterator also releases the slot it handed out last
+    when the next one is asked for). An error on a background thread (an unreadable file, a
+    launcher that cannot be reached) is raised in the caller at the point it was reached.
+
+    `decoders` is one decoder or a list: with several (GPU decoders on their own streams, say),
+    consecutive batches are decoded at the same time and handed over in order. `stages` holds the
+    seconds spent reading and decoding (decode summed over the decoder threads)."""
+
+    def __init__(self, dataset: ImageDataset, shards: Shard | Iterable[Shard], decoders, ring: HostRing,
                  batch_rows: int):
         if batch_rows > ring.capacity:
             raise ValueError(f"batches of {batch_rows} rows do not fit ring slots of {ring.capacity} rows")
-        self.dataset, self.decoder, self.ring = dataset, decoder, ring
+        self.decoders = list(decoders) if isinstance(decoders, (list, tuple)) else [decoders]
+        if not self.decoders or len(ring) < len(self.decoders) + 1:
+            raise ValueError(f"{len(self.decoders)} decoders need a ring of at least {len(self.decoders) + 1} "
+                             f"slots, got {len(ring)}")
+        self.dataset, self.ring = dataset, ring
         self.shards = [shards] if isinstance(shards, Shard) else shards
         self.batch_rows = batch_rows
         self.stages = {"read": 0.0, "decode": 0.0}
         self._free: queue.Queue = queue.Queue()
         for i in range(len(ring)):
             self._free.put(i)
-        self._ready: queue.Queue = queue.Queue()
+        self._reads: queue.Queue = queue.Queue(maxsize=len(ring))
+        self._take = threading.Lock()  # a decoder takes the next read and a free slot together, in order
+        self._done = threading.Condition()
+        self._slots: dict[int, object] = {}  # seq -> Slot, an exception, or _DONE
+        self._next = 0
         self._stop = threading.Event()
         self._last: Slot | None = None
         self._waiting_for_shard = False
-        self._thread = threading.Thread(target=self._produce, name="prefetch", daemon=True)
-        self._thread.start()
+        self._threads = [threading.Thread(target=self._read_all, name="prefetch-read", daemon=True)]
+        self._threads += [threading.Thread(target=self._decode_all, args=(d,), name=f"prefetch-decode-{k}",
+                                           daemon=True) for k, d in enumerate(self.decoders)]
+        for t in self._threads:
+            t.start()
 
-    # -- the background thread ---------------------------------------------------------------
-    def _produce(self) -> None:
+    # -- the reader thread -------------------------------------------------------------------
+    def _read_all(self) -> None:
+        seq = 0
         try:
             shards = iter(self.shards)
             while True:
                 self._waiting_for_shard = True  # close() need not wait for a launcher that holds us here
                 shard = next(shards, None)
                 self._waiting_for_shard = False
-                if shard is None:
+                if shard is None or self._stop.is_set():
                     break
-                if self._stop.is_set() or not self._produce_shard(shard):
+                seq = self._read_shard(shard, seq)
+                if seq < 0:
                     return
-            self._ready.put(_DONE)
+            self._hand_over(seq, _DONE)
         except BaseException as exc:  # handed to the caller, raised there
-            self._ready.put(exc)
+            self._hand_over(seq, exc)
+        finally:
+            for _ in self.decoders:  # one end marker per decoder thread
+                while not self._stop.is_set():
+                    try:
+                        self._reads.put(None, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
 
-    def _produce_shard(self, shard: Shard) -> bool:
-        """Hand over the shard's batches; False when told to stop."""
+    def _read_shard(self, shard: Shard, seq: int) -> int:
+        """Queue the shard's batches for the decoders; the next sequence number, or -1 to stop."""
         if shard.num_rows == 0:
-            self._ready.put(Slot(-1, None, np.empty(0, np.int64), [], 0, shard, True, True))
-            return True
+            self._hand_over(seq, Slot(-1, None, np.empty(0, np.int64), [], 0, shard, True, True))
+            return seq + 1
         batches = read_shard(self.dataset, shard, self.batch_rows)
         done = 0
         try:
@@ -161,19 +197,52 @@ class Prefetcher:
                 batch = next(batches, None)
                 self.stages["read"] += time.perf_counter() - start
                 if batch is None:
-                    return True
-                index = self._free.get()
-                if index is None or self._stop.is_set():
-                    return False
-                buffer = self.ring.buffers[index]
-                start = time.perf_counter()
-                errors = self.decoder.decode_into(batch.items, buffer)
-                self.stages["decode"] += time.perf_counter() - start
+                    return seq
                 first, done = done == 0, done + len(batch)
-                self._ready.put(Slot(index, buffer, batch.ids, errors, len(batch), shard, first,
-                                     done >= shard.num_rows))
+                read = _Read(seq, shard, batch.ids, batch.items, first, done >= shard.num_rows)
+                while True:
+                    if self._stop.is_set():
+                        return -1
+                    try:
+                        self._reads.put(read, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                seq += 1
         finally:
             batches.close()
+
+    # -- the decoder threads -----------------------------------------------------------------
+    def _decode_all(self, decoder) -> None:
+        while True:
+            with self._take:
+                read = self._poll(self._reads)
+                index = self._poll(self._free) if read is not None else None
+            if read is None or index is None:
+                return
+            try:
+                buffer = self.ring.buffers[index]
+                start = time.perf_counter()
+                errors = decoder.decode_into(read.items, buffer)
+                self.stages["decode"] += time.perf_counter() - start
+                slot = Slot(index, buffer, read.ids, errors, len(read.items), read.shard, read.first, read.last)
+            except BaseException as exc:
+                slot = exc
+            self._hand_over(read.seq, slot)
+
+    def _poll(self, source: queue.Queue):
+        """The next item of `source`, or None once close() was called (checked every 0.1 s)."""
+        while not self._stop.is_set():
+            try:
+                return source.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return None
+
+    def _hand_over(self, seq: int, item) -> None:
+        with self._done:
+            self._slots[seq] = item
+            self._done.notify_all()
 
     # -- the caller --------------------------------------------------------------------------
     def release(self, slot: Slot) -> None:
@@ -187,7 +256,11 @@ class Prefetcher:
             if self._last is not None:
                 self.release(self._last)
                 self._last = None
-            item = self._ready.get()
+            with self._done:
+                while self._next not in self._slots:
+                    self._done.wait()
+                item = self._slots.pop(self._next)
+            self._next += 1
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
@@ -196,14 +269,16 @@ class Prefetcher:
             yield item
 
     def close(self) -> None:
-        """Stop the background thread (early, when the caller gives up) and wait for it."""
+        """Stop the background threads (early, when the caller gives up) and wait for them."""
         self._stop.set()
-        self._free.put(None)  # wakes a producer waiting for a free slot
-        # A producer blocked in the launcher's shard source (a Ray actor's inbox, which is fed only
-        # after a shard in flight is answered) may never return: it touches no buffer once it does,
-        # because it checks the stop flag first, so it is left to end on its own (a daemon thread).
-        while self._thread.is_alive() and not self._waiting_for_shard:
-            self._thread.join(0.05)
+        for t in self._threads[1:]:  # decoders notice the stop flag within 0.1 s
+            t.join()
+        # The reader notices it too, unless it is parked in the launcher's shard source (a Ray actor's inbox, fed only after a shard in flight is answered), never
+        # return: then it is left to end on its own (a daemon thread): it checks the stop flag
+        # before it touches anything.
+        reader = self._threads[0]
+        while reader.is_alive() and not self._waiting_for_shard:
+            reader.join(0.05)
 
     def __enter__(self) -> "Prefetcher":
         return self

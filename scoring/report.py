@@ -185,6 +185,14 @@ def _stage_table(stages: dict[str, float], wall_s: float) -> dict[str, dict]:
             for s in names}
 
 
+def _launch_to_first_batch(launched, m: Metrics) -> float | None:
+    """Seconds from the job's launch to this worker's first finished batch; None when either end
+    is unknown (a report from before launches were timed, a worker that finished no batch)."""
+    if launched is None or m.startup_s is None:
+        return None
+    return float(m.started_at) + float(m.startup_s) - float(launched)
+
+
 def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
     """The contents of report.json, computed from the workers' metrics (pure; no files)."""
     if not metrics:
@@ -196,6 +204,9 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
     images = sum(int(m.images) for m in metrics)
     errors = sum(int(m.errors) for m in metrics)
 
+    # The launchers record when the command started ("started_at", epoch seconds); a worker's first
+    # batch is then counted from there, so process start, plan load and GPU setup are all included.
+    launched = job_info.get("started_at")
     workers = []
     for m in metrics:
         busy, busy_source = _busy(m)
@@ -212,6 +223,7 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
             "busy_fraction": busy,
             "busy_source": busy_source,
             "startup_s": m.startup_s,
+            "launch_to_first_batch_s": _launch_to_first_batch(launched, m),
             "avg_watts": watts,
             "images_per_s_per_watt": (ips / watts if watts else None),
             "latency": _percentiles(m.batch_latency_s),
@@ -247,6 +259,8 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
     powered_ips = sum(w["images_per_s"] for w in powered)
 
     startups = [w["startup_s"] for w in workers if w["startup_s"] is not None]
+    firsts = [w for w in workers if w["launch_to_first_batch_s"] is not None]
+    slowest_start = max(firsts, key=lambda w: w["launch_to_first_batch_s"]) if firsts else None
     ips = images / wall_s if wall_s > 0 else 0.0
     summary = {
         "workers": len(workers),
@@ -263,6 +277,9 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
         "images_per_s_per_watt": (powered_ips / total_watts if total_watts else None),
         "startup_s": ({"min": min(startups), "median": float(np.median(startups)), "max": max(startups)}
                       if startups else None),
+        # the last GPU to finish its first batch: when every GPU of the job was working
+        "launch_to_first_batch_s": slowest_start["launch_to_first_batch_s"] if slowest_start else None,
+        "launch_to_first_batch_worker": slowest_start["worker"] if slowest_start else None,
         "stragglers": stragglers,
         "bottleneck": bottleneck,
         "latency": _percentiles([x for m in metrics for x in m.batch_latency_s]),
@@ -382,6 +399,12 @@ def _table(header: list[str], rows: list[list[str]], align: str) -> list[str]:
         "| " + " | ".join(r) + " |" for r in rows]
 
 
+def _job_value(key: str, value) -> str:
+    if key == "started_at" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(value))  # an epoch means nothing to a reader
+    return f"`{value}`" if isinstance(value, str) else str(value)
+
+
 def render_markdown(data: dict) -> str:
     s, workers, job = data["summary"], data["workers"], data.get("job") or {}
     title = job.get("name") or "batch scoring"
@@ -408,6 +431,11 @@ def render_markdown(data: dict) -> str:
         spread = f" ({fmt_seconds(st['min'])} to {fmt_seconds(st['max'])})" if s["workers"] > 1 else ""
         rows.append(["Start to first batch", f"{fmt_seconds(st['median'])} median{spread}"
                      if s["workers"] > 1 else fmt_seconds(st["median"])])
+    if s.get("launch_to_first_batch_s") is not None:
+        first = fmt_seconds(s["launch_to_first_batch_s"])
+        if s["workers"] > 1:
+            first += f" until every worker had a batch done (the last: worker {s['launch_to_first_batch_worker']})"
+        rows.append(["Launch to first batch", first])
     by_id = {str(w["worker"]): w for w in workers}
     if s["stragglers"]:
         rows.append(["Stragglers", ", ".join(
@@ -421,7 +449,9 @@ def render_markdown(data: dict) -> str:
 
     lines += ["", "## Workers", ""]
     has_watts = any(w.get("avg_watts") for w in workers)
+    has_launch = any(w.get("launch_to_first_batch_s") is not None for w in workers)
     header = ["Worker", "Device", "Images", "Errors", "images/s", "GPU busy", "Start"]
+    header += ["From launch"] if has_launch else []
     header += ["Watts", "images/s/W"] if has_watts else []
     rows = []
     for w in workers:
@@ -429,11 +459,13 @@ def render_markdown(data: dict) -> str:
         device = w["device"] + (f" on {w['host']}" if w.get("host") else "")
         row = [name, device, f"{w['images']:,}", f"{w['errors']:,}", _fmt_rate(w["images_per_s"]),
                _fmt_pct(w["busy_fraction"]), fmt_seconds(w["startup_s"])]
+        if has_launch:
+            row.append(fmt_seconds(w.get("launch_to_first_batch_s")))
         if has_watts:
             row += [f"{w['avg_watts']:.0f}" if w.get("avg_watts") else "-",
                     f"{w['images_per_s_per_watt']:.3g}" if w.get("images_per_s_per_watt") else "-"]
         rows.append(row)
-    lines += _table(header, rows, "llrrrrr" + "rr" * has_watts)
+    lines += _table(header, rows, "llrrrrr" + "r" * has_launch + "rr" * has_watts)
 
     if data.get("stages"):
         lines += ["", "## Stages", "",
@@ -445,7 +477,7 @@ def render_markdown(data: dict) -> str:
     scalars = {k: v for k, v in job.items() if k != "name" and isinstance(v, (str, int, float, bool))}
     if scalars:
         lines += ["", "## Job", ""]
-        lines += _table(["", ""], [[k, f"`{v}`" if isinstance(v, str) else str(v)] for k, v in scalars.items()], "ll")
+        lines += _table(["", ""], [[k, _job_value(k, v)] for k, v in scalars.items()], "ll")
     lines += ["", "![images/s over time](throughput.png)", ""]
     return "\n".join(lines)
 

@@ -20,6 +20,7 @@ stops the worker with a `BadRowError` naming the row, its shard and file.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -39,7 +40,15 @@ from scoring.report import Metrics
 
 log = logging.getLogger(__name__)
 
-GPU_DECODE_SLOTS = 4  # device slots: the GPU decoder works up to three batches ahead
+GPU_DECODE_SLOTS = 4  # device slots per GPU decoder beyond the first: decoding runs up to 3 batches ahead
+
+
+def gpu_decoders() -> int:
+    """GPU decoders per worker: 2, or $BATCHSCORE_GPU_DECODERS (for tuning on a new machine)."""
+    value = os.environ.get("BATCHSCORE_GPU_DECODERS", "2")
+    if not value.isdigit() or int(value) < 1:
+        raise ScoringError(f"BATCHSCORE_GPU_DECODERS must be a positive integer, got {value!r}")
+    return int(value)
 
 
 class BadRowError(ScoringError):
@@ -106,10 +115,13 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
     if decode == "gpu":
         from scoring.gpu_decode import GpuDecoder
 
-        decoder = GpuDecoder(job.preprocess, threads)
-        ring = runner.make_ring(GPU_DECODE_SLOTS, on_device=True)
+        # Several decoders, each on its own stream with its share of the CPU threads: one batch's
+        # host-side work (Huffman decoding, Python) overlaps another's GPU work.
+        count = gpu_decoders()
+        decoders = [GpuDecoder(job.preprocess, max(1, threads // count)) for _ in range(count)]
+        ring = runner.make_ring(count + GPU_DECODE_SLOTS - 1, on_device=True)
     else:
-        decoder = CpuDecoder(job.preprocess, threads)
+        decoders = [CpuDecoder(job.preprocess, threads)]
         ring = runner.make_ring(DEFAULT_SLOTS)
 
     def todo():
@@ -122,7 +134,10 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
     sampler = _power_sampler(on_gpu, metrics)
     writer = _ShardWriter(job, spec, manifest, metrics, on_batch, on_shard)
     try:
-        with decoder, Prefetcher(dataset, todo(), decoder, ring, job.run.batch) as batches:
+        with contextlib.ExitStack() as stack:
+            for decoder in decoders:
+                stack.enter_context(decoder)
+            batches = stack.enter_context(Prefetcher(dataset, todo(), decoders, ring, job.run.batch))
             pending: deque = deque()
             for slot in batches:
                 writer.check(slot)

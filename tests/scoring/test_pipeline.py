@@ -45,6 +45,28 @@ def test_prefetcher_runs_across_shards_with_first_and_last_marks(data):
     assert ids == [f"img-{i:06d}" for i in range(50)]  # every row once, in order
 
 
+def test_two_decoders_hand_over_batches_in_read_order(data):
+    _, dataset, plan = data
+    runner = CpuRunner(engine.load(plan), 4, PREPROCESS)
+    with CpuDecoder(PREPROCESS) as one, CpuDecoder(PREPROCESS) as two, \
+            Prefetcher(dataset, iter(dataset.shards(10)), [one, two], runner.make_ring(3), batch_rows=4) as batches:
+        ids = [i for slot in batches for i in slot.ids]
+    assert ids == [f"img-{i:06d}" for i in range(50)]
+    with pytest.raises(ValueError, match="2 decoders need a ring of at least 3 slots"):
+        Prefetcher(dataset, iter(dataset.shards(10)), [one, two], runner.make_ring(2), batch_rows=4)
+
+
+def test_closing_early_stops_every_thread(data):
+    _, dataset, plan = data
+    runner = CpuRunner(engine.load(plan), 4, PREPROCESS)
+    with CpuDecoder(PREPROCESS) as one, CpuDecoder(PREPROCESS) as two:
+        batches = Prefetcher(dataset, iter(dataset.shards(10)), [one, two], runner.make_ring(3), batch_rows=4)
+        first = next(iter(batches))
+        assert first.rows == 4
+        batches.close()
+        assert not any(t.is_alive() for t in batches._threads)
+
+
 def test_prefetcher_hands_over_a_failure_of_the_shard_source(data):
     _, dataset, plan = data
 
