@@ -71,6 +71,15 @@ def peer(script: str, out: Path, compile_too: bool) -> dict:
     return results
 
 
+def peer_fp32(out: Path) -> dict:
+    """PyTorch FP32 with TF32 off (benchmarks/peer_fp32_no_tf32.py), the FP32 target's peer."""
+    script = Path(__file__).resolve().parent / "peer_fp32_no_tf32.py"
+    proc = subprocess.run([sys.executable, str(script), str(out)], capture_output=True, text=True, timeout=600)
+    print(proc.stdout[-2000:], proc.stderr[-1500:] if proc.returncode else "", flush=True)
+    path = out / "peer_fp32_no_tf32.json"
+    return json.loads(path.read_text()) if path.exists() else {"error": proc.stderr[-2000:]}
+
+
 def _peer_ips(peer_results: dict, model: str, dtype: str, bs: int, mode: str) -> float | None:
     for key in ("peer_torch", "peer_torch_compile"):
         data = peer_results.get(key, [])
@@ -105,6 +114,15 @@ def main() -> int:
                     ratios.append({"model": row["model"], "precision": row["precision"], "batch": row["batch"],
                                    "peer_mode": mode, "peer_images_per_s": theirs, "ours": row["images_per_s"],
                                    "ratio": row["images_per_s"] / theirs})
+        fp32 = peer_fp32(args.out)
+        record["peer"]["peer_fp32_no_tf32"] = fp32
+        best = max((r["ips"] for r in fp32.get("rows", [])), default=None)
+        for row in record["batchscore"]:
+            if best and row["precision"] == "fp32" and row["batch"] == 256:
+                ratios.append({"model": row["model"], "precision": "fp32", "batch": 256,
+                               "peer_mode": "fastest of eager/cudagraph x NCHW/channels-last, TF32 off",
+                               "peer_images_per_s": best, "ours": row["images_per_s"],
+                               "ratio": row["images_per_s"] / best})
         record["ratios"] = ratios
         for r in ratios:
             print(f"{r['model']} {r['precision']} b{r['batch']} vs torch {r['peer_mode']}: {r['ratio']:.2f}x "

@@ -44,7 +44,8 @@ GPU_DECODE_SLOTS = 4  # device slots per GPU decoder beyond the first: decoding 
 
 
 def gpu_decoders() -> int:
-    """GPU decoders per worker: 2, or $BATCHSCORE_GPU_DECODERS (for tuning on a new machine)."""
+    """GPU decoders per worker: 2, or $BATCHSCORE_GPU_DECODERS (for tuning on a new machine, with
+    $BATCHSCORE_NVIMGCODEC_BACKENDS = all | hw, see scoring.gpu_decode.backend_preset)."""
     value = os.environ.get("BATCHSCORE_GPU_DECODERS", "2")
     if not value.isdigit() or int(value) < 1:
         raise ScoringError(f"BATCHSCORE_GPU_DECODERS must be a positive integer, got {value!r}")
@@ -118,7 +119,9 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
         # Several decoders, each on its own stream with its share of the CPU threads: one batch's
         # host-side work (Huffman decoding, Python) overlaps another's GPU work.
         count = gpu_decoders()
-        decoders = [GpuDecoder(job.preprocess, max(1, threads // count)) for _ in range(count)]
+        backends = os.environ.get("BATCHSCORE_NVIMGCODEC_BACKENDS", "all")
+        decoders = [GpuDecoder(job.preprocess, max(1, threads // count), nvimgcodec_backends=backends)
+                    for _ in range(count)]
         ring = runner.make_ring(count + GPU_DECODE_SLOTS - 1, on_device=True)
     else:
         decoders = [CpuDecoder(job.preprocess, threads)]
