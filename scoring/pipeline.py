@@ -31,6 +31,7 @@ write on the calling thread) go into a `scoring.report.Metrics`.
 from __future__ import annotations
 
 import queue
+from concurrent.futures import ThreadPoolExecutor
 import threading
 import time
 from dataclasses import dataclass, field
@@ -251,6 +252,11 @@ class Prefetcher:
             if slot.index >= 0:
                 self._free.put(slot.index)
 
+    def has_next(self) -> bool:
+        """Whether the next slot (or the end) is there already, so iterating would not wait."""
+        with self._done:
+            return self._next in self._slots
+
     def __iter__(self) -> Iterator[Slot]:
         while True:
             if self._last is not None:
@@ -337,45 +343,52 @@ class PlanBinding:
                                 f"for a batch of {batch_rows}; expected one row of scores per image")
 
 
-class Done:
-    """A result that is ready (the CPU runner's `Pending`)."""
-
-    def __init__(self, scores: np.ndarray):
-        self.scores = scores
-
-    def result(self) -> np.ndarray:
-        return self.scores
-
-
 class CpuRunner(PlanBinding):
-    """Runs a loaded engine on a slot synchronously and returns (rows, classes) float32 scores: the
-    raw model outputs of the plan's first output, flattened per row when they are not already 2-D."""
+    """Runs a loaded engine on a slot and returns (rows, classes) float32 scores: the raw model
+    outputs of the plan's first output, flattened per row when they are not already 2-D.
 
-    lag = 0
+    `submit` copies the slot's rows and runs the engine on a thread of its own (numpy releases
+    the GIL in its heavy kernels), so the caller writes batch i-1's rows while batch i computes:
+    lag 1, as on a GPU. `run` is the synchronous form (Ray Data's EngineMapper uses it)."""
+
+    lag = 1
 
     def __init__(self, engine, batch: int, preprocess: Preprocess):
         super().__init__(engine, batch, preprocess)
         self.context = engine.create_context()
-        self.stages: dict[str, float] = {}
+        self.stages: dict[str, float] = {"compute": 0.0}
         self.busy_fraction = None
+        self._executor: ThreadPoolExecutor | None = None
 
     def make_ring(self, slots: int = DEFAULT_SLOTS) -> HostRing:
         return HostRing(slots, self.capacity, self.row_shape, self.ring_dtype)
 
-    def submit(self, slot: Slot) -> Done:
+    def submit(self, slot: Slot):
+        """Start the engine on a copy of the slot's rows (the slot may be refilled at once); the
+        returned future's result() is the scores."""
+        x = slot.buffer[: self.fixed_batch] if self.fixed_batch else slot.batch
+        x = x.astype(self.dtype, copy=True)
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        return self._executor.submit(self._timed, x, slot.rows)
+
+    def _timed(self, x: np.ndarray, rows: int) -> np.ndarray:
         start = time.perf_counter()
-        scores = self.run(slot)
-        self.stages["compute"] = self.stages.get("compute", 0.0) + time.perf_counter() - start
-        return Done(scores)
+        try:
+            return self._scores(x, rows)
+        finally:
+            self.stages["compute"] += time.perf_counter() - start
 
     def run(self, slot: Slot) -> np.ndarray:
-        rows = slot.rows
         x = slot.buffer[: self.fixed_batch] if self.fixed_batch else slot.batch
-        if x.dtype != self.dtype:
-            x = x.astype(self.dtype)
+        return self._scores(x.astype(self.dtype, copy=False), slot.rows)
+
+    def _scores(self, x: np.ndarray, rows: int) -> np.ndarray:
         out = np.asarray(self.context.run({self.input.name: x})[self.output.name])
         self.check_output(out, x.shape[0], rows)
         return out[:rows].reshape(rows, -1).astype(np.float32, copy=False)
 
     def close(self) -> None:
-        pass
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None

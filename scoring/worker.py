@@ -142,7 +142,16 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
                 stack.enter_context(decoder)
             batches = stack.enter_context(Prefetcher(dataset, todo(), decoders, ring, job.run.batch))
             pending: deque = deque()
-            for slot in batches:
+            slots = iter(batches)
+            while True:
+                if pending and not batches.has_next():
+                    # Nothing to overlap with: write what is in flight now rather than wait. A
+                    # launcher may hand out the next shard only once this one is recorded (Ray).
+                    while pending:
+                        writer.finish(*pending.popleft())
+                slot = next(slots, None)
+                if slot is None:
+                    break
                 writer.check(slot)
                 failed = sum(e is not None for e in slot.errors)
                 handle = runner.submit(slot) if failed < slot.rows else None
