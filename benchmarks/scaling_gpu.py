@@ -292,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": device, "versions": versions("mpi4py", "ray"), "mpirun": _mpirun_version(),
         "host": platform.node(), "host_cores": host_cores(),
         "command": shlex.join([Path(sys.executable).name] + sys.argv),
+        "env": {k: v for k, v in os.environ.items() if k.startswith("BATCHSCORE_")},  # tuning knobs in effect
         "model": args.model, "precision": args.precision, "batch": args.batch, "rows": args.rows,
         "decode": args.decode, "counts": args.counts, "dataset": data, "plan": plan,
         "single_gpu_local": single_gpu_figure(out, args.e2e, device),

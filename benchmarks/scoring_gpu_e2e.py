@@ -348,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": device_info(), "versions": versions(), "host": platform.node(), "host_cores": cores,
         "command": shlex.join([Path(sys.executable).name] + sys.argv),
+        "env": {k: v for k, v in os.environ.items() if k.startswith("BATCHSCORE_")},  # tuning knobs in effect
         "model": args.model, "precision": args.precision, "batch": args.batch, "rows": args.rows,
         "shard_rows": SHARD_ROWS, "dataset": data, "plan": plan,
         "engine_only": alone,

@@ -127,7 +127,11 @@ def combine(gpu: Path, ray: Path, out: Path, limit_mib: float = LIMIT_MIB) -> di
     for name, wheel in sorted(by_name.items()):
         dst = out / name
         drop = RULES.get(distribution(wheel))
-        if drop is None:
+        if drop is None and distribution(wheel) == "ray":
+            fixed = restore_exec_bits(wheel, dst)
+            if fixed:
+                print(f"{name}: executable bit restored on {fixed} programs")
+        elif drop is None:
             shutil.copyfile(wheel, dst)
         else:
             n_drop, n_keep = slim_wheel(wheel, dst, drop)
@@ -145,6 +149,22 @@ def combine(gpu: Path, ray: Path, out: Path, limit_mib: float = LIMIT_MIB) -> di
         biggest = ", ".join(f"{n} {_mib(s)}" for n, s in sorted(sizes.items(), key=lambda kv: -kv[1])[:3])
         raise SlimError(f"{out} holds {_mib(total)}, over the {limit_mib:g} MiB limit (largest: {biggest})")
     return sizes
+
+
+def restore_exec_bits(wheel: Path, dst: Path) -> int:
+    """Copy `wheel` to `dst` with mode 0755 on every ELF program that is not a shared library.
+    fetch-wheels.sh re-zips Ray from an extraction that dropped the modes, so its gcs_server and
+    raylet come out 0644 and `ray.init()` fails with "Permission denied"."""
+    fixed = 0
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as out:
+        for info in src.infolist():
+            data = src.read(info)
+            name = info.filename.rsplit("/", 1)[-1]
+            if data[:4] == b"\x7fELF" and ".so" not in name and not (info.external_attr >> 16) & 0o111:
+                info.external_attr = (0o100755 << 16) | (info.external_attr & 0xFFFF)
+                fixed += 1
+            out.writestr(info, data)
+    return fixed
 
 
 def _mib(n: int) -> str:

@@ -1,0 +1,287 @@
+"""The GPU benchmark scripts without a GPU: they exit with a clear message and write nothing; their
+orchestration (job files, launcher commands, reports, scaling table, JSON record) runs on the CPU
+with the GPU-only steps replaced; and slim_wheels.py rewrites a wheel consistently."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH / "device"))
+
+import scaling_gpu  # noqa: E402
+import scoring_gpu_e2e as e2e  # noqa: E402
+import slim_wheels  # noqa: E402
+from scoring.job import parse_job  # noqa: E402
+from scoring.report import Metrics, write_report  # noqa: E402
+from tests.scoring.test_run_local import CROP, tiny_plan  # noqa: E402
+
+
+def _no_gpu_env() -> dict:
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")  # hides the GPUs where there are some
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+@pytest.mark.parametrize("script", ["scoring_gpu_e2e.py", "scaling_gpu.py"])
+def test_without_a_gpu_exits_with_a_message(tmp_path, script):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(BENCH / script), str(out), "--rows", "10"], cwd=tmp_path,
+                          env=_no_gpu_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == e2e.EXIT_NO_GPU, proc.stderr
+    assert "needs a CUDA GPU" in proc.stderr and "nothing was written" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("script", ["scoring_gpu_e2e.py", "scaling_gpu.py", "device/slim_wheels.py"])
+def test_help(script):
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True,
+                          timeout=120, env=_no_gpu_env())
+    assert proc.returncode == 0 and "usage:" in proc.stdout
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+
+def test_job_dict_is_a_valid_job_and_survives_toml(tmp_path):
+    job = e2e.job_dict(str(tmp_path / "m.plan"), tmp_path / "data", tmp_path / "out", 256, "fp16", decode="gpu",
+                       decode_threads=4, workers=2)
+    text = scaling_gpu.to_toml(job)
+    assert tomllib.loads(text) == json.loads(json.dumps(job))
+    spec = parse_job(tomllib.loads(text), base_dir=tmp_path, check_files=False)
+    assert (spec.run.decode, spec.run.device, spec.run.batch, spec.data.shard_rows) == ("gpu", "cuda", 256, 4096)
+    assert spec.preprocess.dtype == "float16" and spec.preprocess.crop == 224
+
+
+def test_dataset_layout():
+    assert e2e.dataset_layout(100_000) == (12, 8)  # 12 files of ~8.3k rows, row groups of ~1042
+    assert e2e.dataset_layout(5000) == (1, 5)
+    assert e2e.dataset_layout(10) == (1, 1)
+
+
+def test_prepare_data_reuses_a_matching_dataset(tmp_path, capsys):
+    first = e2e.prepare_data(tmp_path / "a" / "data", 12)
+    assert not first["reused"] and Path(first["dir"]) == tmp_path / "a" / "data"
+    again = e2e.prepare_data(tmp_path / "b" / "data", 12, also_look_in=(tmp_path / "a" / "data",))
+    assert again["reused"] and again["dir"] == first["dir"] and not (tmp_path / "b" / "data").exists()
+    other = e2e.prepare_data(tmp_path / "a" / "data", 14)  # other rows: made again in place
+    assert not other["reused"] and json.loads((tmp_path / "a" / "data.json").read_text())["rows"] == 14
+
+
+def test_mpi_and_ray_commands():
+    env = {"PYTHONPATH": "/tmp/site:/repo", "LD_LIBRARY_PATH": "/x"}
+    mpi = scaling_gpu.run_command("mpi", 4, Path("job.toml"), env)
+    assert mpi[1:6] == ["--allow-run-as-root", "-np", "4", "--bind-to", "none"]
+    assert ["-x", "PYTHONPATH"] == mpi[mpi.index("PYTHONPATH") - 1: mpi.index("PYTHONPATH") + 1]
+    assert mpi[mpi.index(sys.executable):] == [sys.executable, "-m", "launchers.cli", "run", "job.toml",
+                                               "--launcher", "mpi", "--quiet"]
+    ray = scaling_gpu.run_command("ray", 2, Path("job.toml"), env)
+    assert ray[0] == sys.executable and ray[-4:] == ["ray", "--quiet", "--workers", "2"]
+
+
+def test_child_env_keeps_pythonpath(monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", "/tmp/site")
+    parts = scaling_gpu.child_env()["PYTHONPATH"].split(os.pathsep)
+    assert parts == [str(ROOT), "/tmp/site"]
+
+
+def _fake_run(path: Path, workers: int, rate: float, launched: float) -> Path:
+    metrics = []
+    for k in range(workers):
+        samples = [(1.0 + 0.5 * i, int(rate * 0.5 * (i + 1))) for i in range(20)]
+        metrics.append(Metrics(worker=k, device=f"cuda:{k}", started_at=launched + 2.0 + k, images=samples[-1][1],
+                               wall_s=11.0, startup_s=1.0, samples=samples))
+    write_report(path, {"name": "fake", "started_at": launched, "wall_s": 14.0}, metrics)
+    return path
+
+
+def test_summaries_and_scaling_from_reports(tmp_path):
+    runs = []
+    for n in (1, 2, 4):
+        run_dir = _fake_run(tmp_path / "mpi" / f"workers-{n}", n, 1000.0, launched=1000.0)
+        runs.append(scaling_gpu.summarize_run(run_dir, n, command_started=998.5, command_s=15.0))
+    runs.append({"workers": 8, "skipped": "this machine has 4 GPUs"})
+    result = scaling_gpu.add_scaling(runs, tmp_path / "mpi")
+    assert result["baseline_workers"] == 1 and Path(result["files"]["json"]).is_file()
+    one, two, four = runs[:3]
+    assert four["launch_to_first_batch_s"] == pytest.approx(2.0 + 3 + 1.0)  # the last worker's first batch
+    assert four["launch_to_first_batch_worker"] == 3
+    assert four["command_to_first_batch_s"] == pytest.approx(6.0 + 1.5)
+    assert four["speedup"] == pytest.approx(4.0) and four["efficiency"] == pytest.approx(1.0)
+    assert four["steady_images_per_s"] == pytest.approx(4 * 1000.0)
+    assert four["steady_efficiency"] == pytest.approx(1.0)
+    assert two["images_per_s_per_gpu"] == pytest.approx(one["images_per_s"])
+    assert e2e.steady_images_per_s({"series": {"workers": {}}}) is None
+
+
+def test_single_gpu_figure(tmp_path):
+    (tmp_path / "scoring_gpu_e2e.json").write_text(json.dumps({
+        "device": {"name": "NVIDIA H100"}, "rows": 10, "engine_only": {"images_per_s": 300.0},
+        "end_to_end": {"decode": "gpu", "images_per_s": 200.0, "steady_images_per_s": 280.0,
+                       "launch_to_first_batch_s": 3.0}}))
+    got = scaling_gpu.single_gpu_figure(tmp_path / "scaling", None, {"name": "NVIDIA H200"})
+    assert got["images_per_s"] == 200.0 and got["same_device"] is False
+    assert scaling_gpu.single_gpu_figure(tmp_path / "nothing" / "here", None, {}) is None
+
+
+# -- the scripts' whole flow on the CPU, the GPU-only steps replaced -------------------------------------
+
+@pytest.fixture
+def on_the_cpu(tmp_path, monkeypatch):
+    """A tiny CPU plan for the zoo model, CPU jobs of 32x32 crops, and a GPU described but not used."""
+    plan = tiny_plan(tmp_path / "tiny.plan")
+    real_job_dict = e2e.job_dict
+
+    def cpu_job(*args, **kwargs):
+        job = real_job_dict(*args, **kwargs)
+        job["run"].update(device="cpu", decode="cpu", decode_threads=1)
+        job["preprocess"] = {"resize_shorter": 36, "crop": CROP}
+        job["data"]["shard_rows"] = 8
+        return job
+
+    fake_gpu = {"kind": "cuda", "name": "test GPU", "arch": "sm_00", "count": 2}
+    for module in (e2e, scaling_gpu):
+        monkeypatch.setattr(module, "no_gpu_message", lambda script: None)
+        monkeypatch.setattr(module, "job_dict", cpu_job)
+        monkeypatch.setattr(module, "device_info", lambda: fake_gpu)
+    monkeypatch.setattr(e2e, "prepare_plan", lambda *a, **k: {"path": str(plan), "reused": False, "build_s": 0.1})
+    monkeypatch.setattr(e2e, "engine_only", lambda path, batch, it, warmup: {
+        "batch": batch, "images_per_s": 1000.0, "watts": None, "images_per_s_per_watt": None})
+    monkeypatch.setattr(scaling_gpu, "_build_plan_in_child", lambda *a: {"path": str(plan), "reused": False})
+    monkeypatch.setattr(e2e, "dataset_layout", lambda rows: (2, 4))  # shards of 8 rows: enough for every worker
+    return tmp_path
+
+
+def test_e2e_flow_on_the_cpu(on_the_cpu, capsys):
+    out = on_the_cpu / "e2e"
+    assert e2e.main([str(out), "--rows", "24", "--batch", "8", "--cpu-rows", "16", "--decode", "cpu"]) == 0
+    record = json.loads((out / "scoring_gpu_e2e.json").read_text())
+    assert record["end_to_end"]["images"] == 24 and record["cpu_decode"]["images"] == 16
+    assert record["ratio_end_to_end_over_engine"] == pytest.approx(record["end_to_end"]["images_per_s"] / 1000.0)
+    assert record["end_to_end"]["launch_to_first_batch_s"] > 0 and record["end_to_end"]["stages"]
+    assert record["cpu_decode"]["images_per_s_per_core"] > 0
+    assert {"python", "numpy", "pyarrow", "cupy", "cudnn_frontend", "nvimgcodec"} <= set(record["versions"])
+    assert record["host_cores"] >= 1 and record["command"]
+    shown = capsys.readouterr().out
+    assert "engine alone" in shown and "targets:" in shown and "CPU decode per core" in shown
+
+
+def test_scaling_flow_on_the_cpu_with_mpi(on_the_cpu, capsys):
+    if scaling_gpu.missing_launcher("mpi"):
+        pytest.skip(scaling_gpu.missing_launcher("mpi"))
+    out = on_the_cpu / "scaling"
+    code = scaling_gpu.main([str(out), "--rows", "32", "--batch", "8", "--counts", "1,2,4", "--launchers", "mpi",
+                             "--decode", "cpu", "--run-timeout", "120"])
+    record = json.loads((out / "scaling_gpu.json").read_text())
+    runs = record["launchers"]["mpi"]["runs"]
+    assert code == 0, runs
+    assert [r["workers"] for r in runs] == [1, 2, 4] and "skipped" in runs[2]
+    assert runs[1]["reported_workers"] == 2 and runs[1]["images"] == 32 and runs[1]["efficiency"] is not None
+    assert "warning" not in runs[1] and runs[0]["speedup"] == 1.0
+    assert runs[1]["launch_to_first_batch_s"] > 0 and runs[1]["command_to_first_batch_s"] >= runs[1]["launch_to_first_batch_s"]
+    assert (out / "mpi" / "scaling.json").is_file() and (out / "mpi" / "workers-2.toml").is_file()
+    assert "mpi" in capsys.readouterr().out
+
+
+# -- slim_wheels --------------------------------------------------------------------------------------
+
+def _record_line(name: str, data: bytes) -> list[str]:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return [name, f"sha256={digest}", str(len(data))]
+
+
+def _wheel(path: Path, files: dict[str, bytes]) -> Path:
+    dist = path.name.split("-")[0] + "-1.0.dist-info"
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows(
+        [_record_line(n, d) for n, d in files.items()] + [[f"{dist}/RECORD", "", ""]])
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name, (2024, 1, 1, 0, 0, 0))
+            info.external_attr = 0o755 << 16
+            z.writestr(info, data)
+        z.writestr(f"{dist}/RECORD", text.getvalue())
+    return path
+
+
+def _check_record(path: Path) -> list[str]:
+    with zipfile.ZipFile(path) as z:
+        names = [n for n in z.namelist() if not n.endswith("/")]
+        record = next(n for n in names if n.endswith("/RECORD"))
+        rows = {r[0]: r for r in csv.reader(io.StringIO(z.read(record).decode())) if r}
+        assert set(rows) == set(names)
+        for n in names:
+            if n != record:
+                assert rows[n] == _record_line(n, z.read(n)), n
+        assert z.getinfo(names[0]).external_attr >> 16 == 0o755
+    return names
+
+
+def test_slim_wheels_combines_and_slims(tmp_path):
+    gpu, ray, out = tmp_path / "gpu", tmp_path / "ray", tmp_path / "all"
+    gpu.mkdir(), ray.mkdir()
+    _wheel(gpu / "nvidia_nvimgcodec_cu13-1.0-py3-none-any.whl", {
+        "nvidia/nvimgcodec/__init__.py": b"x",
+        "nvidia/nvimgcodec/nvimgcodec_impl.cpython-312-x86_64-linux-gnu.so": b"312" * 100,
+        "nvidia/nvimgcodec/nvimgcodec_impl.cpython-313t-x86_64-linux-gnu.so": b"313" * 100,
+        "nvidia/nvimgcodec/nvimgcodec_impl.cpython-39-x86_64-linux-gnu.so": b"39" * 100,
+        "nvidia/nvimgcodec/extensions/libnvjpeg_ext.so.0.9.0": b"j" * 100,
+        "nvidia/nvimgcodec/extensions/libopencv_ext.so.0.9.0": b"o" * 100,
+        "nvidia/nvimgcodec/extensions/libnvtiff_ext.so.0.9.0": b"t" * 100,
+    })
+    cudnn = {"cudnn/__init__.py": b"i", "cudnn/_pygraph.py": b"p", "cudnn/engines/base.py": b"e",
+             "cudnn/sdpa/fwd/k.py": b"s", "cudnn/gemm/x.py": b"g", "cudnn/rope/r.py": b"r",
+             "cudnn/ops/o.py": b"o", "include/cudnn_frontend.h": b"h"}
+    for folder in (gpu, ray):
+        _wheel(folder / "nvidia_cudnn_frontend-1.0-cp312-cp312-any.whl", cudnn)
+        (folder / "peer_torch.py").write_text("peer")
+    _wheel(ray / "ray-1.0-cp312-cp312-any.whl", {"ray/__init__.py": b"r"})
+    (ray / "peer_raydata.py").write_text("raydata")
+    os.chmod(ray / "peer_raydata.py", 0o444)
+
+    sizes = slim_wheels.combine(gpu, ray, out)
+    assert sorted(p.name for p in out.iterdir()) == sorted(sizes) == sorted(
+        ["nvidia_nvimgcodec_cu13-1.0-py3-none-any.whl", "nvidia_cudnn_frontend-1.0-cp312-cp312-any.whl",
+         "ray-1.0-cp312-cp312-any.whl", "peer_torch.py", "peer_raydata.py"])
+    codec = _check_record(out / "nvidia_nvimgcodec_cu13-1.0-py3-none-any.whl")
+    assert [n for n in codec if ".so" in n] == ["nvidia/nvimgcodec/nvimgcodec_impl.cpython-312-x86_64-linux-gnu.so",
+                                                "nvidia/nvimgcodec/extensions/libnvjpeg_ext.so.0.9.0"]
+    kept = _check_record(out / "nvidia_cudnn_frontend-1.0-cp312-cp312-any.whl")
+    assert [n for n in kept if not n.endswith("RECORD")] == ["cudnn/__init__.py", "cudnn/_pygraph.py",
+                                                              "cudnn/engines/base.py", "cudnn/ops/o.py"]
+    assert (out / "ray-1.0-cp312-cp312-any.whl").read_bytes() == (ray / "ray-1.0-cp312-cp312-any.whl").read_bytes()
+    slim_wheels.combine(gpu, ray, out)  # again over its own output (the read-only peer copy included)
+
+    with pytest.raises(slim_wheels.SlimError, match="over the 0.0001 MiB limit"):
+        slim_wheels.combine(gpu, ray, out, limit_mib=0.0001)
+    with pytest.raises(slim_wheels.SlimError, match="fetch-wheels.sh ray"):
+        slim_wheels.combine(gpu, tmp_path / "missing", out)
+
+
+def test_ray_programs_get_their_executable_bit_back(tmp_path):
+    src, dst = tmp_path / "ray-1-py3-none-any.whl", tmp_path / "out.whl"
+    with zipfile.ZipFile(src, "w") as z:
+        for name, data in (("ray/core/src/ray/gcs/gcs_server", b"\x7fELF program"), ("ray/_raylet.so", b"\x7fELF lib"),
+                           ("ray/__init__.py", b"# python")):
+            info = zipfile.ZipInfo(name)
+            info.external_attr = 0o100644 << 16
+            z.writestr(info, data)
+    assert slim_wheels.restore_exec_bits(src, dst) == 1
+    with zipfile.ZipFile(dst) as z:
+        modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in z.infolist()}
+        assert z.read("ray/__init__.py") == b"# python"
+    assert modes == {"ray/core/src/ray/gcs/gcs_server": 0o755, "ray/_raylet.so": 0o644, "ray/__init__.py": 0o644}
