@@ -71,15 +71,11 @@ class GpuDecodeError(BatchscoreError):
 # ---- can it run here? ------------------------------------------------------------------------------
 def gpu_decode_unavailable() -> str | None:
     """None when GpuDecoder can run here; else why not (for [run] decode = "auto")."""
-    try:
-        import cupy
-    except ImportError:
-        return f"CuPy is not installed ({_INSTALL})"
-    try:
-        if cupy.cuda.runtime.getDeviceCount() < 1:
-            return "no CUDA GPU is visible"
-    except Exception as exc:  # no driver, or CUDA_VISIBLE_DEVICES hides every GPU
-        return f"no usable CUDA GPU ({exc})"
+    from kernels.cuda import cuda_unavailable
+
+    why = cuda_unavailable()
+    if why is not None:
+        return why
     try:
         from nvidia import nvimgcodec  # noqa: F401
     except (ImportError, OSError) as exc:  # OSError: the package is there but a library fails to load

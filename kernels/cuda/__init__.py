@@ -15,8 +15,8 @@ from kernels.registry import OpRegistry
 GPU_OPS = OpRegistry("cuda")
 
 
-def gpu_unavailable() -> str | None:
-    """None when a CUDA GPU, CuPy and the cuDNN frontend can be used; else what is missing."""
+def cuda_unavailable() -> str | None:
+    """None when CuPy is installed and sees a CUDA GPU; else why not."""
     try:
         import cupy
     except ImportError:
@@ -26,6 +26,14 @@ def gpu_unavailable() -> str | None:
             return "no CUDA GPU is visible"
     except Exception as exc:  # no driver, or CUDA_VISIBLE_DEVICES hides every GPU
         return f"no usable CUDA GPU ({exc})"
+    return None
+
+
+def gpu_unavailable() -> str | None:
+    """None when a CUDA GPU, CuPy and the cuDNN frontend can be used; else what is missing."""
+    why = cuda_unavailable()
+    if why is not None:
+        return why
     try:
         import cudnn  # noqa: F401
     except ImportError:
