@@ -40,6 +40,9 @@ class GpuPending:
     def __init__(self, runner: "GpuRunner", events: dict, out: np.ndarray, rows: int):
         self.runner, self.events, self.out, self.rows = runner, events, out, rows
 
+    def done(self) -> bool:
+        return self.events["end"].done
+
     def result(self) -> np.ndarray:
         self.events["end"].synchronize()
         self.runner._account(self.events)
@@ -90,7 +93,6 @@ class GpuRunner(PlanBinding):
 
     def _warm_up(self) -> None:
         """One eager pass and the CUDA graph capture, before the first real batch is timed."""
-        cp = self.cp
         with self.stream:
             self.input_binding[...] = 0
             self.context.execute(self.bucket)  # eager, then captured
@@ -116,7 +118,7 @@ class GpuRunner(PlanBinding):
             self.stream.wait_event(events["h2d_end"])
         events["start"].record(self.stream)
         with self.stream:
-            self.cp.copyto(self.input_binding, source)  # to the plan's dtype and channels-last layout
+            cp.copyto(self.input_binding, source)  # to the plan's dtype and channels-last layout
             consumed = cp.cuda.Event()
             consumed.record(self.stream)
             self.context.execute(self.bucket)

@@ -252,9 +252,12 @@ class Prefetcher:
             if slot.index >= 0:
                 self._free.put(slot.index)
 
-    def has_next(self) -> bool:
-        """Whether the next slot (or the end) is there already, so iterating would not wait."""
+    def has_next(self, timeout: float = 0.0) -> bool:
+        """Whether the next slot (or the end) is there, waiting up to `timeout` seconds for it, so
+        that iterating would not wait."""
         with self._done:
+            if self._next not in self._slots and timeout > 0:
+                self._done.wait(timeout)
             return self._next in self._slots
 
     def __iter__(self) -> Iterator[Slot]:

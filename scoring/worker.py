@@ -144,10 +144,11 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
             pending: deque = deque()
             slots = iter(batches)
             while True:
-                if pending and not batches.has_next():
-                    # Nothing to overlap with: write what is in flight now rather than wait. A
-                    # launcher may hand out the next shard only once this one is recorded (Ray).
-                    while pending:
+                # While the next batch is not there, write the batches whose scores are: a
+                # launcher may hand out the next shard only once this one is recorded (Ray), and
+                # a batch that arrives meanwhile is submitted at once, not after the writing.
+                while pending and not batches.has_next(timeout=0.002):
+                    if _ready(pending[0][1]):
                         writer.finish(*pending.popleft())
                 slot = next(slots, None)
                 if slot is None:
@@ -175,6 +176,11 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
     metrics.busy_fraction = runner.busy_fraction
     metrics.finish()
     return metrics
+
+
+def _ready(handle) -> bool:
+    """Whether a submitted batch's scores are there (None: a batch with no scored row)."""
+    return handle is None or handle.done()
 
 
 def _power_sampler(on_gpu: bool, metrics: Metrics):
