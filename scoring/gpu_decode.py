@@ -26,7 +26,7 @@ downscale factor, weights normalised per output pixel, separable in x and y; ups
 bilinear) directly from the uint8 source in float32, then ``(x / 255 - mean[c]) / std[c]`` in the
 same float32 steps as CpuDecoder. Pillow rounds to uint8 after each pass and this kernel does not,
 so rows match CpuDecoder within about one uint8 level (~0.018 after ImageNet normalisation), not
-bit for bit. ``reference_resize_crop`` is the numpy statement of exactly the kernel's math.
+bit for bit. The kernel and its numpy statement (`reference_resize_crop`) live in scoring/resize_kernel.py.
 
 Two more differences come from the JPEG decoders, not from this module: nvJPEG's IDCT and chroma
 upsampling differ slightly from libjpeg's (fancy upsampling is asked for), and CpuDecoder decodes
@@ -42,6 +42,7 @@ import numpy as np
 
 from engine.errors import BatchscoreError
 from scoring.decode import CpuDecoder, Preprocess, PreprocessError
+from scoring.resize_kernel import _BLOCK, _COLUMNS, _MAX_GRID_Y, _kernel, fill_table
 
 _INSTALL = "pip install 'batchscore[gpu]'"
 
@@ -53,15 +54,6 @@ _JPEG_SOI = b"\xff\xd8\xff"
 _JPEG_EOI = b"\xff\xd9"
 _EOI_SEARCH = 64
 
-# One row of the per-batch parameter table (int64): where an image's pixels are and how its crop
-# maps onto them. The kernel source below is formatted with the same column numbers.
-_COLUMNS = ("PTR", "HEIGHT", "WIDTH", "PITCH", "CHANNELS", "RESIZED_W", "RESIZED_H", "OFFSET_X", "OFFSET_Y",
-            "MODE")
-_COL = {name: i for i, name in enumerate(_COLUMNS)}
-_MODE_SKIP, _MODE_COMPUTE = 0, 1  # skip: the row is written elsewhere (CPU upload) or not at all
-
-_MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: larger batches are launched in slices
-_BLOCK = 256
 
 
 class GpuDecodeError(BatchscoreError):
@@ -114,253 +106,6 @@ def _import_nvimgcodec():
             f"GPU decoding needs nvImageCodec (package nvidia-nvimgcodec-cu13), which cannot be imported "
             f"({type(exc).__name__}: {exc}): {_INSTALL}") from exc
     return nvimgcodec
-
-
-# ---- geometry, vectorised over a batch --------------------------------------------------------------
-def batch_geometry(widths, heights, preprocess: Preprocess, keep_size=None):
-    """(resized_w, resized_h, offset_x, offset_y) int64 arrays for images of widths x heights.
-
-    The same numbers as scoring.decode.resized_size and center_crop_box, for a whole batch at once:
-    crop pixel (ox, oy) is pixel (ox + offset_x, oy + offset_y) of the resized image, and a pixel
-    outside [0, resized_w) x [0, resized_h) is zero padding. ``keep_size`` (bool array) marks images
-    that are not resized (CpuDecoder takes a crop x crop tensor item as it is).
-    """
-    w = np.asarray(widths, np.int64)
-    h = np.asarray(heights, np.int64)
-    s = preprocess.resize_shorter
-    crop = preprocess.crop
-    portrait = w <= h
-    # int(s * long / short): s * long is exact in float64 for any real image, and IEEE division is
-    # correctly rounded like Python's int / int, so the truncation gives the same integer.
-    long_side = np.floor((s * np.where(portrait, h, w)).astype(np.float64) / np.where(portrait, w, h))
-    rw = np.where(portrait, s, long_side).astype(np.int64)
-    rh = np.where(portrait, long_side, s).astype(np.int64)
-    if keep_size is not None:
-        keep = np.asarray(keep_size, bool)
-        rw = np.where(keep, w, rw)
-        rh = np.where(keep, h, rh)
-    offsets = []
-    for size in (rw, rh):
-        pad = np.where(crop > size, (crop - size) // 2, 0)
-        # round() of a multiple of 0.5 rounds half to even in Python and in numpy alike
-        start = np.round((np.maximum(size, crop) - crop) / 2.0).astype(np.int64)
-        offsets.append(start - pad)
-    return rw, rh, offsets[0], offsets[1]
-
-
-# ---- the numpy reference of the kernel ---------------------------------------------------------------
-def _axis_weights(in_size: int, out_size: int, positions: np.ndarray) -> np.ndarray:
-    """(len(positions), in_size) float32 weights of Pillow's triangle filter, as the kernel computes them.
-
-    positions are output coordinates (float32) inside [0, out_size); each row sums to 1.
-    """
-    f32 = np.float32
-    scale = f32(in_size) / f32(out_size)
-    filterscale = max(scale, f32(1))
-    support = filterscale  # the bilinear filter's support is 1, scaled by the downscale factor
-    inv = f32(1) / filterscale
-    centers = (positions.astype(f32) + f32(0.5)) * scale
-    lo = np.maximum(np.trunc(centers - support + f32(0.5)).astype(np.int64), 0)
-    hi = np.minimum(np.trunc(centers + support + f32(0.5)).astype(np.int64), in_size)
-    taps = np.arange(in_size, dtype=f32)
-    weights = np.maximum(f32(0), f32(1) - np.abs((taps[None, :] - centers[:, None] + f32(0.5)) * inv))
-    index = np.arange(in_size)[None, :]
-    weights[(index < lo[:, None]) | (index >= hi[:, None])] = 0
-    sums = weights.sum(axis=1, dtype=f32)
-    return weights / np.where(sums == 0, f32(1), sums)[:, None]
-
-
-def reference_resize_crop(pixels: np.ndarray, preprocess: Preprocess, *, tensor_item: bool = False) -> np.ndarray:
-    """One model row from decoded pixels with exactly the GPU kernel's math, in numpy.
-
-    pixels: HWC (1, 3 or 4 channels; alpha ignored) or HW uint8, upright. ``tensor_item``: the pixels
-    came as an already-decoded tensor item, which (like CpuDecoder) is not resized when it is already
-    crop x crop. Returns an array of preprocess.output_shape and preprocess.np_dtype.
-    """
-    pixels = np.asarray(pixels)
-    if pixels.dtype != np.uint8 or pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"pixels must be HW or HWC (1, 3 or 4 channels) uint8, got {pixels.dtype} {pixels.shape}")
-    if pixels.ndim == 2:
-        pixels = pixels[:, :, None]
-    rgb = pixels[:, :, [0, 0, 0]] if pixels.shape[2] == 1 else pixels[:, :, :3]
-    height, width = rgb.shape[:2]
-    p = preprocess
-    keep = tensor_item and height == p.crop and width == p.crop
-    rw, rh, ox, oy = (int(v[0]) for v in batch_geometry([width], [height], p, keep_size=[keep]))
-    cols = np.arange(p.crop) + ox  # resized-image coordinates of the crop's columns and rows
-    rows = np.arange(p.crop) + oy
-    inside_x = (cols >= 0) & (cols < rw)
-    inside_y = (rows >= 0) & (rows < rh)
-    wx = np.zeros((p.crop, width), np.float32)
-    wy = np.zeros((p.crop, height), np.float32)
-    wx[inside_x] = _axis_weights(width, rw, cols[inside_x].astype(np.float32))
-    wy[inside_y] = _axis_weights(height, rh, rows[inside_y].astype(np.float32))
-    src = rgb.astype(np.float32)
-    # y then x as two matrix products (padding rows and columns have zero weights, so stay 0):
-    # (crop, H) @ (H, W*3) -> (crop, W, 3); then (crop, 3, W) @ (W, crop) -> (crop, 3, crop)
-    resized = (wy @ src.reshape(height, width * 3)).reshape(p.crop, width, 3)
-    resized = (resized.transpose(0, 2, 1) @ wx.T).transpose(0, 2, 1)
-    order = [0, 1, 2] if p.channel_order == "RGB" else [2, 1, 0]
-    values = resized[:, :, order]
-    mean = np.array(p.mean, np.float32)
-    std = np.array(p.std, np.float32)
-    normalized = (values / np.float32(255) - mean) / std
-    if p.layout == "NCHW":
-        normalized = normalized.transpose(2, 0, 1)
-    return np.ascontiguousarray(normalized).astype(p.np_dtype)
-
-
-# ---- the kernel -------------------------------------------------------------------------------------
-_KERNEL_SOURCE = r"""
-// One thread per crop pixel (x of the grid) and image (y of the grid): Pillow's antialiased bilinear
-// resize of the source at that pixel, straight from uint8, then normalise and store 3 channels.
-#define COLS {ncols}
-
-__device__ __forceinline__ void store(float* out, long long i, float v) {{ out[i] = v; }}
-__device__ __forceinline__ void store(unsigned short* out, long long i, float v) {{
-    unsigned short h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));  // round to nearest even, like numpy's astype
-    out[i] = h;
-}}
-
-// Where the triangle filter of output coordinate `pos` (resized image) lies on a source axis of
-// `in_size` samples: taps [lo, hi), centre, 1/filterscale, and the weight sum (Pillow's
-// precompute_coeffs in float32). __fmul_rn keeps the centre from being fused into the bounds.
-struct Axis {{ int lo, hi; float center, inv, sum; }};
-
-__device__ __forceinline__ Axis axis(int pos, int in_size, int out_size) {{
-    Axis a;
-    float scale = (float)in_size / (float)out_size;
-    float filterscale = fmaxf(scale, 1.0f);
-    float support = filterscale;
-    a.inv = 1.0f / filterscale;
-    a.center = __fmul_rn((float)pos + 0.5f, scale);
-    a.lo = max((int)(a.center - support + 0.5f), 0);
-    a.hi = min((int)(a.center + support + 0.5f), in_size);
-    a.sum = 0.0f;
-    for (int i = a.lo; i < a.hi; ++i) a.sum += fmaxf(0.0f, 1.0f - fabsf(((float)i - a.center + 0.5f) * a.inv));
-    return a;
-}}
-
-__device__ __forceinline__ float weight(const Axis& a, int i) {{
-    return fmaxf(0.0f, 1.0f - fabsf(((float)i - a.center + 0.5f) * a.inv));
-}}
-
-__device__ __forceinline__ float pick(float v0, float v1, float v2, int c) {{
-    return c == 0 ? v0 : (c == 1 ? v1 : v2);
-}}
-
-extern "C" __global__ void {name}(
-    const long long* __restrict__ table, const int first_image, const int crop, OUT_T* __restrict__ out,
-    const int c0, const int c1, const int c2,
-    const float m0, const float m1, const float m2, const float s0, const float s1, const float s2)
-{{
-    const int pixels = crop * crop;
-    const int pix = blockIdx.x * blockDim.x + threadIdx.x;
-    if (pix >= pixels) return;
-    const long long image = (long long)first_image + blockIdx.y;
-    const long long* t = table + image * COLS;
-    if (t[{MODE}] != {compute}) return;
-
-    const int oy = pix / crop;
-    const int ox = pix - oy * crop;
-    const int rx = ox + (int)t[{OFFSET_X}];
-    const int ry = oy + (int)t[{OFFSET_Y}];
-    const int rw = (int)t[{RESIZED_W}];
-    const int rh = (int)t[{RESIZED_H}];
-    float v0 = 0.0f, v1 = 0.0f, v2 = 0.0f;  // zero padding outside the resized image
-    if (rx >= 0 && rx < rw && ry >= 0 && ry < rh) {{
-        const unsigned char* src = (const unsigned char*)t[{PTR}];
-        const int height = (int)t[{HEIGHT}];
-        const int width = (int)t[{WIDTH}];
-        const long long pitch = t[{PITCH}];
-        const int channels = (int)t[{CHANNELS}];
-        const Axis ax = axis(rx, width, rw);
-        const Axis ay = axis(ry, height, rh);
-        for (int y = ay.lo; y < ay.hi; ++y) {{
-            const float wy = weight(ay, y);
-            if (wy == 0.0f) continue;
-            const unsigned char* line = src + (long long)y * pitch;
-            float b0 = 0.0f, b1 = 0.0f, b2 = 0.0f;
-            if (channels == 1) {{
-                for (int x = ax.lo; x < ax.hi; ++x) b0 += weight(ax, x) * (float)line[x];
-                b1 = b0; b2 = b0;
-            }} else {{
-                for (int x = ax.lo; x < ax.hi; ++x) {{
-                    const float wx = weight(ax, x);
-                    const unsigned char* p = line + (long long)x * channels;
-                    b0 += wx * (float)p[0];
-                    b1 += wx * (float)p[1];
-                    b2 += wx * (float)p[2];
-                }}
-            }}
-            v0 += wy * b0; v1 += wy * b1; v2 += wy * b2;
-        }}
-        const float norm = ax.sum * ay.sum;
-        if (norm > 0.0f) {{ v0 /= norm; v1 /= norm; v2 /= norm; }}
-    }}
-    // (x / 255 - mean) / std in float32, the steps of ToTensor + Normalize (and CpuDecoder's LUTs)
-    const float r0 = (pick(v0, v1, v2, c0) / 255.0f - m0) / s0;
-    const float r1 = (pick(v0, v1, v2, c1) / 255.0f - m1) / s1;
-    const float r2 = (pick(v0, v1, v2, c2) / 255.0f - m2) / s2;
-    const long long base = image * 3LL * pixels;
-#if NHWC
-    store(out, base + 3LL * pix + 0, r0);
-    store(out, base + 3LL * pix + 1, r1);
-    store(out, base + 3LL * pix + 2, r2);
-#else
-    store(out, base + pix, r0);
-    store(out, base + pixels + pix, r1);
-    store(out, base + 2LL * pixels + pix, r2);
-#endif
-}}
-"""
-
-_kernels: dict = {}
-_kernels_lock = threading.Lock()
-
-
-def _kernel(layout: str, dtype: str):
-    """The compiled RawKernel for one (layout, dtype); CuPy compiles it once per device on first launch."""
-    key = (layout, dtype)
-    with _kernels_lock:
-        if key not in _kernels:
-            cupy = _import_cupy()
-            source, name = kernel_source(layout, dtype)
-            _kernels[key] = cupy.RawKernel(source, name)
-        return _kernels[key]
-
-
-def fill_table(table: np.ndarray, sources: list[tuple], preprocess: Preprocess) -> None:
-    """Write the kernel's parameter table: one int64 row per batch row, columns _COLUMNS.
-
-    sources: (row, device pointer, height, width, row pitch in bytes, channels, keep size) for each
-    row the kernel computes; every other row gets MODE 0 and is left alone by the kernel.
-    """
-    table[:] = 0  # MODE = _MODE_SKIP for every row not listed
-    if not sources:
-        return
-    rows, ptrs, heights, widths, pitches, channels, keep = (np.array(col) for col in zip(*sources))
-    rw, rh, ox, oy = batch_geometry(widths, heights, preprocess, keep_size=keep.astype(bool))
-    c = _COL
-    table[rows, c["PTR"]] = ptrs.astype(np.uint64).view(np.int64)
-    table[rows, c["HEIGHT"]] = heights
-    table[rows, c["WIDTH"]] = widths
-    table[rows, c["PITCH"]] = pitches
-    table[rows, c["CHANNELS"]] = channels
-    table[rows, c["RESIZED_W"]] = rw
-    table[rows, c["RESIZED_H"]] = rh
-    table[rows, c["OFFSET_X"]] = ox
-    table[rows, c["OFFSET_Y"]] = oy
-    table[rows, c["MODE"]] = _MODE_COMPUTE
-
-
-def kernel_source(layout: str, dtype: str) -> tuple[str, str]:
-    """(CUDA source, kernel name) of the preprocessing kernel for one layout and output dtype."""
-    name = f"batchscore_preprocess_{layout.lower()}_{dtype}"
-    body = _KERNEL_SOURCE.format(ncols=len(_COLUMNS), name=name, compute=_MODE_COMPUTE, **_COL)
-    out_t = "float" if dtype == "float32" else "unsigned short"
-    return f"#define OUT_T {out_t}\n#define NHWC {int(layout == 'NHWC')}\n" + body, name
 
 
 # ---- item routing -------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from PIL import Image  # noqa: E402
 
 from engine.errors import BatchscoreError  # noqa: E402
 from scoring import gpu_decode as gd  # noqa: E402
+from scoring import resize_kernel as rk  # noqa: E402
 from scoring.decode import CpuDecoder, Preprocess, center_crop_box, resized_size  # noqa: E402
 from tests.scoring.test_decode import encode, exif_with_orientation, photo  # noqa: E402
 
@@ -69,7 +70,7 @@ def test_batch_geometry_equals_resized_size_and_center_crop_box():
     for p in SETTINGS.values():
         widths, heights = [w for w, _ in sizes], [h for _, h in sizes]
         keep = [(w == p.crop and h == p.crop) for w, h in sizes]
-        rw, rh, ox, oy = gd.batch_geometry(widths, heights, p, keep_size=keep)
+        rw, rh, ox, oy = rk.batch_geometry(widths, heights, p, keep_size=keep)
         for i, (w, h) in enumerate(sizes):
             size = (w, h) if keep[i] else resized_size(int(w), int(h), p.resize_shorter)
             pad_left, pad_top, left, top = center_crop_box(size[0], size[1], p.crop)
@@ -83,7 +84,7 @@ def test_reference_matches_cpu_decoder_within_pillow_rounding(setting, size):
     p = SETTINGS[setting]
     img = photo(*size, seed=size[0] + size[1])
     png = encode(Image.fromarray(img), "PNG")
-    ok, text = within_pillow_rounding(gd.reference_resize_crop(img, p), cpu_row(png, p), p)
+    ok, text = within_pillow_rounding(rk.reference_resize_crop(img, p), cpu_row(png, p), p)
     assert ok, text
 
 
@@ -97,17 +98,17 @@ def test_reference_reads_grayscale_as_three_channels_and_ignores_alpha(channels)
         pixels = img[:, :, 1:2]
     else:
         pixels = np.concatenate([img, np.full(img.shape[:2] + (1,), 77, np.uint8)], axis=2)
-    ok, text = within_pillow_rounding(gd.reference_resize_crop(pixels, p), cpu_row(pixels, p), p)
+    ok, text = within_pillow_rounding(rk.reference_resize_crop(pixels, p), cpu_row(pixels, p), p)
     assert ok, text
 
 
 def test_reference_takes_a_crop_sized_tensor_item_as_it_is():
     p = Preprocess()
     img = photo(224, 224, seed=5)
-    np.testing.assert_array_equal(gd.reference_resize_crop(img, p, tensor_item=True), cpu_row(img, p))
+    np.testing.assert_array_equal(rk.reference_resize_crop(img, p, tensor_item=True), cpu_row(img, p))
     # as decoded bytes the same pixels are resized to 256 first, as CpuDecoder does for an encoded image
     png = encode(Image.fromarray(img), "PNG")
-    ok, text = within_pillow_rounding(gd.reference_resize_crop(img, p), cpu_row(png, p), p)
+    ok, text = within_pillow_rounding(rk.reference_resize_crop(img, p), cpu_row(png, p), p)
     assert ok, text
 
 
@@ -115,9 +116,9 @@ def test_a_half_pixel_shift_fails_the_bound(monkeypatch):
     p = Preprocess()
     img = photo(400, 350, seed=1)
     expected = cpu_row(img, p)
-    original = gd._axis_weights
-    monkeypatch.setattr(gd, "_axis_weights", lambda n_in, n_out, pos: original(n_in, n_out, pos + np.float32(0.5)))
-    ok, text = within_pillow_rounding(gd.reference_resize_crop(img, p), expected, p)
+    original = rk._axis_weights
+    monkeypatch.setattr(rk, "_axis_weights", lambda n_in, n_out, pos: original(n_in, n_out, pos + np.float32(0.5)))
+    ok, text = within_pillow_rounding(rk.reference_resize_crop(img, p), expected, p)
     assert not ok, text
 
 
@@ -126,22 +127,22 @@ def test_a_crop_one_pixel_off_fails_the_bound(monkeypatch, dx, dy):
     p = Preprocess()
     img = photo(500, 375, seed=2)
     expected = cpu_row(img, p)
-    original = gd.batch_geometry
+    original = rk.batch_geometry
 
     def shifted(*args, **kwargs):
         rw, rh, ox, oy = original(*args, **kwargs)
         return rw, rh, ox + dx, oy + dy
 
-    monkeypatch.setattr(gd, "batch_geometry", shifted)
-    ok, text = within_pillow_rounding(gd.reference_resize_crop(img, p), expected, p)
+    monkeypatch.setattr(rk, "batch_geometry", shifted)
+    ok, text = within_pillow_rounding(rk.reference_resize_crop(img, p), expected, p)
     assert not ok, text
 
 
 def test_reference_rejects_pixels_that_are_not_uint8_hwc():
     with pytest.raises(ValueError, match="uint8"):
-        gd.reference_resize_crop(np.zeros((10, 10, 3), np.float32), Preprocess())
+        rk.reference_resize_crop(np.zeros((10, 10, 3), np.float32), Preprocess())
     with pytest.raises(ValueError, match="1, 3 or 4 channels"):
-        gd.reference_resize_crop(np.zeros((10, 10, 2), np.uint8), Preprocess())
+        rk.reference_resize_crop(np.zeros((10, 10, 2), np.uint8), Preprocess())
 
 
 # ---- routing ---------------------------------------------------------------------------------------
@@ -197,7 +198,7 @@ def host_kernels(tmp_path_factory):
         pytest.skip("no C++ compiler to build the kernel source for the host")
     libs = {}
     for layout in ("NCHW", "NHWC"):
-        source, name = gd.kernel_source(layout, "float32")
+        source, name = rk.kernel_source(layout, "float32")
         path = tmp_path_factory.mktemp("kernel") / f"{layout}.cpp"
         path.write_text(_HOST_SHIMS + source + _HOST_DRIVER.replace("KERNEL", name))
         lib = path.with_suffix(".so")
@@ -217,8 +218,8 @@ def run_host_kernel(lib, pixels: list[np.ndarray], p: Preprocess, skip_rows=(), 
         arrays.append(arr)
         h, w, c = arr.shape
         sources.append((i, arr.ctypes.data, h, w, w * c, c, i in tensor_rows and h == p.crop and w == p.crop))
-    table = np.zeros((len(pixels), len(gd._COLUMNS)), np.int64)
-    gd.fill_table(table, sources, p)
+    table = np.zeros((len(pixels), len(rk._COLUMNS)), np.int64)
+    rk.fill_table(table, sources, p)
     if out is None:
         out = np.zeros((len(pixels),) + p.output_shape, np.float32)
     order = np.array([0, 1, 2] if p.channel_order == "RGB" else [2, 1, 0], np.int32)
@@ -238,7 +239,7 @@ def test_kernel_source_on_the_host_equals_the_reference(host_kernels, setting):
     tensor_rows = {len(pixels) - 1}
     out = run_host_kernel(host_kernels[p.layout], pixels, p, tensor_rows=tensor_rows)
     for i, img in enumerate(pixels):
-        expected = gd.reference_resize_crop(img, p, tensor_item=i in tensor_rows)
+        expected = rk.reference_resize_crop(img, p, tensor_item=i in tensor_rows)
         np.testing.assert_allclose(out[i], expected, rtol=0, atol=1e-4, err_msg=f"image {i} {img.shape}")
 
 
@@ -248,7 +249,7 @@ def test_kernel_leaves_rows_it_does_not_compute(host_kernels):
     out = np.full((4,) + p.output_shape, 7.0, np.float32)
     run_host_kernel(host_kernels["NCHW"], pixels, p, skip_rows={1, 3}, out=out)
     assert (out[1] == 7.0).all() and (out[3] == 7.0).all()
-    np.testing.assert_allclose(out[2], gd.reference_resize_crop(pixels[2], p), atol=1e-4)
+    np.testing.assert_allclose(out[2], rk.reference_resize_crop(pixels[2], p), atol=1e-4)
 
 
 # ---- without the GPU packages ------------------------------------------------------------------------
@@ -301,7 +302,7 @@ def test_gpu_kernel_equals_the_reference_on_array_items(setting):
     assert errors == [None] * len(pixels)
     atol = 1e-3 if p.dtype == "float32" else 4e-3
     for i, img in enumerate(pixels):
-        expected = gd.reference_resize_crop(img, p, tensor_item=True)
+        expected = rk.reference_resize_crop(img, p, tensor_item=True)
         np.testing.assert_allclose(out[i].astype(np.float32), expected.astype(np.float32), rtol=0, atol=atol,
                                    err_msg=f"image {i} {img.shape}")
 
