@@ -28,11 +28,9 @@ Without a GPU it exits with status 2 and says why, before writing anything.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
-import platform
 import shlex
 import shutil
 import signal
@@ -46,7 +44,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from scoring_gpu_e2e import (EXIT_NO_GPU, SHARD_ROWS, device_info, host_cores, job_dict,  # noqa: E402
-                             no_gpu_message, prepare_data, prepare_plan, steady_images_per_s, versions, write_json)
+                             no_gpu_message, prepare_data, prepare_plan, run_header, steady_images_per_s, versions,
+                             write_json)
 
 LAUNCHERS = ("mpi", "ray")
 LOG_TAIL = 25  # lines of a failed run's log kept in the JSON
@@ -287,12 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         launchers[launcher] = {"runs": runs, "scaling": add_scaling(runs, out / launcher)}
 
     record = {
-        "benchmark": "scaling_gpu",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device, "versions": versions("mpi4py", "ray"), "mpirun": _mpirun_version(),
-        "host": platform.node(), "host_cores": host_cores(),
-        "command": shlex.join([Path(sys.executable).name] + sys.argv),
-        "env": {k: v for k, v in os.environ.items() if k.startswith("BATCHSCORE_")},  # tuning knobs in effect
+        **run_header("scaling_gpu", device, versions("mpi4py", "ray")), "mpirun": _mpirun_version(),
         "model": args.model, "precision": args.precision, "batch": args.batch, "rows": args.rows,
         "decode": args.decode, "counts": args.counts, "dataset": data, "plan": plan,
         "single_gpu_local": single_gpu_figure(out, args.e2e, device),

@@ -239,6 +239,17 @@ def finite(obj):
     return obj
 
 
+def run_header(benchmark: str, device: dict, package_versions: dict) -> dict:
+    """What every benchmark record starts with: which run, when, on what, by which command."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": device, "versions": package_versions, "host": platform.node(), "host_cores": host_cores(),
+        "command": shlex.join([Path(sys.executable).name] + sys.argv),
+        "env": {k: v for k, v in os.environ.items() if k.startswith("BATCHSCORE_")},  # tuning knobs in effect
+    }
+
+
 def write_json(path: Path, record: dict) -> None:
     path.write_text(json.dumps(finite(record), indent=2, default=str, allow_nan=False) + "\n")
 
@@ -344,11 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             cpu["rows"] = args.cpu_rows
 
     record = {
-        "benchmark": "scoring_gpu_e2e",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "device": device_info(), "versions": versions(), "host": platform.node(), "host_cores": cores,
-        "command": shlex.join([Path(sys.executable).name] + sys.argv),
-        "env": {k: v for k, v in os.environ.items() if k.startswith("BATCHSCORE_")},  # tuning knobs in effect
+        **run_header("scoring_gpu_e2e", device_info(), versions()),
         "model": args.model, "precision": args.precision, "batch": args.batch, "rows": args.rows,
         "shard_rows": SHARD_ROWS, "dataset": data, "plan": plan,
         "engine_only": alone,

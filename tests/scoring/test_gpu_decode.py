@@ -307,6 +307,15 @@ def test_gpu_kernel_equals_the_reference_on_array_items(setting):
                                    err_msg=f"image {i} {img.shape}")
 
 
+def _assert_every_item_close_to_cpu_decoder(items, p):
+    with _gpu_decoder(p) as dec:
+        out, errors = _decode_gpu(dec, items)
+    cpu, cpu_errors = CpuDecoder(p).decode(items)
+    assert errors == cpu_errors == [None] * len(items)
+    for i in range(len(items)):
+        _assert_close_to_cpu_decoder(out[i], cpu[i], p)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("setting", ["default", "nhwc-fp16-bgr"])
 def test_gpu_jpegs_are_close_to_cpu_decoder(setting):
@@ -314,12 +323,7 @@ def test_gpu_jpegs_are_close_to_cpu_decoder(setting):
     items = [jpeg_bytes(photo(w, h, seed=w)) for w, h in SIZES]
     items.append(jpeg_bytes(photo(500, 375, seed=11), progressive=True))
     items.append(jpeg_bytes(photo(375, 500, seed=12), subsampling=0))  # 4:4:4
-    with _gpu_decoder(p) as dec:
-        out, errors = _decode_gpu(dec, items)
-    cpu, cpu_errors = CpuDecoder(p).decode(items)
-    assert errors == cpu_errors == [None] * len(items)
-    for i in range(len(items)):
-        _assert_close_to_cpu_decoder(out[i], cpu[i], p)
+    _assert_every_item_close_to_cpu_decoder(items, p)
 
 
 @pytest.mark.gpu
@@ -332,12 +336,7 @@ def test_gpu_synthetic_dataset_jpegs_are_close_to_cpu_decoder(tmp_path):
                         exif_rotated=0.2, workers=1)
     items = pq.read_table(made.files[0]).column("image").to_pylist()
     p = Preprocess()
-    with _gpu_decoder(p) as dec:
-        out, errors = _decode_gpu(dec, items)
-    cpu, cpu_errors = CpuDecoder(p).decode(items)
-    assert errors == cpu_errors == [None] * len(items)
-    for i in range(len(items)):
-        _assert_close_to_cpu_decoder(out[i], cpu[i], p)
+    _assert_every_item_close_to_cpu_decoder(items, p)
 
 
 @pytest.mark.gpu

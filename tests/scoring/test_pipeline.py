@@ -136,3 +136,17 @@ def test_a_failure_mid_job_leaves_no_partial_part_behind(data, tmp_path):
     rerun = score_shards(job, plan, iter(shards), 0, dataset=dataset)
     assert rerun.images == 50 - 10 * len(recorded)
     assert sorted(read_predictions(out).column("id").to_pylist()) == [f"img-{i:06d}" for i in range(50)]
+
+
+def test_gpu_decoder_count_knob_is_checked(monkeypatch):
+    from scoring.errors import ScoringError
+    from scoring.worker import gpu_decoders
+
+    monkeypatch.delenv("BATCHSCORE_GPU_DECODERS", raising=False)
+    assert gpu_decoders() == 2
+    monkeypatch.setenv("BATCHSCORE_GPU_DECODERS", "3")
+    assert gpu_decoders() == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("BATCHSCORE_GPU_DECODERS", bad)
+        with pytest.raises(ScoringError, match="BATCHSCORE_GPU_DECODERS must be a positive integer"):
+            gpu_decoders()
