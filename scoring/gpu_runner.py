@@ -66,8 +66,7 @@ class GpuRunner(PlanBinding):
         self.input_binding = self.bucket.bound[self.input.name]
         output = self.bucket.bound[self.output.name]
         depth = self.lag + 1
-        row = (self.capacity,) + self.row_shape
-        self.device_inputs = [cp.empty(row, dtype=self.ring_dtype) for _ in range(depth)]
+        self.device_inputs: list | None = None  # H2D targets, made for the first host slot only
         self.consumed = [None] * depth  # event: compute has copied device input k into the binding
         self.outputs = [cupyx.empty_pinned(output.shape, dtype=output.dtype) for _ in range(depth)]
         self.submitted = 0
@@ -108,6 +107,9 @@ class GpuRunner(PlanBinding):
         if on_device:
             source = slot.buffer
         else:
+            if self.device_inputs is None:
+                shape = (self.capacity,) + self.row_shape
+                self.device_inputs = [cp.empty(shape, dtype=self.ring_dtype) for _ in self.outputs]
             source = self.device_inputs[k]
             if self.consumed[k] is not None:
                 self.copy_stream.wait_event(self.consumed[k])  # batch i-2 has left this buffer
