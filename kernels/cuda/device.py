@@ -1,9 +1,8 @@
-"""Per-process GPU state: the cuDNN handle bound to a stream, and the device's identity."""
+"""Per-context GPU state: a cuDNN handle bound to the context's stream, and the device's identity."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 
 @dataclasses.dataclass
@@ -16,17 +15,14 @@ class Device:
         return self.stream.ptr
 
 
-@functools.lru_cache(maxsize=None)
-def _handle():
-    import cudnn
-
-    return cudnn.create_handle()
-
-
 def make_device(stream) -> Device:
+    """A handle of its own for every context: a cuDNN handle launches on the one stream it was last
+    bound to, so a handle shared by two contexts (a build's tuner and the user's context, or two
+    engines in one process) would put the first context's convolutions on the second's stream,
+    unordered with the rest of its work."""
     import cudnn
 
-    handle = _handle()
+    handle = cudnn.create_handle()
     cudnn.set_stream(handle=handle, stream=stream.ptr)
     return Device(stream, handle)
 

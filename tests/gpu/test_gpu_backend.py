@@ -109,3 +109,17 @@ def test_a_second_build_uses_the_timing_cache(tmp_path):
     second = engine.build(graph, BuildConfig(max_batch=16, device="cuda", precision="fp16", timing_cache=cache))
     assert first.header["tuning"]["tuned"] > 0 and second.header["tuning"]["tuned"] == 0
     assert [l.get("tactic") for l in first.layers] == [l.get("tactic") for l in second.layers]
+
+
+def test_two_contexts_in_one_process_each_run_on_their_own_stream():
+    # A cuDNN handle shared by contexts once ran the first context's convolutions on the stream
+    # of the last context created, unordered with the rest of the first one's work.
+    graph = zoo.get("resnet18", image_size=64)
+    x = np.random.default_rng(3).standard_normal((4, 3, 64, 64)).astype(np.float32)
+    want = engine.Engine(engine.build(graph, BuildConfig(max_batch=4))).create_context().run({"input": x})["logits"]
+    plans = [engine.build(graph, BuildConfig(max_batch=4, device="cuda", precision=p, timing_cache=None))
+             for p in ("fp32", "fp16")]
+    first, second = (engine.engine_for(p).create_context(use_graphs=False) for p in plans)
+    second.run({"input": x})
+    assert _rel(first.run({"input": x})["logits"], want) <= 1e-4
+    assert _rel(second.run({"input": x})["logits"], want) <= 1e-2
