@@ -1,6 +1,7 @@
 """The GPU engine against PyTorch on the same GPU, in one call.
 
     python benchmarks/gpu_vs_torch.py OUTDIR [--peer .whl/peer_torch.py] [--no-peer] [--no-compile]
+                                             [--cases resnet50:fp16,googlenet:fp16]
 
 Builds the zoo's ResNet-50 (fp16 and fp32), GoogLeNet and VGG-19 (fp16) for this GPU (224x224,
 seeded weights), times engine-only throughput (device-resident input, CUDA-graph replay) at batch 256
@@ -35,9 +36,9 @@ CASES = [  # (model, precision, batches)
 ]
 
 
-def ours(out: Path) -> list[dict]:
+def ours(out: Path, cases: list[tuple]) -> list[dict]:
     rows = []
-    for model, precision, batches in CASES:
+    for model, precision, batches in cases:
         started = time.perf_counter()
         plan = engine.build(zoo.get(model), BuildConfig(device="cuda", precision=precision, max_batch=max(batches)))
         build_s = time.perf_counter() - started
@@ -56,9 +57,9 @@ def ours(out: Path) -> list[dict]:
     return rows
 
 
-def peer(script: str, out: Path, compile_too: bool) -> dict:
+def peer(script: str, out: Path, compile_too: bool, models: list[str]) -> dict:
     results = {}
-    runs = [("peer_torch", [sys.executable, script, str(out), "--models", "resnet50,googlenet,vgg19"])]
+    runs = [("peer_torch", [sys.executable, script, str(out), "--models", ",".join(models)])]
     if compile_too:
         runs.append(("peer_torch_compile", [sys.executable, script, str(out), "--compile"]))
     for name, cmd in runs:
@@ -95,15 +96,22 @@ def main() -> int:
     parser.add_argument("--peer", default=".whl/peer_torch.py")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--cases", default=",".join(f"{m}:{p}" for m, p, _ in CASES),
+                        help="model:precision pairs to run (default: all of CASES)")
     args = parser.parse_args()
+    wanted = set(args.cases.split(","))
+    cases = [case for case in CASES if f"{case[0]}:{case[1]}" in wanted]
+    if len(cases) != len(wanted):
+        parser.error(f"--cases: choose from {', '.join(f'{m}:{p}' for m, p, _ in CASES)}")
+    models = list(dict.fromkeys(m for m, p, _ in cases if p == "fp16"))
     args.out.mkdir(parents=True, exist_ok=True)
     from kernels.cuda.device import describe_gpu
 
     record = {"benchmark": "gpu_vs_torch", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "device": describe_gpu(), "command": "python " + " ".join(sys.argv)}
-    record["batchscore"] = ours(args.out)
+    record["batchscore"] = ours(args.out, cases)
     if not args.no_peer and os.path.exists(args.peer):
-        record["peer"] = peer(args.peer, args.out, not args.no_compile)
+        record["peer"] = peer(args.peer, args.out, not args.no_compile, models)
         ratios = []
         for row in record["batchscore"]:
             dtype = {"fp16": "float16", "fp32": "float32"}[row["precision"]]
@@ -114,7 +122,7 @@ def main() -> int:
                     ratios.append({"model": row["model"], "precision": row["precision"], "batch": row["batch"],
                                    "peer_mode": mode, "peer_images_per_s": theirs, "ours": row["images_per_s"],
                                    "ratio": row["images_per_s"] / theirs})
-        fp32 = peer_fp32(args.out)
+        fp32 = peer_fp32(args.out) if any(p == "fp32" for _, p, _ in cases) else {}
         record["peer"]["peer_fp32_no_tf32"] = fp32
         best = max((r["ips"] for r in fp32.get("rows", [])), default=None)
         for row in record["batchscore"]:

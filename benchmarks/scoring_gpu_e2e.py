@@ -190,7 +190,8 @@ def preprocess_for(precision: str) -> dict:
 
 
 def job_dict(plan: str, data: Path, out: Path, batch: int, precision: str, *, decode: str,
-             decode_threads: int | str = "auto", workers: int | str = 1) -> dict:
+             decode_threads: int | str = "auto", workers: int | str = 1,
+             decode_processes: int | str = "auto") -> dict:
     """A job spec (as parsed TOML) scoring `data` with `plan` on the GPU into `out`."""
     return {
         "model": {"plan": str(plan)},
@@ -198,7 +199,7 @@ def job_dict(plan: str, data: Path, out: Path, batch: int, precision: str, *, de
         "preprocess": preprocess_for(precision),
         "output": {"dir": str(out), "top_k": 5},
         "run": {"batch": batch, "workers": workers, "device": "cuda", "decode": decode,
-                "decode_threads": decode_threads},
+                "decode_threads": decode_threads, "decode_processes": decode_processes},
     }
 
 
@@ -301,7 +302,8 @@ def score(job: dict, base: Path) -> dict:
         "busy_fraction": s["busy_fraction"], "busy_source": w.get("busy_source"),
         "avg_watts": s["avg_watts"], "images_per_s_per_watt": s["images_per_s_per_watt"],
         "startup_s": w["startup_s"], "launch_to_first_batch_s": s.get("launch_to_first_batch_s"),
-        "decode_threads": data["job"].get("decode_threads"), "bottleneck": s["bottleneck"],
+        "decode_threads": data["job"].get("decode_threads"), "decode_processes": job["run"].get("decode_processes"),
+        "bottleneck": s["bottleneck"],
         "latency": s["latency"], "stages": data["stages"],
     }
 
@@ -321,6 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decode", default="gpu", choices=["gpu", "cpu", "auto"],
                         help="[run] decode of the main end-to-end run (default gpu)")
     parser.add_argument("--iterations", type=int, default=50, help="engine-only timed iterations")
+    parser.add_argument("--decode-processes", default="auto",
+                        help="[run] decode_processes of the main run: auto (GPU decode: one child per decoder) or a count")
+    parser.add_argument("--cpu-processes", type=int, default=None,
+                        help="[run] decode_processes of the CPU decode path (default: one per core; 0: threads)")
     args = parser.parse_args(argv)
     message = no_gpu_message("scoring_gpu_e2e")
     if message:
@@ -342,13 +348,16 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"end to end, decode {args.decode}, {args.rows:,} rows ...", flush=True)
     e2e = _try(lambda: score(job_dict(plan["path"], Path(data["dir"]), out / "runs" / f"decode-{args.decode}",
-                                      args.batch, args.precision, decode=args.decode), out))
+                                      args.batch, args.precision, decode=args.decode,
+                                      decode_processes=_count_or_auto(args.decode_processes)), out))
     cpu = None
     if args.cpu_rows > 0:
         cpu_data = prepare_data(out / "data-cpu", args.cpu_rows)
-        print(f"CPU decode path, {args.cpu_rows:,} rows on {cores} threads ...", flush=True)
+        cpu_processes = cores if args.cpu_processes is None else args.cpu_processes
+        print(f"CPU decode path, {args.cpu_rows:,} rows on {cores} threads in {cpu_processes} processes ...", flush=True)
         cpu = _try(lambda: score(job_dict(plan["path"], Path(cpu_data["dir"]), out / "runs" / "cpu-path", args.batch,
-                                          args.precision, decode="cpu", decode_threads=cores), out))
+                                          args.precision, decode="cpu", decode_threads=cores,
+                                          decode_processes=cpu_processes), out))
         if "images_per_s" in cpu:
             cpu["images_per_s_per_core"] = cpu["images_per_s"] / cores
             cpu["steady_images_per_s_per_core"] = _ratio(cpu["steady_images_per_s"], cores)
@@ -371,6 +380,10 @@ def main(argv: list[str] | None = None) -> int:
     print_table(record)
     print(f"wrote {path}")
     return 0 if "error" not in e2e and (cpu is None or "error" not in cpu) else 1
+
+
+def _count_or_auto(value: str) -> int | str:
+    return value if value == "auto" else int(value)
 
 
 def _try(run) -> dict:

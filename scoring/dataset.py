@@ -369,53 +369,90 @@ def _check_same_columns(schema: pa.Schema, file: str, first_file: str, image_fie
 # -- turning Arrow columns into ids and items ------------------------------------------------------------
 
 def _row_batch(dataset: ImageDataset, shard: Shard, table: pa.Table, first_row: int) -> RowBatch:
-    n = table.num_rows
-    items: list = []
-    for chunk in table.column(dataset.image_column).chunks:
-        if dataset.kind == "tensor":
-            items.extend(_tensor_items(chunk, dataset.tensor_shape))
-        else:
-            if dataset.kind == "hf_struct":
-                chunk = pc.struct_field(chunk, "bytes")  # null where the struct or its bytes is null
-            items.extend(chunk.to_pylist())
-    if dataset.id_column is None:
-        ids = np.arange(first_row, first_row + n, dtype=np.int64)
+    column = table.column(dataset.image_column)
+    wrong_length: list[int] = []
+    if dataset.kind == "tensor":
+        items = _tensor_items(column, dataset.tensor_shape, wrong_length)
     else:
-        column = table.column(dataset.id_column)
-        if column.null_count:
-            at = first_row + int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
-            raise DatasetError(f"id column '{dataset.id_column}' is null at row {at - shard.first_row} of shard "
-                               f"{shard.key} ({shard.file}); every row needs an id (name another id column, "
-                               "or drop the column to number the rows)")
-        if pa.types.is_integer(column.type):
-            ids = column.to_numpy().astype(np.int64, copy=False)
-        else:
-            ids = np.empty(n, dtype=object)
-            ids[:] = column.to_pylist()
-    for i, item in enumerate(items):
-        if item is _WRONG_LENGTH:
-            log.warning("row %s of %s: tensor has the wrong number of bytes for shape %s; scored as an error",
-                        ids[i], shard.file, "x".join(map(str, dataset.tensor_shape)))
-            items[i] = None
+        items = _encoded_items(column, dataset.kind)
+    ids = _ids(dataset, shard, table, first_row)
+    for i in wrong_length:
+        log.warning("row %s of %s: tensor has the wrong number of bytes for shape %s; scored as an error",
+                    ids[i], shard.file, "x".join(map(str, dataset.tensor_shape)))
     return RowBatch(ids=ids, items=items)
 
 
-_WRONG_LENGTH = object()
+def _ids(dataset: ImageDataset, shard: Shard, table: pa.Table, first_row: int) -> np.ndarray:
+    n = table.num_rows
+    if dataset.id_column is None:
+        return np.arange(first_row, first_row + n, dtype=np.int64)
+    column = table.column(dataset.id_column)
+    if column.null_count:
+        at = first_row + int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+        raise DatasetError(f"id column '{dataset.id_column}' is null at row {at - shard.first_row} of shard "
+                           f"{shard.key} ({shard.file}); every row needs an id (name another id column, "
+                           "or drop the column to number the rows)")
+    if pa.types.is_integer(column.type):
+        return column.to_numpy().astype(np.int64, copy=False)
+    # An object array of str, converted in C++ (to_pylist costs a Python step per row on older pyarrow).
+    return column.to_numpy(zero_copy_only=False)
 
 
-def _tensor_items(array: pa.Array, shape: tuple[int, int, int]) -> list:
-    """HWC uint8 views into the Arrow buffers (read-only, no copy); None for nulls."""
-    n, size = len(array), math.prod(shape)
+def _encoded_items(column: pa.ChunkedArray, kind: str) -> list:
+    """bytes per row, None for a null cell (for "hf_struct" also a struct whose bytes are null).
+    to_numpy builds the bytes objects in C++; to_pylist costs a Python step per row on older pyarrow."""
+    if kind == "hf_struct":
+        column = pc.struct_field(column, "bytes")  # null where the struct or its bytes is null
+    return column.to_numpy(zero_copy_only=False).tolist()
+
+
+def _tensor_items(column: pa.ChunkedArray, shape: tuple[int, int, int], wrong_length: list[int]) -> list:
+    """HWC uint8 views into the Arrow buffers (no copy; not to be written to); None for nulls and for
+    rows whose length does not fit the shape (their positions are appended to wrong_length)."""
+    items: list = []
+    for chunk in column.chunks:
+        first = len(items)
+        if pa.types.is_fixed_size_list(chunk.type):
+            items.extend(_fixed_tensor_items(chunk, shape))
+        else:
+            items.extend(_variable_tensor_items(chunk, shape, wrong_length, first))
+    return items
+
+
+def _tensor_values(array: pa.Array) -> np.ndarray:
     values = array.values
-    data = np.frombuffer(values.buffers()[1], dtype=np.uint8)[values.offset:] if len(values) else np.empty(0, np.uint8)
-    nulls = array.is_null().to_numpy(zero_copy_only=False) if array.null_count else np.zeros(n, bool)
-    if pa.types.is_fixed_size_list(array.type):
-        pixels = data[array.offset * size:(array.offset + n) * size].reshape((n,) + shape)
-        return [None if nulls[i] else pixels[i] for i in range(n)]
+    if not len(values):
+        return np.empty(0, np.uint8)
+    return np.frombuffer(values.buffers()[1], dtype=np.uint8)[values.offset:]
+
+
+def _null_rows(array: pa.Array) -> list[int]:
+    return np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False)).tolist() if array.null_count else []
+
+
+def _fixed_tensor_items(array: pa.Array, shape: tuple[int, int, int]) -> list:
+    n, size = len(array), math.prod(shape)
+    data = _tensor_values(array)
+    items = list(data[array.offset * size:(array.offset + n) * size].reshape((n,) + shape))
+    for i in _null_rows(array):
+        items[i] = None
+    return items
+
+
+def _variable_tensor_items(array: pa.Array, shape: tuple[int, int, int], wrong_length: list[int],
+                           first: int) -> list:
+    size = math.prod(shape)
+    data = _tensor_values(array)
     offsets = np.frombuffer(array.buffers()[1], dtype=np.int64 if pa.types.is_large_list(array.type) else np.int32)
-    offsets = offsets[array.offset:array.offset + n + 1]
-    items = []
-    for i in range(n):
-        lo, hi = int(offsets[i]), int(offsets[i + 1])
-        items.append(None if nulls[i] else data[lo:hi].reshape(shape) if hi - lo == size else _WRONG_LENGTH)
+    offsets = offsets[array.offset:array.offset + len(array) + 1].tolist()  # Python ints: cheap to slice with
+    nulls = set(_null_rows(array))
+    items: list = []
+    for i, (lo, hi) in enumerate(zip(offsets, offsets[1:])):
+        if i in nulls:
+            items.append(None)
+        elif hi - lo == size:
+            items.append(data[lo:hi].reshape(shape))
+        else:
+            wrong_length.append(first + i)
+            items.append(None)
     return items

@@ -108,6 +108,16 @@ def _import_nvimgcodec():
     return nvimgcodec
 
 
+def _high_priority_stream(cupy):
+    """The decoder's stream, at the GPU's highest priority. The model's CUDA graph queues far more
+    thread blocks than the SMs hold; at equal priority each of a batch's short decode and resize
+    kernels waits behind that queue, and with ResNet-50 replaying back to back on an H100 two
+    decoders fell from 19,600 to 2,700 images/s. At higher priority the scheduler starts their
+    blocks first and the model fills the SMs around them."""
+    # CUDA clamps a priority beyond the GPU's range to its greatest (CuPy has no call for the range).
+    return cupy.cuda.Stream(non_blocking=True, priority=-1000)
+
+
 # ---- item routing -------------------------------------------------------------------------------------
 def looks_like_complete_jpeg(data) -> bool:
     """True for bytes that start like a JPEG (as Pillow checks) and end with its EOI marker."""
@@ -168,7 +178,7 @@ class GpuDecoder:
             device_id = cupy.cuda.Device().id
         self.device_id = int(device_id)
         with cupy.cuda.Device(self.device_id):
-            self.stream = cupy.cuda.Stream(non_blocking=True) if stream is None else stream
+            self.stream = _high_priority_stream(cupy) if stream is None else stream
             self._kernel = _kernel(self.preprocess.layout, self.preprocess.dtype)
         self._decoder = self._make_nvimgcodec_decoder(nvimgcodec_options, nvimgcodec_backends)
         self._params = self._make_decode_params()
@@ -183,6 +193,8 @@ class GpuDecoder:
         self._device: dict[str, object] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._image_pool: list = []  # decoded Images whose device buffers the next batches reuse
+        self._reuse_images = True
 
     def _make_nvimgcodec_decoder(self, options: str, backends):
         nv = self._nv
@@ -247,6 +259,7 @@ class GpuDecoder:
                     pass
             self._pinned.clear()
             self._device.clear()
+            self._image_pool = []
 
     def __enter__(self):
         return self
@@ -321,8 +334,7 @@ class GpuDecoder:
         """Decoded images (None where one failed); a batch-level exception retries items one by one."""
         ptr = self.stream.ptr
         try:
-            images = self._decoder.decode(streams, params=self._params, cuda_stream=ptr)
-            images = list(images) if images is not None else []
+            images = self._decode_reusing(streams, ptr)
         except Exception:
             images = []
             for code_stream in streams:
@@ -333,6 +345,24 @@ class GpuDecoder:
                     images.append(None)
         images += [None] * (len(streams) - len(images))
         return images[: len(streams)]
+
+    def _decode_reusing(self, streams: list, ptr: int) -> list:
+        """One batched decode into the Image objects of an earlier batch where there are enough of
+        them: nvImageCodec then reuses their device buffers instead of allocating a batch of new
+        ones (and freeing the last) every time."""
+        pool = self._image_pool
+        if self._reuse_images and len(pool) >= len(streams):
+            try:
+                images = self._decoder.decode(streams, images=pool[: len(streams)], params=self._params,
+                                              cuda_stream=ptr)
+                return list(images) if images is not None else []
+            except TypeError:  # an nvImageCodec without `images=`
+                self._reuse_images = False
+        images = self._decoder.decode(streams, params=self._params, cuda_stream=ptr)
+        images = list(images) if images is not None else []
+        if len(images) > len(pool) and all(image is not None for image in images):
+            self._image_pool = images
+        return images
 
     def _upload_arrays(self, items, rows: list[int], sources: list) -> None:
         """Pack the array items into one pinned buffer and copy it to the device in one transfer."""

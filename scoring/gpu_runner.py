@@ -81,13 +81,15 @@ class GpuRunner(PlanBinding):
         total = self._busy_ms + self._gap_ms
         return self._busy_ms / total if total > 0 else None
 
-    def make_ring(self, slots: int = DEFAULT_SLOTS, on_device: bool = False) -> HostRing:
+    def make_ring(self, slots: int = DEFAULT_SLOTS, on_device: bool = False, allocate=None) -> HostRing:
         """Ring slots in pinned host memory (CPU decode: H2D copies are truly asynchronous) or on
-        the device (GPU decode)."""
+        the device (GPU decode); or from `allocate` (decoders in child processes share the ring:
+        scoring.decode_processes.SharedBuffers)."""
         import cupyx
 
         cp = self.cp
-        allocate = (lambda shape, dtype: cp.empty(shape, dtype=dtype)) if on_device else cupyx.empty_pinned
+        if allocate is None:
+            allocate = (lambda shape, dtype: cp.empty(shape, dtype=dtype)) if on_device else cupyx.empty_pinned
         return HostRing(slots, self.capacity, self.row_shape, self.ring_dtype, allocate=allocate)
 
     def _warm_up(self) -> None:

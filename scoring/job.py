@@ -27,6 +27,7 @@
     device = "auto"                # auto | cpu | cuda
     decode = "auto"                # auto | cpu | gpu
     decode_threads = "auto"        # or a count
+    decode_processes = "auto"      # decoders in child processes: auto | 0 | a count (see scoring.worker)
     fail_fast = false              # stop at the first bad image instead of writing an error row
     launcher = "local"             # local | mpi | ray
 
@@ -98,6 +99,7 @@ class RunSpec:
     device: str = "auto"
     decode: str = "auto"
     decode_threads: int | str = "auto"
+    decode_processes: int | str = "auto"
     fail_fast: bool = False
     launcher: str = "local"
 
@@ -190,6 +192,7 @@ def parse_job(data: dict[str, Any], *, base_dir: str | os.PathLike = ".", path: 
         "device": v.choice(DEVICES),
         "decode": v.choice(DECODERS),
         "decode_threads": v.auto_or_positive_int,
+        "decode_processes": v.auto_or_count,
         "fail_fast": v.boolean,
         "launcher": v.choice(LAUNCHERS),
     })
@@ -293,6 +296,13 @@ class _Validator:
     def positive_int(self, key: str, value: Any) -> int:
         if not _is_int(value) or value < 1:
             self.fail(f"{key} must be a positive integer, got {_show(value)}")
+        return value
+
+    def auto_or_count(self, key: str, value: Any) -> int | str:
+        if value == "auto":
+            return value
+        if not _is_int(value) or value < 0:
+            self.fail(f"{key} must be \"auto\" or a whole number (0 or more), got {_show(value)}")
         return value
 
     def auto_or_positive_int(self, key: str, value: Any) -> int | str:

@@ -130,31 +130,64 @@ class OutputSpec:
 # ---------------------------------------------------------------------------------------------
 
 
+# Up to this k, k rounds of argmax (one fast vectorised pass over the batch each) beat partitioning
+# every row; above it, argpartition of the whole batch is cheaper.
+_ARGMAX_MAX_K = 16
+
+
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per row, the k best class indices (int32) and their scores, best first. Equal scores keep
     the lower index first; NaN ranks below every number. k is clamped to the number of classes."""
     scores = np.asarray(scores, dtype=np.float32)
     rows, classes = scores.shape
     k = min(k, classes)
-    indices = np.empty((rows, k), np.int64)
-    if rows and k:
-        if k == classes or np.isnan(scores).any():
-            fallback = np.ones(rows, bool)
-        else:
-            # Fast path: partition finds the k-th best value; rows with exactly k values at or above
-            # it hold their top k in ascending index order, which a stable sort keeps for ties.
-            kth = np.partition(scores, classes - k, axis=1)[:, classes - k, None]
-            at_or_above = scores >= kth
-            fallback = at_or_above.sum(axis=1) != k  # a tie straddles the k-th place
-            exact = ~fallback
-            if exact.any():
-                candidates = np.nonzero(at_or_above[exact])[1].reshape(-1, k)
-                values = np.take_along_axis(scores[exact], candidates, axis=1)
-                order = np.argsort(-values, axis=1, kind="stable")
-                indices[exact] = np.take_along_axis(candidates, order, axis=1)
-        if fallback.any():
-            indices[fallback] = np.argsort(-scores[fallback], axis=1, kind="stable")[:, :k]
+    if rows == 0 or k == 0:
+        indices = np.empty((rows, k), np.int64)
+    elif k <= _ARGMAX_MAX_K:
+        indices = _top_k_by_argmax(scores, k)
+    else:
+        indices = _top_k_by_partition(scores, k)
     return indices.astype(np.int32), np.take_along_axis(scores, indices, axis=1)
+
+
+def _top_k_by_argmax(scores: np.ndarray, k: int) -> np.ndarray:
+    """k rounds of argmax over the batch, each striking out (-inf) the class it picked. argmax
+    returns the first of equal maxima, so ties go to the lower index. A round whose best remaining
+    score is not above -inf means the row has a NaN (argmax picks a NaN first) or is down to -inf
+    scores (where a struck-out class could be picked again); only those rows are sorted in full."""
+    remaining = scores.copy()  # never write into the caller's scores
+    rows = np.arange(len(scores))
+    indices = np.empty((len(scores), k), np.int64)
+    settled = np.ones(len(scores), bool)
+    for place in range(k):
+        best = remaining.argmax(axis=1)
+        settled &= remaining[rows, best] > -np.inf
+        indices[:, place] = best
+        remaining[rows, best] = -np.inf
+    _sort_rows_in_full(scores, indices, unsettled=~settled)
+    return indices
+
+
+def _top_k_by_partition(scores: np.ndarray, k: int) -> np.ndarray:
+    """argpartition moves each row's k best classes to its end, in no order; sorting those k by
+    score, then index, is the answer unless another class ties the k-th best score (the lower index
+    must then win, which argpartition does not promise) or the row has a NaN. Only those rows are
+    sorted in full."""
+    classes = scores.shape[1]
+    candidates = np.argpartition(scores, classes - k, axis=1)[:, classes - k:]
+    values = np.take_along_axis(scores, candidates, axis=1)
+    indices = np.take_along_axis(candidates, np.lexsort((candidates, -values), axis=1), axis=1)
+    kth = values.min(axis=1, keepdims=True)  # NaN for a row with a NaN: then no score is >= it
+    _sort_rows_in_full(scores, indices, unsettled=np.count_nonzero(scores >= kth, axis=1) != k)
+    return indices
+
+
+def _sort_rows_in_full(scores: np.ndarray, indices: np.ndarray, unsettled: np.ndarray) -> None:
+    """The definition itself for the rows a fast path cannot settle: a stable sort of the whole row
+    by descending score (NaN sorts last), its first k classes written into indices."""
+    rows = np.flatnonzero(unsettled)
+    if len(rows):
+        indices[rows] = np.argsort(-scores[rows], axis=1, kind="stable")[:, :indices.shape[1]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,30 +223,66 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _list_array(values: np.ndarray, ok: np.ndarray, value_type: pa.DataType) -> pa.Array:
-    """(rows, k) values -> list<value_type>, null where not ok."""
-    rows, k = values.shape
-    lengths = np.where(ok, k, 0)
-    offsets = np.zeros(rows + 1, np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = pa.array(values[ok].reshape(-1), type=value_type)
-    return pa.ListArray.from_arrays(pa.array(offsets), flat, mask=pa.array(~ok))
+def _failed_rows(errors: list) -> np.ndarray:
+    """True for the rows with an error. Most batches have none, and list.count (a C loop; a str
+    never equals None) finds that without a Python step per row."""
+    if errors.count(None) == len(errors):
+        return np.zeros(len(errors), bool)
+    return np.array([e is not None for e in errors], bool)
+
+
+def _error_array(errors: list, failed: np.ndarray) -> pa.Array:
+    """The error column: the message of each failed row (as str), null elsewhere."""
+    if not failed.any():
+        return pa.nulls(len(errors), pa.string())
+    texts = [None] * len(errors)  # only the failed rows take a Python step
+    for row in np.flatnonzero(failed).tolist():
+        texts[row] = str(errors[row])
+    return pa.array(texts, pa.string())
+
+
+@dataclass(frozen=True)
+class _ListLayout:
+    """Where each row's values sit in the flat values of a list column with k values per scored row
+    and none (a null) per failed row; shared by the batch's list columns."""
+
+    failed: np.ndarray
+    offsets: pa.Array
+    mask: pa.Array | None  # None when every row scored: no mask to build or check
+
+    @classmethod
+    def of(cls, failed: np.ndarray, k: int) -> _ListLayout:
+        if not failed.any():
+            return cls(failed, pa.array(np.arange(len(failed) + 1, dtype=np.int32) * k), None)
+        offsets = np.zeros(len(failed) + 1, np.int32)
+        np.cumsum(np.where(failed, 0, k), out=offsets[1:])
+        return cls(failed, pa.array(offsets), pa.array(failed))
+
+    def flat(self, values: np.ndarray) -> np.ndarray:
+        """The scored rows' values, row after row."""
+        return (values if self.mask is None else values[~self.failed]).reshape(-1)
+
+    def list_array(self, flat_values: pa.Array) -> pa.Array:
+        return pa.ListArray.from_arrays(self.offsets, flat_values, mask=self.mask)
+
+
+def _list_array(values: np.ndarray, layout: _ListLayout, value_type: pa.DataType) -> pa.Array:
+    """(rows, k) values -> list<value_type>, null on failed rows. values must be the writer's own
+    array (top_k's output): Arrow may wrap it without a copy."""
+    return layout.list_array(pa.array(layout.flat(values), type=value_type))
+
+
+def _label_array(indices: np.ndarray, layout: _ListLayout, labels: pa.Array) -> pa.Array:
+    return layout.list_array(labels.take(pa.array(layout.flat(indices))))
 
 
 def _raw_rows(raw: np.ndarray, ok: np.ndarray) -> pa.Array:
     """(rows, classes) -> fixed_size_list<float32>, all NaN where not ok. Not null: pyarrow 25
-    cannot read a fixed-size list column with null entries back from Parquet."""
-    values = np.where(ok[:, None], raw, np.float32(np.nan)).astype(np.float32, copy=False)
+    cannot read a fixed-size list column with null entries back from Parquet. Always a copy: the
+    batch waits in the writer while the caller may reuse its array."""
+    values = np.array(raw, dtype=np.float32)
+    values[~ok] = np.nan
     return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), pa.float32()), raw.shape[1])
-
-
-def _label_array(indices: np.ndarray, ok: np.ndarray, labels: pa.Array) -> pa.Array:
-    rows, k = indices.shape
-    lengths = np.where(ok, k, 0)
-    offsets = np.zeros(rows + 1, np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    flat = labels.take(pa.array(indices[ok].reshape(-1).astype(np.int64)))
-    return pa.ListArray.from_arrays(pa.array(offsets), flat, mask=pa.array(~ok))
 
 
 class PartWriter:
@@ -244,6 +313,7 @@ class PartWriter:
         self._num_classes = self.spec.num_classes
         self._id_type: pa.DataType | None = None
         self._labels = pa.array(self.spec.labels, pa.string()) if self.spec.labels is not None else None
+        self._schema_cache: tuple[tuple, pa.Schema] | None = None  # (id type, class count), schema
         self._pending: list[pa.RecordBatch] = []
         self._pending_rows = 0
         self._temp: Path | None = None
@@ -263,7 +333,7 @@ class PartWriter:
         errors = list(errors)
         if len(errors) != n:
             raise ValueError(f"part {self.key}: {n} ids but {len(errors)} errors; every row needs one entry")
-        failed = np.array([e is not None for e in errors], bool)
+        failed = _failed_rows(errors)
         if scores is None:
             if not failed.all():
                 raise ValueError(f"part {self.key}: scores is None but {int((~failed).sum())} rows have no error")
@@ -283,21 +353,18 @@ class PartWriter:
             raw = scores
 
         ok = ~failed
-        columns = {"id": ids}
         if scores is not None:
-            k = self.spec.k(scores.shape[1])
-            indices, values = top_k(scores, k)
+            indices, values = top_k(scores, self.spec.k(scores.shape[1]))
         else:
-            k = 0
             indices, values = np.zeros((n, 0), np.int32), np.zeros((n, 0), np.float32)
-        columns["top_k_indices"] = _list_array(indices, ok, pa.int32())
-        columns["top_k_scores"] = _list_array(values, ok, pa.float32())
+        layout = _ListLayout.of(failed, indices.shape[1])
+        columns = [ids, _list_array(indices, layout, pa.int32()), _list_array(values, layout, pa.float32())]
         if self._labels is not None:
-            columns["top_k_labels"] = _label_array(indices, ok, self._labels)
+            columns.append(_label_array(indices, layout, self._labels))
         if self.spec.raw:
-            columns["raw"] = self._raw_array(raw, ok, n)
-        columns["error"] = pa.array([None if e is None else str(e) for e in errors], pa.string())
-        batch = pa.RecordBatch.from_pydict(columns, schema=self._schema())
+            columns.append(self._raw_array(raw, ok, n))
+        columns.append(_error_array(errors, failed))
+        batch = pa.RecordBatch.from_arrays(columns, schema=self._schema())
         self._pending.append(batch)
         self._pending_rows += n
         self.rows += n
@@ -351,6 +418,14 @@ class PartWriter:
         return _raw_rows(raw, ok)
 
     def _schema(self) -> pa.Schema:
+        """The schema as far as it is known: the id type and the raw width settle with the first
+        batches. Built again only when one of them changes, not for every batch."""
+        state = (self._id_type, self._num_classes)
+        if self._schema_cache is None or self._schema_cache[0] != state:
+            self._schema_cache = (state, self._build_schema())
+        return self._schema_cache[1]
+
+    def _build_schema(self) -> pa.Schema:
         fields = [pa.field("id", self._id_type or pa.int64()),
                   pa.field("top_k_indices", pa.list_(pa.int32())),
                   pa.field("top_k_scores", pa.list_(pa.float32()))]

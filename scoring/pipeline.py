@@ -363,8 +363,8 @@ class CpuRunner(PlanBinding):
         self.busy_fraction = None
         self._executor: ThreadPoolExecutor | None = None
 
-    def make_ring(self, slots: int = DEFAULT_SLOTS) -> HostRing:
-        return HostRing(slots, self.capacity, self.row_shape, self.ring_dtype)
+    def make_ring(self, slots: int = DEFAULT_SLOTS, allocate=host_empty) -> HostRing:
+        return HostRing(slots, self.capacity, self.row_shape, self.ring_dtype, allocate=allocate)
 
     def submit(self, slot: Slot):
         """Start the engine on a copy of the slot's rows (the slot may be refilled at once); the

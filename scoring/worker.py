@@ -98,21 +98,84 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
     metrics = Metrics(worker=worker_id, device=device, host=socket.gethostname())
     start = time.perf_counter()
     on_gpu = device.startswith("cuda")
-    eng = engine_api.load(plan_path)
-    if on_gpu:
-        from scoring.gpu_runner import GpuRunner
-
-        runner = GpuRunner(eng, job.run.batch, job.preprocess)
-    else:
-        runner = CpuRunner(eng, job.run.batch, job.preprocess)
-    spec = job.output_spec(runner.num_classes)
-    metrics.add_stage("load", time.perf_counter() - start)
-    if dataset is None:
-        dataset = open_job_dataset(job)
-    manifest = Manifest(job.output.dir)
-    done = manifest.done()
-    threads = decode_threads if decode_threads is not None else resolve_decode_threads(job)
     decode = resolve_decode(job, on_gpu)
+    threads = decode_threads if decode_threads is not None else resolve_decode_threads(job)
+    with contextlib.ExitStack() as cleanup:
+        # Decode processes start first: they import and set up their decoders while the plan loads.
+        decoders = _process_decoders(job, decode, threads, on_gpu)
+        for decoder in decoders:
+            cleanup.enter_context(decoder)
+        eng = engine_api.load(plan_path)
+        if on_gpu:
+            from scoring.gpu_runner import GpuRunner
+
+            runner = GpuRunner(eng, job.run.batch, job.preprocess)
+        else:
+            runner = CpuRunner(eng, job.run.batch, job.preprocess)
+        spec = job.output_spec(runner.num_classes)
+        metrics.add_stage("load", time.perf_counter() - start)
+        if dataset is None:
+            dataset = open_job_dataset(job)
+        if decoders:
+            ring = _shared_ring(runner, decode, decoders, cleanup)
+        else:
+            decoders, ring = _thread_decoders(job, decode, threads, runner)
+            for decoder in decoders:
+                cleanup.enter_context(decoder)
+        return _score(job, runner, spec, dataset, shards, decoders, ring, metrics, on_gpu, worker_id,
+                      on_batch, on_shard)
+
+
+def resolve_decode_processes(job: JobSpec, decode: str, on_gpu: bool, threads: int) -> int:
+    """[run] decode_processes, with "auto" = Pillow in one process per decode thread when the
+    model runs on a GPU (on an H100, 204 images/s per core against 111 with threads, which share
+    one GIL), and in threads otherwise (there the model needs the cores). GPU decoders stay in
+    the worker's threads: in processes of their own (separate CUDA contexts, which the GPU
+    time-slices instead of running side by side) an H100 scored 11,900 images/s end to end,
+    against 13,500 with the decoders in threads."""
+    wanted = job.run.decode_processes
+    if wanted == "auto":
+        return threads if decode == "cpu" and on_gpu and threads > 1 else 0
+    return int(wanted)
+
+
+def _process_decoders(job: JobSpec, decode: str, threads: int, on_gpu: bool) -> list:
+    processes = resolve_decode_processes(job, decode, on_gpu, threads)
+    if not processes:
+        return []
+    from scoring.decode_processes import DecoderRecipe, ProcessDecoder
+
+    if decode == "gpu":
+        import cupy
+
+        backends = os.environ.get("BATCHSCORE_NVIMGCODEC_BACKENDS", "all")
+        recipe = DecoderRecipe("gpu", job.preprocess, max(1, threads // processes), backends, cupy.cuda.Device().id)
+        return [ProcessDecoder(recipe, 1, name=f"GPU decode process {k}") for k in range(processes)]
+    recipe = DecoderRecipe("cpu", job.preprocess, max(1, threads // processes))
+    return [ProcessDecoder(recipe, processes, name="CPU decode process")]
+
+
+def _shared_ring(runner, decode: str, decoders: list, cleanup: contextlib.ExitStack):
+    """The ring for decoders in child processes: its buffers are shared with them, and they are
+    told where. The children exit before the buffers are freed."""
+    from scoring.decode_processes import SharedBuffers
+
+    shared = SharedBuffers.on_device() if decode == "gpu" else SharedBuffers.on_host()
+
+    def close_all():
+        for decoder in decoders:
+            decoder.close()
+        shared.close()
+
+    cleanup.callback(close_all)
+    slots = len(decoders) + GPU_DECODE_SLOTS - 1 if decode == "gpu" else DEFAULT_SLOTS
+    ring = runner.make_ring(slots, allocate=shared.allocate)
+    for decoder in decoders:
+        decoder.attach(shared)
+    return ring
+
+
+def _thread_decoders(job: JobSpec, decode: str, threads: int, runner) -> tuple[list, object]:
     if decode == "gpu":
         from scoring.gpu_decode import GpuDecoder
 
@@ -122,10 +185,14 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
         backends = os.environ.get("BATCHSCORE_NVIMGCODEC_BACKENDS", "all")
         decoders = [GpuDecoder(job.preprocess, max(1, threads // count), nvimgcodec_backends=backends)
                     for _ in range(count)]
-        ring = runner.make_ring(count + GPU_DECODE_SLOTS - 1, on_device=True)
-    else:
-        decoders = [CpuDecoder(job.preprocess, threads)]
-        ring = runner.make_ring(DEFAULT_SLOTS)
+        return decoders, runner.make_ring(count + GPU_DECODE_SLOTS - 1, on_device=True)
+    return [CpuDecoder(job.preprocess, threads)], runner.make_ring(DEFAULT_SLOTS)
+
+
+def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics: Metrics, on_gpu: bool,
+           worker_id, on_batch, on_shard) -> Metrics:
+    manifest = Manifest(job.output.dir)
+    done = manifest.done()
 
     def todo():
         for shard in shards:
@@ -137,10 +204,7 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
     sampler = _power_sampler(on_gpu, metrics)
     writer = _ShardWriter(job, spec, manifest, metrics, on_batch, on_shard)
     try:
-        with contextlib.ExitStack() as stack:
-            for decoder in decoders:
-                stack.enter_context(decoder)
-            batches = stack.enter_context(Prefetcher(dataset, todo(), decoders, ring, job.run.batch))
+        with Prefetcher(dataset, todo(), decoders, ring, job.run.batch) as batches:
             pending: deque = deque()
             slots = iter(batches)
             while True:

@@ -442,3 +442,53 @@ def test_gpu_throughput_on_photo_sized_jpegs():
     assert errors == [None] * len(items)
     print(f"\nGpuDecoder: {rate:,.0f} images/s (500x375 JPEG -> 3x224x224 float32, batch {len(items)})")
     assert rate > 1000, rate
+
+
+@pytest.mark.gpu
+def test_a_gpu_decoder_in_a_child_process_writes_the_shared_device_ring():
+    import cupy
+
+    from scoring.decode_processes import DecoderRecipe, ProcessDecoder, SharedBuffers
+
+    p = SETTINGS["nhwc-fp16-bgr"]
+    items = [jpeg_bytes(photo(w, h, seed=w)) for w, h in SIZES] + [b"\xff\xd8\xff broken", None]
+    with _gpu_decoder(p) as dec:
+        want, want_errors = _decode_gpu(dec, items)
+    shared = SharedBuffers.on_device()
+    try:
+        slots = [shared.allocate((len(items) + 2,) + p.output_shape, p.np_dtype) for _ in range(2)]
+        slots[1][...] = 5  # stale rows beyond the batch stay as they are
+        with ProcessDecoder(DecoderRecipe("gpu", p, threads=2, device_id=cupy.cuda.Device().id)) as child:
+            child.attach(shared)
+            errors = child.decode_into(items, slots[1])
+        got = cupy.asnumpy(slots[1])
+    finally:
+        shared.close()
+    assert errors == want_errors and errors[-1] is not None and errors[-2] is not None
+    np.testing.assert_allclose(got[:len(items)].astype(np.float32), want.astype(np.float32), rtol=0, atol=1e-6)
+    assert (got[len(items):] == 5).all()
+
+
+@pytest.mark.gpu
+def test_the_decoder_stream_outranks_the_models():
+    import cupy
+
+    with _gpu_decoder(Preprocess()) as dec:
+        assert dec.stream.priority < cupy.cuda.Stream(non_blocking=True).priority
+
+
+@pytest.mark.gpu
+def test_reused_image_buffers_give_each_batch_its_own_pixels():
+    p = SETTINGS["default"]
+    small = [jpeg_bytes(photo(w, h, seed=w)) for w, h in SIZES[:4]]
+    large = [jpeg_bytes(photo(1600, 1200, seed=k)) for k in range(4)]  # buffers must grow
+    want = {}
+    for name, items in (("small", small), ("large", large)):
+        with _gpu_decoder(p) as fresh:  # a first batch: nothing to reuse
+            want[name] = _decode_gpu(fresh, items)[0]
+    with _gpu_decoder(p) as dec:
+        for name in ("small", "large", "small", "large"):
+            got, errors = _decode_gpu(dec, small if name == "small" else large)
+            assert errors == [None] * 4
+            np.testing.assert_array_equal(got, want[name], err_msg=name)
+        assert len(dec._image_pool) >= 4  # the later batches decoded into earlier batches' Images

@@ -164,7 +164,7 @@ def test_bad_values_name_the_key(tmp_path, section, body, message):
 
 @pytest.mark.parametrize("section, body, message", [
     ("run", "bach = 32", r"\[run\] has unknown key 'bach' \(did you mean 'batch'\?\); the keys allowed in "
-                         r"\[run\] are: batch, workers, device, decode, decode_threads, fail_fast, launcher"),
+                         r"\[run\] are: batch, workers, device, decode, decode_threads, decode_processes, fail_fast, launcher"),
     ("output", "topk = 3\ncolour = 1", r"\[output\] has unknown keys 'topk' \(did you mean 'top_k'\?\), 'colour'; "
                                        r"the keys allowed in \[output\] are: dir, top_k, labels, raw"),
     ("preprocess", "resize = 256", r"\[preprocess\] has unknown key 'resize'.*resize_shorter, crop, mean, std, "
