@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from scoring_gpu_e2e import (EXIT_NO_GPU, SHARD_ROWS, device_info, host_cores, job_dict,  # noqa: E402
-                             no_gpu_message, prepare_data, prepare_plan, run_header, steady_images_per_s, versions,
-                             write_json)
+                             no_gpu_message, prepare_data, prepare_plan, run_header, versions, write_json)
+from scoring.report import steady_images_per_s  # noqa: E402
 
 LAUNCHERS = ("mpi", "ray")
 LOG_TAIL = 25  # lines of a failed run's log kept in the JSON

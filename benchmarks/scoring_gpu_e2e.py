@@ -39,6 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scoring.report import steady_images_per_s  # noqa: E402
+
 from kernels.cuda import gpu_unavailable  # noqa: E402
 
 EXIT_NO_GPU = 2
@@ -201,20 +203,6 @@ def job_dict(plan: str, data: Path, out: Path, batch: int, precision: str, *, de
         "run": {"batch": batch, "workers": workers, "device": "cuda", "decode": decode,
                 "decode_threads": decode_threads, "decode_processes": decode_processes},
     }
-
-
-def steady_images_per_s(report: dict) -> float | None:
-    """Images/s summed over the workers, each from its first finished batch to its last sample:
-    the throughput with start-up (plan load, GPU setup) and the end's tail left out."""
-    total, counted = 0.0, 0
-    for series in (report.get("series") or {}).get("workers", {}).values():
-        points = [(float(t), int(n)) for t, n in series if int(n) > 0]
-        if len(points) < 2 or points[-1][0] <= points[0][0]:
-            continue
-        (t0, n0), (t1, n1) = points[0], points[-1]
-        total += (n1 - n0) / (t1 - t0)
-        counted += 1
-    return total if counted else None
 
 
 def free_gpu_memory() -> None:

@@ -318,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from kernels.cuda import prefer_more_hardware_queues
+
+    prefer_more_hardware_queues()  # this process and the workers it starts (MPI ranks run this too)
     args = build_parser().parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(message)s")

@@ -581,27 +581,50 @@ def _save(fig, path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def steady_images_per_s(report: dict) -> float | None:
+    """Images/s summed over the workers, each from its first finished batch to its last sample:
+    the throughput with start-up (plan load, GPU setup) and the end's tail left out."""
+    total, counted = 0.0, 0
+    for series in (report.get("series") or {}).get("workers", {}).values():
+        points = [(float(t), int(n)) for t, n in series if int(n) > 0]
+        if len(points) < 2 or points[-1][0] <= points[0][0]:
+            continue
+        (t0, n0), (t1, n1) = points[0], points[-1]
+        total += (n1 - n0) / (t1 - t0)
+        counted += 1
+    return total if counted else None
+
+
 def combine_scaling(run_dirs, out_dir=None) -> dict:
     """A scaling table from the reports of several runs (one per worker count): images/s,
-    speedup and efficiency against the run with the fewest workers, images/s per worker. Writes
-    scaling.json, scaling.md and scaling.png into out_dir (default: the runs' common parent)."""
+    speedup and efficiency against the run with the fewest workers, images/s per worker; the
+    same for the steady state (each worker from its first batch to its last), which leaves out
+    the start-up that dominates short runs. Writes scaling.json, scaling.md and scaling.png into
+    out_dir (default: the runs' common parent)."""
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
         raise ReportError("no run directories were given to compare")
     rows = []
     for d in run_dirs:
-        s = load_report(d)["summary"]
+        report = load_report(d)
+        s = report["summary"]
         rows.append({"run": str(d), "workers": int(s["workers"]), "images": int(s["images"]),
-                     "wall_s": float(s["wall_s"]), "images_per_s": float(s["images_per_s"])})
+                     "wall_s": float(s["wall_s"]), "images_per_s": float(s["images_per_s"]),
+                     "steady_images_per_s": steady_images_per_s(report)})
     rows.sort(key=lambda r: (r["workers"], r["run"]))
     base_workers = rows[0]["workers"]
     base_ips = _mean(r["images_per_s"] for r in rows if r["workers"] == base_workers)
+    steady_bases = [r["steady_images_per_s"] for r in rows if r["workers"] == base_workers]
+    base_steady = _mean(steady_bases) if all(v is not None for v in steady_bases) else None
     for r in rows:
+        ideal = r["workers"] / base_workers
         r["images_per_s_per_worker"] = r["images_per_s"] / r["workers"]
         r["speedup"] = r["images_per_s"] / base_ips if base_ips else None
-        ideal = r["workers"] / base_workers
         r["efficiency"] = r["speedup"] / ideal if r["speedup"] is not None else None
-    result = {"baseline_workers": base_workers, "baseline_images_per_s": base_ips, "runs": rows}
+        steady = r["steady_images_per_s"]
+        r["steady_efficiency"] = steady / base_steady / ideal if steady is not None and base_steady else None
+    result = {"baseline_workers": base_workers, "baseline_images_per_s": base_ips,
+              "baseline_steady_images_per_s": base_steady, "runs": rows}
 
     out = Path(out_dir) if out_dir is not None else Path(os.path.commonpath([str(d.resolve()) for d in run_dirs]))
     out.mkdir(parents=True, exist_ok=True)
@@ -616,13 +639,21 @@ def combine_scaling(run_dirs, out_dir=None) -> dict:
 def render_scaling_markdown(result: dict) -> str:
     rows = [[str(r["workers"]), _fmt_rate(r["images_per_s"]), _fmt_rate(r["images_per_s_per_worker"]),
              "-" if r["speedup"] is None else f"{r['speedup']:.2f}x", _fmt_pct(r["efficiency"]),
+             _steady_cell(r.get("steady_images_per_s"), r["workers"]), _fmt_pct(r.get("steady_efficiency")),
              f"`{r['run']}`"] for r in result["runs"]]
     lines = ["# Scaling", "",
              f"Speedup and efficiency are against {result['baseline_workers']} worker"
-             f"{'s' if result['baseline_workers'] != 1 else ''}; 100% efficiency is linear scaling.", ""]
-    lines += _table(["Workers", "images/s", "per worker", "Speedup", "Efficiency", "Run"], rows, "rrrrrl")
+             f"{'s' if result['baseline_workers'] != 1 else ''}; 100% efficiency is linear scaling. "
+             "images/s counts from launch to the end (start-up included); steady counts each worker "
+             "from its first batch to its last.", ""]
+    lines += _table(["Workers", "images/s", "per worker", "Speedup", "Efficiency", "Steady per worker",
+                     "Steady efficiency", "Run"], rows, "rrrrrrrl")
     lines += ["", "![images/s against workers](scaling.png)", ""]
     return "\n".join(lines)
+
+
+def _steady_cell(steady: float | None, workers: int) -> str:
+    return "-" if steady is None else _fmt_rate(steady / workers)
 
 
 def plot_scaling(result: dict, path: Path) -> bool:
@@ -638,7 +669,11 @@ def plot_scaling(result: dict, path: Path) -> bool:
         if result["baseline_images_per_s"]:
             per = result["baseline_images_per_s"] / result["baseline_workers"]
             ax.plot(xs, per * xs, "--", color="0.5", label="linear scaling")
-        ax.plot(w, ips, "o-", color="C0", label="measured")
+        ax.plot(w, ips, "o-", color="C0", label="measured, launch to end")
+        steady = [(r["workers"], r["steady_images_per_s"]) for r in rows if r.get("steady_images_per_s")]
+        if len(steady) == len(rows):
+            ax.plot([x for x, _ in steady], [y for _, y in steady], "s-", color="C1",
+                    label="measured, steady state")
         for r in rows:
             if r["efficiency"] is not None:
                 ax.annotate(f"{100 * r['efficiency']:.0f}%", (r["workers"], r["images_per_s"]),

@@ -98,6 +98,10 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
     metrics = Metrics(worker=worker_id, device=device, host=socket.gethostname())
     start = time.perf_counter()
     on_gpu = device.startswith("cuda")
+    if on_gpu:  # a Ray actor or a library caller may not have come through the CLI
+        from kernels.cuda import prefer_more_hardware_queues
+
+        prefer_more_hardware_queues()
     decode = resolve_decode(job, on_gpu)
     threads = decode_threads if decode_threads is not None else resolve_decode_threads(job)
     with contextlib.ExitStack() as cleanup:

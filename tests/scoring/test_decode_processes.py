@@ -25,71 +25,63 @@ def _items(dataset, rows=12):
     return list(batch.items)
 
 
-def _shared_ring(slots=2, capacity=12):
+@pytest.fixture
+def shared_ring():
+    """A 2-slot ring of 14 rows in memory the children can map; its files are removed afterwards."""
     shared = SharedBuffers.on_host()
-    ring = HostRing(slots, capacity, PREPROCESS.output_shape, PREPROCESS.np_dtype, allocate=shared.allocate)
-    return shared, ring
+    ring = HostRing(2, 14, PREPROCESS.output_shape, PREPROCESS.np_dtype, allocate=shared.allocate)
+    yield shared, ring
+    shared.close()
 
 
-def test_two_children_split_a_batch_and_match_the_in_process_decoder(data):  # noqa: F811
+def test_two_children_split_a_batch_and_match_the_in_process_decoder(data, shared_ring):  # noqa: F811
     _, dataset, _ = data
+    shared, ring = shared_ring
     items = _items(dataset) + [b"not an image", None]
-    shared, ring = _shared_ring(capacity=len(items))
-    try:
-        with ProcessDecoder(DecoderRecipe("cpu", PREPROCESS), processes=2) as decoder:
-            decoder.attach(shared)
-            assert len(set(decoder.pids)) == 2 and os.getpid() not in decoder.pids
-            ring.buffers[1][...] = 7  # stale data, as a reused slot holds
-            errors = decoder.decode_into(items, ring.buffers[1])
-            got = np.array(ring.buffers[1])
-        with CpuDecoder(PREPROCESS) as local:
-            want, want_errors = local.decode(items)
-        assert errors == want_errors and errors[-2] is not None and errors[-1] is not None
-        np.testing.assert_array_equal(got, want)
-    finally:
-        shared.close()
+    with ProcessDecoder(DecoderRecipe("cpu", PREPROCESS), processes=2) as decoder:
+        decoder.attach(shared)
+        assert len(set(decoder.pids)) == 2 and os.getpid() not in decoder.pids
+        ring.buffers[1][...] = 7  # stale data, as a reused slot holds
+        errors = decoder.decode_into(items, ring.buffers[1])
+        got = np.array(ring.buffers[1])
+    with CpuDecoder(PREPROCESS) as local:
+        want, want_errors = local.decode(items)
+    assert errors == want_errors and errors[-2] is not None and errors[-1] is not None
+    np.testing.assert_array_equal(got, want)
+    shared.close()
     assert all(not os.path.exists(d[1]) for d in shared.descriptors)  # the files are gone
 
 
-def test_a_buffer_the_children_do_not_share_is_refused(data):  # noqa: F811
+def test_a_buffer_the_children_do_not_share_is_refused(data, shared_ring):  # noqa: F811
     _, dataset, _ = data
-    shared, ring = _shared_ring()
-    try:
-        with ProcessDecoder(DecoderRecipe("cpu", PREPROCESS)) as decoder:
-            with pytest.raises(RuntimeError, match="before attach"):
-                decoder.decode_into(_items(dataset), ring.buffers[0])
+    shared, ring = shared_ring
+    with ProcessDecoder(DecoderRecipe("cpu", PREPROCESS)) as decoder:
+        with pytest.raises(RuntimeError, match="before attach"):
+            decoder.decode_into(_items(dataset), ring.buffers[0])
+        decoder.attach(shared)
+        private = np.empty_like(ring.buffers[0])
+        with pytest.raises(ValueError, match="not allocated by the SharedBuffers"):
+            decoder.decode_into(_items(dataset), private)
+
+
+def test_a_child_that_dies_is_named_with_its_exit_code(data, shared_ring):  # noqa: F811
+    _, dataset, _ = data
+    shared, ring = shared_ring
+    with ProcessDecoder(DecoderRecipe("cpu", PREPROCESS), name="CPU decode process") as decoder:
+        decoder.attach(shared)
+        decoder.decode_into(_items(dataset), ring.buffers[0])  # it works, then it is killed
+        os.kill(decoder.pids[0], signal.SIGKILL)
+        with pytest.raises(DecodeProcessError, match=r"CPU decode process \(pid \d+\) died with exit code -9"):
+            decoder.decode_into(_items(dataset), ring.buffers[0])
+
+
+def test_a_child_that_cannot_start_its_decoder_says_why(data, shared_ring):  # noqa: F811
+    _, dataset, _ = data
+    shared, ring = shared_ring
+    with ProcessDecoder(DecoderRecipe("cpu", PREPROCESS, threads=-1)) as decoder:
+        with pytest.raises(DecodeProcessError, match="could not start its decoder: .*decode threads must be"):
             decoder.attach(shared)
-            private = np.empty_like(ring.buffers[0])
-            with pytest.raises(ValueError, match="not allocated by the SharedBuffers"):
-                decoder.decode_into(_items(dataset), private)
-    finally:
-        shared.close()
-
-
-def test_a_child_that_dies_is_named_with_its_exit_code(data):  # noqa: F811
-    _, dataset, _ = data
-    shared, ring = _shared_ring()
-    try:
-        with ProcessDecoder(DecoderRecipe("cpu", PREPROCESS), name="CPU decode process") as decoder:
-            decoder.attach(shared)
-            decoder.decode_into(_items(dataset), ring.buffers[0])  # it works, then it is killed
-            os.kill(decoder.pids[0], signal.SIGKILL)
-            with pytest.raises(DecodeProcessError, match=r"CPU decode process \(pid \d+\) died with exit code -9"):
-                decoder.decode_into(_items(dataset), ring.buffers[0])
-    finally:
-        shared.close()
-
-
-def test_a_child_that_cannot_start_its_decoder_says_why(data):  # noqa: F811
-    _, dataset, _ = data
-    shared, ring = _shared_ring()
-    try:
-        with ProcessDecoder(DecoderRecipe("cpu", PREPROCESS, threads=-1)) as decoder:
-            with pytest.raises(DecodeProcessError, match="could not start its decoder: .*decode threads must be"):
-                decoder.attach(shared)
-                decoder.decode_into(_items(dataset), ring.buffers[0])
-    finally:
-        shared.close()
+            decoder.decode_into(_items(dataset), ring.buffers[0])
 
 
 def test_close_ends_the_children():

@@ -387,6 +387,25 @@ def test_combine_scaling(tmp_path):
     assert "| 4 | " in (out / "scaling.md").read_text()
 
 
+def test_combine_scaling_separates_start_up_from_the_steady_state(tmp_path):
+    # every worker runs 100 images/s once started, but start-up grows with the worker count: the
+    # launch-to-end efficiency falls, the steady one stays linear
+    runs = []
+    for n in (1, 2, 4):
+        d = tmp_path / f"w{n}"
+        write_report(d, {}, [_worker(k, 100, startup=1.0 + n, wall=12.0) for k in range(n)])
+        runs.append(d)
+    result = combine_scaling(runs, out_dir=tmp_path / "table")
+    by_workers = {r["workers"]: r for r in result["runs"]}
+    assert result["baseline_steady_images_per_s"] == pytest.approx(100, rel=1e-6)
+    for n in (2, 4):
+        assert by_workers[n]["steady_images_per_s"] == pytest.approx(100 * n, rel=1e-6)
+        assert by_workers[n]["steady_efficiency"] == pytest.approx(1.0, rel=1e-6)
+        assert by_workers[n]["efficiency"] < 0.95
+    table = (tmp_path / "table" / "scaling.md").read_text()
+    assert "Steady efficiency" in table and "| 4 | " in table and "100%" in table
+
+
 def test_combine_scaling_baseline_above_one_worker(tmp_path):
     runs = []
     for n in (2, 4, 8):
