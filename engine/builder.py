@@ -44,6 +44,8 @@ class BuildConfig:
     optimize: bool = True  # run the optimization passes (engine/passes)
     tf32: bool = False  # fp32 GPU builds may use TF32 tensor cores only when asked
     timing_cache: str | None = "default"  # GPU builds: tactic timing cache file (None: no cache)
+    # FP16 builds: a layer whose FP16 error is above this runs in FP32 (engine/precision.py)
+    fp16_layer_bound: float = 1e-2
 
     def check(self) -> None:
         if self.device not in PRECISIONS:
@@ -57,6 +59,8 @@ class BuildConfig:
             missing = gpu_unavailable()
             if missing:
                 raise BuildError(f"a GPU build needs the target GPU at build time, but {missing}")
+        if not isinstance(self.fp16_layer_bound, (int, float)) or not self.fp16_layer_bound > 0:
+            raise BuildError(f"fp16_layer_bound must be a positive number, got {self.fp16_layer_bound!r}")
         if self.max_batch is not None and (not isinstance(self.max_batch, int) or self.max_batch < 1):
             raise BuildError(f"max_batch must be a positive integer, got {self.max_batch!r}")
 
@@ -98,6 +102,11 @@ def build(model: Any, config: BuildConfig | None = None) -> Plan:
         optimized = probe(plan)
         compare_outputs(reference, optimized)
         _record_values(plan, optimized.values)
+        if config.device == "cuda" and config.precision == "fp16":
+            from engine.precision import choose_precisions
+            from engine.probe import synthetic_feeds
+
+            choose_precisions(plan, synthetic_feeds(plan.inputs, 1), config.fp16_layer_bound)
         if config.device == "cuda":
             _make_gpu_plan(plan, config)
         _plan_memory(plan)
@@ -120,16 +129,19 @@ def _record_values(plan: Plan, values: dict[str, dict]) -> None:
 
 
 def _make_gpu_plan(plan: Plan, config: BuildConfig) -> None:
-    """Record the GPU the plan is for; an fp16 plan keeps activations in float16 (inputs and outputs
-    stay as the user gives and expects them; kernels cast weights as they upload them)."""
+    """Record the GPU the plan is for; an fp16 plan keeps activations in float16, except what its
+    FP32 layers write (inputs and outputs stay as the user gives and expects them; kernels cast
+    weights as they upload them)."""
+    from engine.precision import activation_dtypes
     from kernels.cuda.device import describe_gpu
 
     plan.header["device"] = describe_gpu()
     plan.header["tf32"] = bool(config.tf32)
     if config.precision == "fp16":
-        for info in plan.header["values"].values():
-            if info["dtype"] == "float32":
-                info["dtype"] = "float16"
+        values = plan.header["values"]
+        fp32_layers = plan.header.get("fp32_fallback", {})
+        for name, dtype in activation_dtypes(plan.layers, values, fp32_layers).items():
+            values[name]["dtype"] = dtype
 
 
 def _plan_memory(plan: Plan) -> None:

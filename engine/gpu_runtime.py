@@ -136,6 +136,7 @@ class _Bucket:
             return  # its producers wrote into place
         consts = {i: engine.weights[n] for i, n in enumerate(entry["inputs"]) if n in engine.weights}
         in_arrays = [None if (not n or n in engine.weights) else self.bound[n] for n in entry["inputs"]]
+        in_arrays = self._cast_inputs(engine, entry, in_arrays)
         spec = LayerSpec(name, kind, attrs, consts, tactic=entry.get("tactic"),
                          allow_tf32=bool(engine.header.get("tf32")), buffers=buffers)
         try:
@@ -148,6 +149,24 @@ class _Bucket:
             self.host_layers.append(name)
             self.tactics[name] = "host"
         self.runners.append((name, runner))
+
+    def _cast_inputs(self, engine: GpuEngine, entry: dict, arrays: list) -> list:
+        """In an FP16 plan with FP32 layers (engine/precision.py), a layer reads its float inputs in
+        its own precision: an input of the other one is converted into a buffer of its own first,
+        by a copy that runs just before the layer (and is captured in the CUDA graph with it)."""
+        import cupy as cp
+
+        if engine.header.get("precision") != "fp16" or not engine.header.get("fp32_fallback"):
+            return arrays
+        wanted = np.dtype(np.float32 if entry.get("precision") == "fp32" else np.float16)
+        converted = []
+        for array in arrays:
+            if array is not None and array.dtype.kind == "f" and array.dtype != wanted:
+                target = self.arena.allocate(array.shape, wanted)
+                self.runners.append((f"{entry['name']}:cast", lambda t=target, a=array: cp.copyto(t, a)))
+                array = target
+            converted.append(array)
+        return converted
 
     def run_layers(self) -> None:
         for name, runner in self.runners:

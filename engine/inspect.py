@@ -43,7 +43,8 @@ def describe_plan(plan: Plan) -> dict:
         "model": header.get("model_name"), "builder_version": header.get("builder_version"),
         "created": header.get("created"), "device": header.get("device"), "precision": header.get("precision"),
         "max_batch": header.get("max_batch"), "inputs": header["inputs"], "outputs": header["outputs"],
-        "layers": layers,
+        "layers": layers, "fp32_fallback": header.get("fp32_fallback"),
+        "fp16_layer_bound": header.get("fp16_layer_bound"),
         "totals": {
             "layers": len(layers),
             "layers_running_kernels": sum(1 for l in layers if l["runs_kernel"]),
@@ -76,11 +77,20 @@ def format_plan(info: dict) -> str:
     lines.append("")
     lines.append(f"  {t['layers']} layers ({t['layers_running_kernels']} run kernels) from {t['source_nodes']} source nodes; "
                  f"weights {t['weight_bytes'] / 1e6:.1f} MB")
+    if info.get("fp32_fallback") is not None:  # an FP16 build checked every layer (engine/precision.py)
+        fallback = info["fp32_fallback"]
+        listed = ", ".join(f"{name} ({_error(error)})" for name, error in fallback.items())
+        lines.append(f"  in FP32 (FP16 error above {info['fp16_layer_bound']:.0e}): {listed}" if fallback else
+                     f"  every layer within the FP16 error bound ({info['fp16_layer_bound']:.0e}): none in FP32")
     if t["activation_bytes"]:
         lines.append(f"  activation arena at batch {t['arena_batch']}: {t['arena_bytes'] / 1e6:.1f} MB for "
                      f"{t['activation_bytes'] / 1e6:.1f} MB of activations "
                      f"({100 * t['arena_bytes'] / t['activation_bytes']:.0f}%)")
     return "\n".join(lines)
+
+
+def _error(value) -> str:
+    return value if isinstance(value, str) else f"{value:.1e}"
 
 
 def _place(output: dict) -> str:

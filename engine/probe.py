@@ -42,6 +42,7 @@ def probe(plan: Plan) -> ProbeResult:
     specs = plan.inputs
     symbolic_batch = any(s["shape"][0] == BATCH for s in specs)
     engine = Engine(plan, f"<build of {plan.header['model_name']}>")
+    engine.max_batch = None  # batch 2 tells a symbolic batch apart, even in a plan for batch 1
     runs = {batch: _probe_once(engine, specs, batch) for batch in ((1, 2) if symbolic_batch else (1,))}
     first = runs[min(runs)][0]
     values = {}
@@ -52,12 +53,18 @@ def probe(plan: Plan) -> ProbeResult:
     return ProbeResult(values, {batch: outputs for batch, (_, outputs) in runs.items()})
 
 
-def _probe_once(engine: Engine, specs: list[dict], batch: int):
+def synthetic_feeds(specs: list[dict], batch: int) -> dict[str, np.ndarray]:
+    """The probe's inputs: seeded standard-normal arrays, `batch` rows where the batch is symbolic."""
     rng = np.random.default_rng(0)
     feeds = {}
     for s in specs:
         shape = [batch if d == BATCH else d for d in s["shape"]]
         feeds[s["name"]] = rng.standard_normal(shape).astype(resolve(s["dtype"]))
+    return feeds
+
+
+def _probe_once(engine: Engine, specs: list[dict], batch: int):
+    feeds = synthetic_feeds(specs, batch)
     seen: dict[str, tuple[str, tuple]] = {}
 
     def record(layer: Layer, results: tuple) -> None:

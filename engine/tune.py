@@ -97,7 +97,9 @@ def tune_plan(plan: Plan, cache_path: Path | None = DEFAULT_CACHE) -> dict:
         by_name = {layer["name"]: layer for layer in plan.layers}
         tuned = 0
         for name, runner in bucket.runners:
-            layer = by_name[name]
+            layer = by_name.get(name)
+            if layer is None:  # a precision conversion before a layer (see _Bucket._cast_inputs)
+                continue
             candidates = runner.candidates() if hasattr(runner, "candidates") else []
             if len(candidates) > 1:
                 key = _signature(plan.header["device"], layer, runner)

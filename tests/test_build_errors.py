@@ -91,3 +91,15 @@ def test_optimized_builds_must_agree_with_the_unoptimized_graph(monkeypatch):
     net.output(net.relu(net.input("x", (None, 3, 4, 4))), "y")
     with pytest.raises(BuildError, match=r"after optimization, output 'y' differs"):
         engine.build(net.graph(), BuildConfig())
+
+
+def test_a_plan_for_batch_one_builds_and_refuses_two():
+    from engine import zoo
+
+    plan = engine.build(zoo.get("resnet18", image_size=32), engine.BuildConfig(max_batch=1))
+    assert plan.header["max_batch"] == 1
+    context = engine.Engine(plan).create_context()
+    x = np.zeros((2, 3, 32, 32), np.float32)
+    assert context.run({"input": x[:1]})["logits"].shape == (1, 1000)
+    with pytest.raises(engine.InputError, match="more than the plan's max batch 1"):
+        context.run({"input": x})

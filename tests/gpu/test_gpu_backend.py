@@ -123,3 +123,32 @@ def test_two_contexts_in_one_process_each_run_on_their_own_stream():
     second.run({"input": x})
     assert _rel(first.run({"input": x})["logits"], want) <= 1e-4
     assert _rel(second.run({"input": x})["logits"], want) <= 1e-2
+
+
+def test_fp16_layers_that_overflow_run_in_fp32_and_the_plan_stays_accurate():
+    from tests.test_precision import overflowing_network
+
+    graph = overflowing_network()
+    x = np.random.default_rng(4).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    want = engine.Engine(engine.build(graph, BuildConfig(max_batch=2))).create_context().run({"input": x})["logits"]
+    plan = engine.build(graph, BuildConfig(max_batch=2, device="cuda", precision="fp16", timing_cache=None))
+    fallback = plan.header["fp32_fallback"]
+    assert fallback, "the layer scaling by 3e5 must not run in float16"
+    fp32_layers = [layer for layer in plan.layers if layer["precision"] == "fp32"]
+    assert {layer["name"] for layer in fp32_layers} == set(fallback)
+    values = plan.header["values"]
+    assert all(values[out]["dtype"] == "float32" for layer in fp32_layers for out in layer["outputs"] if out)
+    assert not plan.header["tuning"]["host_layers"]
+    context = engine.engine_for(plan).create_context()
+    got = context.run({"input": x})["logits"]
+    again = context.run({"input": x})["logits"]  # replayed from the CUDA graph, casts included
+    assert context.buckets[2].graph is not None
+    assert np.isfinite(got).all() and _rel(got, want) <= 1e-2, _rel(got, want)
+    np.testing.assert_array_equal(again, got)
+
+
+def test_an_ordinary_fp16_plan_keeps_every_layer_in_fp16():
+    plan = engine.build(zoo.get("resnet18", image_size=64),
+                        BuildConfig(max_batch=2, device="cuda", precision="fp16", timing_cache=None))
+    assert plan.header["fp32_fallback"] == {}
+    assert all(layer["precision"] == "fp16" for layer in plan.layers)

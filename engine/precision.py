@@ -1,0 +1,133 @@
+"""Which layers of an FP16 build run in FP16, and which fall back to FP32.
+
+Before an FP16 plan is tuned, every layer runs twice on the numpy backend, on the same synthetic
+inputs as the build's probe: in FP32, and as an FP16 GPU kernel treats it, with its inputs, weights
+and output rounded to float16 and the arithmetic in float32 (the GPU kernels accumulate in FP32).
+Each layer is fed the FP32 values of the layers before it, so its error is its own, not one carried
+in. A layer whose FP16 output differs from its FP32 output by more than the bound (relative L2 norm),
+or does not fit float16 at all, runs in FP32; `batchscore inspect` lists those layers with their
+errors, and the plan's header records them.
+
+The rounding is most of a layer's error on the GPU: on an H100 the zoo's FP16 layers, fed exact
+inputs, erred by 3.5e-4 to 1.5e-3 (benchmarks/fp16_numerics.py), and this emulation gives the same
+figures for the same layers (resnet50's layer1.0.downsample 9.3e-4 in both, inception_v3's
+Mixed_5b.branch_pool 1.4e-3 here, 1.5e-3 there). A layer that needs FP32 is one whose values overflow float16 (above 65,504)
+or whose result cancels (a large input, a small output).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping
+
+import numpy as np
+
+from engine.memory import VIEW_OPS
+from engine.plan import Plan
+
+log = logging.getLogger("batchscore.build")
+
+FP16_LAYER_BOUND = 1e-2  # relative L2 error of one layer's output above which it runs in FP32
+
+
+def as_fp16(value):
+    """A float32 array rounded to the nearest float16 and back (other values as they are)."""
+    if isinstance(value, np.ndarray) and value.dtype == np.float32:
+        with np.errstate(over="ignore"):
+            return value.astype(np.float16).astype(np.float32)
+    return value
+
+
+def relative_error(got, want) -> float:
+    """Relative L2 error; inf where `got` is not finite (an overflow) and `want` is."""
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    if not np.isfinite(got).all() and np.isfinite(want).all():
+        return float("inf")
+    scale = float(np.linalg.norm(want))
+    difference = float(np.linalg.norm(got - want))
+    if scale == 0.0:
+        return 0.0 if difference == 0.0 else float("inf")
+    return difference / scale
+
+
+def fp16_layer_errors(plan: Plan, feeds: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Each computing layer's FP16 error on `feeds`, emulated on the numpy backend (see above)."""
+    from engine.runtime import Engine
+
+    engine = Engine(plan, f"<FP16 check of {plan.header.get('model_name')}>")
+    values: dict[str, object] = dict(engine.weights)
+    values.update(feeds)
+    errors: dict[str, float] = {}
+    with np.errstate(all="ignore"):
+        for layer in engine.layers:
+            args = [values[name] if name else None for name in layer.inputs]
+            exact = layer.run(args)
+            for name, value in zip(layer.outputs, exact):
+                if name:
+                    values[name] = np.asarray(value)
+            if layer.kind in VIEW_OPS:
+                continue
+            rounded = [as_fp16(np.asarray(r)) for r in layer.run([as_fp16(a) for a in args])]
+            pairs = [(g, np.asarray(w)) for g, w in zip(rounded, exact) if np.asarray(w).dtype == np.float32]
+            if pairs:
+                errors[layer.name] = max(relative_error(g, w) for g, w in pairs)
+    return errors
+
+
+def fp32_fallbacks(errors: Mapping[str, float], bound: float = FP16_LAYER_BOUND) -> dict[str, float]:
+    """The layers to run in FP32: those whose FP16 error is above the bound."""
+    return {name: error for name, error in errors.items() if not error <= bound}
+
+
+def activation_dtypes(layers: list[Mapping], values: Mapping[str, Mapping], fp32_layers) -> dict[str, str]:
+    """The dtype of every float32 value in an FP16 plan: float32 where an FP32 layer writes it (or
+    a view of such a value), float16 elsewhere."""
+    fp32_layers = set(fp32_layers)
+    wide: set[str] = set()
+    for layer in layers:
+        widened = layer["name"] in fp32_layers or (
+            layer["kind"] in VIEW_OPS and any(name in wide for name in layer["inputs"][:1]))
+        if widened:
+            wide.update(name for name in layer["outputs"] if name)
+    return {name: ("float32" if name in wide else "float16")
+            for name, info in values.items() if info.get("dtype") == "float32"}
+
+
+def unsafe_to_widen(layers: list[Mapping], candidates) -> dict[str, str]:
+    """Layers that cannot run in FP32 inside an FP16 plan, and why: their outputs are written into
+    a buffer shared with FP16 layers (a slice of an elided concat, or a horizontally fused split)."""
+    candidates = set(candidates)
+    elided_inputs = {name for layer in layers if layer.get("attrs", {}).get("elided") for name in layer["inputs"]}
+    reasons = {}
+    for layer in layers:
+        if layer["name"] not in candidates:
+            continue
+        if layer.get("attrs", {}).get("output_splits"):
+            reasons[layer["name"]] = "its outputs are channel slices of one fused buffer"
+        elif any(name in elided_inputs for name in layer["outputs"]):
+            reasons[layer["name"]] = "it writes into a concat's buffer in place"
+    return reasons
+
+
+def choose_precisions(plan: Plan, feeds: Mapping[str, np.ndarray], bound: float = FP16_LAYER_BOUND) -> dict:
+    """Mark the layers of an FP16 plan (still a numpy plan at this point) that run in FP32:
+    layer["precision"] = "fp32" and header["fp32_fallback"] = {layer: its FP16 error}. Returns the
+    fallback dict; where a layer cannot be widened, the build keeps it in FP16 and logs why."""
+    errors = fp16_layer_errors(plan, feeds)
+    fallback = fp32_fallbacks(errors, bound)
+    for name, why in unsafe_to_widen(plan.layers, fallback).items():
+        log.warning("layer %s: FP16 error %.2e is above %.0e, but it stays FP16: %s", name, fallback.pop(name),
+                    bound, why)
+    for layer in plan.layers:
+        if layer["name"] in fallback:
+            layer["precision"] = "fp32"
+    plan.header["fp32_fallback"] = {name: _json_number(error) for name, error in fallback.items()}
+    plan.header["fp16_layer_bound"] = bound
+    worst = max(errors.values(), default=0.0)
+    log.info("FP16 check: %d layers, worst error %.2e; in FP32: %s", len(errors), worst,
+             ", ".join(f"{n} ({e:.1e})" for n, e in fallback.items()) or "none")
+    return fallback
+
+
+def _json_number(value: float) -> float | str:
+    return value if np.isfinite(value) else "inf"

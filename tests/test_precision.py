@@ -1,0 +1,91 @@
+"""engine/precision.py: the FP16 check of every layer, the FP32 fallback it chooses, and how a plan
+shows it. The numpy side runs here; the GPU side is in tests/gpu/test_gpu_backend.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import engine
+from engine.builder import BuildConfig
+from engine.inspect import describe_plan, format_plan
+from engine.network import Network
+from engine.precision import (activation_dtypes, as_fp16, choose_precisions, fp16_layer_errors, fp32_fallbacks,
+                              relative_error, unsafe_to_widen)
+from engine.probe import synthetic_feeds
+
+
+def overflowing_network():
+    """conv -> relu -> x 3e5 (beyond float16's 65,504) -> global pool -> flatten -> gemm."""
+    rng = np.random.default_rng(0)
+    net = Network("overflow")
+    x = net.input("input", (None, 3, 8, 8))
+    y = net.relu(net.conv(x, rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, pad=1, name="conv"),
+                 name="relu")
+    y = net.mul(y, np.float32(3e5), name="scale")
+    y = net.global_avg_pool(y, name="pool")
+    y = net.flatten(y, name="flatten")
+    y = net.gemm(y, rng.standard_normal((5, 4)).astype(np.float32) * 1e-5, trans_b=True, name="fc")
+    net.output(y, "logits")
+    return net.graph()
+
+
+def test_rounding_and_the_error_measure():
+    x = np.array([1.0, 1e-4, 70000.0], np.float32)
+    assert as_fp16(x)[0] == 1.0 and as_fp16(x)[1] == pytest.approx(1e-4, rel=1e-3) and np.isinf(as_fp16(x)[2])
+    assert as_fp16(np.arange(3)) is not None and as_fp16(np.arange(3)).dtype == np.int64  # ints untouched
+    assert relative_error([1.0, 2.0], [1.0, 2.0]) == 0.0
+    assert relative_error([1.1, 2.0], [1.0, 2.0]) == pytest.approx(0.1 / np.sqrt(5))
+    assert relative_error([np.inf, 2.0], [1.0, 2.0]) == float("inf")
+    assert relative_error([0.0], [0.0]) == 0.0 and relative_error([1.0], [0.0]) == float("inf")
+
+
+def test_each_layer_gets_its_own_error_and_overflow_falls_back():
+    plan = engine.build(overflowing_network(), BuildConfig(max_batch=2, optimize=False))
+    errors = fp16_layer_errors(plan, synthetic_feeds(plan.inputs, 2))
+    assert errors["conv"] < 2e-3 and errors["relu"] < 2e-3  # float16 rounding, nothing more
+    assert errors["scale"] == float("inf")  # 3e5 does not fit float16
+    assert errors["pool"] == errors["fc"] == float("inf")  # nor do their inputs
+    assert "flatten" not in errors  # a view computes nothing
+    assert set(fp32_fallbacks(errors)) == {"scale", "pool", "fc"}
+    assert fp32_fallbacks({"a": 0.5}, bound=1.0) == {} and list(fp32_fallbacks({"a": float("nan")})) == ["a"]
+
+
+def test_the_plan_records_and_inspect_shows_the_fallback():
+    plan = engine.build(overflowing_network(), BuildConfig(max_batch=2, optimize=False))
+    fallback = choose_precisions(plan, synthetic_feeds(plan.inputs, 2))
+    assert "scale" in fallback and plan.header["fp32_fallback"]["scale"] == "inf"
+    by_name = {layer["name"]: layer for layer in plan.layers}
+    assert by_name["scale"]["precision"] == "fp32" and by_name["conv"]["precision"] == "fp32"  # a CPU plan
+    info = describe_plan(plan)
+    assert info["fp32_fallback"] == plan.header["fp32_fallback"] and info["fp16_layer_bound"] == 1e-2
+    text = format_plan(info)
+    assert "in FP32 (FP16 error above 1e-02): scale (inf)" in text
+
+
+def test_values_written_by_fp32_layers_stay_float32():
+    layers = [{"name": "a", "kind": "Conv", "inputs": ["x"], "outputs": ["y"]},
+              {"name": "b", "kind": "Mul", "inputs": ["y"], "outputs": ["z"]},
+              {"name": "f", "kind": "Flatten", "inputs": ["z"], "outputs": ["flat"]},
+              {"name": "g", "kind": "Gemm", "inputs": ["flat", "w"], "outputs": ["out"]}]
+    values = {n: {"dtype": "float32"} for n in ("x", "y", "z", "flat", "out")} | {"idx": {"dtype": "int64"}}
+    dtypes = activation_dtypes(layers, values, {"b"})
+    assert dtypes == {"x": "float16", "y": "float16", "z": "float32", "flat": "float32", "out": "float16"}
+    assert activation_dtypes(layers, values, set()) == dict.fromkeys(("x", "y", "z", "flat", "out"), "float16")
+
+
+def test_layers_sharing_a_buffer_with_fp16_layers_are_not_widened():
+    layers = [{"name": "split", "kind": "FusedConv", "inputs": ["x"], "outputs": ["a", "b"],
+               "attrs": {"output_splits": [2, 2]}},
+              {"name": "p", "kind": "Relu", "inputs": ["a"], "outputs": ["c"]},
+              {"name": "q", "kind": "Relu", "inputs": ["b"], "outputs": ["d"]},
+              {"name": "cat", "kind": "Concat", "inputs": ["c", "d"], "outputs": ["e"], "attrs": {"elided": True}},
+              {"name": "r", "kind": "Relu", "inputs": ["e"], "outputs": ["f"]}]
+    reasons = unsafe_to_widen(layers, {"split", "p", "r"})
+    assert set(reasons) == {"split", "p"} and "fused buffer" in reasons["split"] and "concat" in reasons["p"]
+
+
+@pytest.mark.parametrize("bound", [0, -1e-2, "1e-2", None])
+def test_the_bound_is_checked(bound):
+    with pytest.raises(engine.BuildError, match="fp16_layer_bound must be a positive number"):
+        engine.build(overflowing_network(), BuildConfig(fp16_layer_bound=bound))
