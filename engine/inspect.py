@@ -44,7 +44,7 @@ def describe_plan(plan: Plan) -> dict:
         "created": header.get("created"), "device": header.get("device"), "precision": header.get("precision"),
         "max_batch": header.get("max_batch"), "inputs": header["inputs"], "outputs": header["outputs"],
         "layers": layers, "fp32_fallback": header.get("fp32_fallback"),
-        "fp16_layer_bound": header.get("fp16_layer_bound"),
+        "fp16_layer_bound": header.get("fp16_layer_bound"), "fp16_output_error": header.get("fp16_output_error"),
         "totals": {
             "layers": len(layers),
             "layers_running_kernels": sum(1 for l in layers if l["runs_kernel"]),
@@ -82,6 +82,9 @@ def format_plan(info: dict) -> str:
         listed = ", ".join(f"{name} ({_error(error)})" for name, error in fallback.items())
         lines.append(f"  in FP32 (FP16 error above {info['fp16_layer_bound']:.0e}): {listed}" if fallback else
                      f"  every layer within the FP16 error bound ({info['fp16_layer_bound']:.0e}): none in FP32")
+        if info.get("fp16_output_error") is not None:
+            lines.append(f"  expected output error against FP32 (emulated, random input): "
+                         f"{_error(info['fp16_output_error'])}")
     if t["activation_bytes"]:
         lines.append(f"  activation arena at batch {t['arena_batch']}: {t['arena_bytes'] / 1e6:.1f} MB for "
                      f"{t['activation_bytes'] / 1e6:.1f} MB of activations "

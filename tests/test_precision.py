@@ -10,8 +10,8 @@ import engine
 from engine.builder import BuildConfig
 from engine.inspect import describe_plan, format_plan
 from engine.network import Network
-from engine.precision import (activation_dtypes, as_fp16, choose_precisions, fp16_layer_errors, fp32_fallbacks,
-                              relative_error, unsafe_to_widen)
+from engine.precision import (activation_dtypes, as_fp16, choose_precisions, fp16_layer_errors,
+                              fp16_output_error, fp32_fallbacks, relative_error, unsafe_to_widen)
 from engine.probe import synthetic_feeds
 
 
@@ -61,6 +61,26 @@ def test_the_plan_records_and_inspect_shows_the_fallback():
     assert info["fp32_fallback"] == plan.header["fp32_fallback"] and info["fp16_layer_bound"] == 1e-2
     text = format_plan(info)
     assert "in FP32 (FP16 error above 1e-02): scale (inf)" in text
+    assert 0 < float(plan.header["fp16_output_error"]) < 1e-2  # with those layers in FP32, the outputs are fine
+    assert "expected output error against FP32 (emulated, random input): " in text
+
+
+def test_the_whole_plan_error_is_carried_through_the_layers():
+    plan = engine.build(overflowing_network(), BuildConfig(max_batch=2, optimize=False))
+    feeds = synthetic_feeds(plan.inputs, 2)
+    assert fp16_output_error(plan, feeds) == float("inf")  # all in FP16: the scaled values overflow
+    assert fp16_output_error(plan, feeds, {"scale", "pool", "fc"}) < 1e-2
+    # rounding carried through 2 conv layers is about 2 layers' worth, more than 1 layer's
+    net = Network("two_convs")
+    rng = np.random.default_rng(1)
+    y = net.input("input", (None, 3, 8, 8))
+    for k in range(2):
+        y = net.conv(y, rng.standard_normal((3, 3, 3, 3)).astype(np.float32) * 0.3, pad=1, name=f"c{k}")
+    net.output(y, "out")
+    plan = engine.build(net.graph(), BuildConfig(max_batch=2, optimize=False))
+    feeds = synthetic_feeds(plan.inputs, 2)
+    one = max(fp16_layer_errors(plan, feeds).values())
+    assert 1e-4 < one < fp16_output_error(plan, feeds) < 4 * one
 
 
 def test_values_written_by_fp32_layers_stay_float32():
