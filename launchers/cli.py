@@ -57,6 +57,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         input_shapes=dict(args.input_shape or []) or None,
         optimize=not args.no_optimize,
+        fp16_layer_bound=args.fp16_layer_bound,
     )
     start = time.perf_counter()
     plan = engine.build(args.model, config)
@@ -253,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build for the numpy backend or for this machine's CUDA GPU (default cpu)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16"], help="layer precision (fp16: GPU only)")
     p.add_argument("--tf32", action="store_true", help="let fp32 GPU layers use TF32 tensor cores")
+    p.add_argument("--fp16-layer-bound", type=float, default=1e-2, metavar="ERROR",
+                   help="fp16 builds: a layer whose own fp16 error (relative) is above this runs in fp32 "
+                        "(default 1e-2; `batchscore inspect` lists them)")
     p.add_argument("--no-optimize", action="store_true", help="skip the optimization passes (one layer per node)")
     p.set_defaults(func=cmd_build)
 

@@ -597,7 +597,8 @@ def steady_images_per_s(report: dict) -> float | None:
 
 def combine_scaling(run_dirs, out_dir=None) -> dict:
     """A scaling table from the reports of several runs (one per worker count): images/s,
-    speedup and efficiency against the run with the fewest workers, images/s per worker; the
+    speedup and efficiency against the run with the fewest workers, images/s per worker, the
+    stragglers of each run (workers more than 10% below its median); the
     same for the steady state (each worker from its first batch to its last), which leaves out
     the start-up that dominates short runs. Writes scaling.json, scaling.md and scaling.png into
     out_dir (default: the runs' common parent)."""
@@ -610,7 +611,8 @@ def combine_scaling(run_dirs, out_dir=None) -> dict:
         s = report["summary"]
         rows.append({"run": str(d), "workers": int(s["workers"]), "images": int(s["images"]),
                      "wall_s": float(s["wall_s"]), "images_per_s": float(s["images_per_s"]),
-                     "steady_images_per_s": steady_images_per_s(report)})
+                     "steady_images_per_s": steady_images_per_s(report),
+                     "stragglers": list(s.get("stragglers") or [])})
     rows.sort(key=lambda r: (r["workers"], r["run"]))
     base_workers = rows[0]["workers"]
     base_ips = _mean(r["images_per_s"] for r in rows if r["workers"] == base_workers)
@@ -640,14 +642,14 @@ def render_scaling_markdown(result: dict) -> str:
     rows = [[str(r["workers"]), _fmt_rate(r["images_per_s"]), _fmt_rate(r["images_per_s_per_worker"]),
              "-" if r["speedup"] is None else f"{r['speedup']:.2f}x", _fmt_pct(r["efficiency"]),
              _steady_cell(r.get("steady_images_per_s"), r["workers"]), _fmt_pct(r.get("steady_efficiency")),
-             f"`{r['run']}`"] for r in result["runs"]]
+             ", ".join(map(str, r.get("stragglers") or [])) or "none", f"`{r['run']}`"] for r in result["runs"]]
     lines = ["# Scaling", "",
              f"Speedup and efficiency are against {result['baseline_workers']} worker"
              f"{'s' if result['baseline_workers'] != 1 else ''}; 100% efficiency is linear scaling. "
              "images/s counts from launch to the end (start-up included); steady counts each worker "
              "from its first batch to its last.", ""]
     lines += _table(["Workers", "images/s", "per worker", "Speedup", "Efficiency", "Steady per worker",
-                     "Steady efficiency", "Run"], rows, "rrrrrrrl")
+                     "Steady efficiency", "Stragglers", "Run"], rows, "rrrrrrrll")
     lines += ["", "![images/s against workers](scaling.png)", ""]
     return "\n".join(lines)
 

@@ -285,3 +285,11 @@ def test_ray_programs_get_their_executable_bit_back(tmp_path):
         modes = {i.filename: (i.external_attr >> 16) & 0o777 for i in z.infolist()}
         assert z.read("ray/__init__.py") == b"# python"
     assert modes == {"ray/core/src/ray/gcs/gcs_server": 0o755, "ray/_raylet.so": 0o644, "ray/__init__.py": 0o644}
+
+
+def test_the_device_scaling_call_parses_and_refuses_to_run_outside_the_device_tool(tmp_path):
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "device" / "scaling_call.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    env = {k: v for k, v in os.environ.items() if k != "OUT"}
+    result = subprocess.run(["bash", str(script), "1,2"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode != 0 and "run this through the device tool" in result.stderr

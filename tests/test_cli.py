@@ -98,3 +98,9 @@ def test_bad_arguments_are_usage_errors(tiny_onnx):
     assert proc.returncode == 2 and "NAME:DIMS" in proc.stderr
     proc = batchscore("build", tiny_onnx, "--max-batch", "0")
     assert proc.returncode == 2 and "at least 1" in proc.stderr
+
+
+def test_a_bad_fp16_layer_bound_is_one_clear_line(tiny_onnx):
+    assert "--fp16-layer-bound" in batchscore("build", "--help").stdout
+    assert_clean_failure(batchscore("build", tiny_onnx, "--fp16-layer-bound", "0"),
+                         r"fp16_layer_bound must be a positive number, got 0")

@@ -393,17 +393,19 @@ def test_combine_scaling_separates_start_up_from_the_steady_state(tmp_path):
     runs = []
     for n in (1, 2, 4):
         d = tmp_path / f"w{n}"
-        write_report(d, {}, [_worker(k, 100, startup=1.0 + n, wall=12.0) for k in range(n)])
+        write_report(d, {}, [_worker(k, 100 if (n, k) != (4, 3) else 70, startup=1.0 + n, wall=12.0)
+                             for k in range(n)])
         runs.append(d)
     result = combine_scaling(runs, out_dir=tmp_path / "table")
     by_workers = {r["workers"]: r for r in result["runs"]}
     assert result["baseline_steady_images_per_s"] == pytest.approx(100, rel=1e-6)
-    for n in (2, 4):
-        assert by_workers[n]["steady_images_per_s"] == pytest.approx(100 * n, rel=1e-6)
-        assert by_workers[n]["steady_efficiency"] == pytest.approx(1.0, rel=1e-6)
-        assert by_workers[n]["efficiency"] < 0.95
+    assert by_workers[2]["steady_images_per_s"] == pytest.approx(200, rel=1e-6)
+    assert by_workers[2]["steady_efficiency"] == pytest.approx(1.0, rel=1e-6)
+    assert by_workers[4]["steady_efficiency"] == pytest.approx(370 / 400, rel=1e-6)  # one worker at 70
+    assert by_workers[2]["efficiency"] < 0.95 and by_workers[4]["efficiency"] < 0.95
+    assert by_workers[2]["stragglers"] == [] and by_workers[4]["stragglers"] == [3]
     table = (tmp_path / "table" / "scaling.md").read_text()
-    assert "Steady efficiency" in table and "| 4 | " in table and "100%" in table
+    assert "Steady efficiency" in table and "| 2 | " in table and "100%" in table and "| 3 |" in table
 
 
 def test_combine_scaling_baseline_above_one_worker(tmp_path):

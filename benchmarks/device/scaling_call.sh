@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One device call for the multi-GPU scaling run: install the carried wheels, score ROWS rows at each
+# GPU count through mpirun and Ray, and copy the reports (not the data) under $OUT.
+#
+#   run (kind nvidia-h200-x8, carry [".whl_all"]):
+#       bash benchmarks/device/scaling_call.sh 1,2,4,8 300000
+#   checked on nvidia-h200-x4 with 1,2,4 (2026-11-22, results in benchmarks/results/scaling/h200x4_2026-11-21_s3/)
+#
+# .whl_all is made on the development machine by benchmarks/device/slim_wheels.py. Each run is
+# bounded (--run-timeout), and the reports found so far are copied out shortly before the call's
+# own limit, so a hang costs one run, not the call's results.
+set -u
+COUNTS=${1:-1,2,4,8}
+ROWS=${2:-300000}
+LIMIT=${3:-540}   # seconds this script may take (the device allows 600 per call)
+: "${OUT:?run this through the device tool, which sets OUT}"
+
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_all/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/site/nvidia/cu13/lib:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1 PATH=/tmp/site/bin:$PATH
+# The slim wheels lose the executable bit of Ray's binaries on some unzip paths.
+chmod +x /tmp/site/ray/core/src/ray/gcs/gcs_server /tmp/site/ray/core/src/ray/raylet/raylet 2>/dev/null
+nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c
+
+copy_out() {
+    mkdir -p "$OUT/scale"
+    cp /tmp/scale/scaling_gpu.json "$OUT/scale/" 2>/dev/null
+    for launcher in mpi ray; do
+        mkdir -p "$OUT/scale/$launcher"
+        cp /tmp/scale/$launcher/scaling.* "$OUT/scale/$launcher/" 2>/dev/null
+        for report in /tmp/scale/$launcher/workers-*/report.json; do
+            [ -f "$report" ] || continue
+            run=$(basename "$(dirname "$report")")
+            cp "$report" "$OUT/scale/$launcher/$run-report.json"
+        done
+    done
+}
+(sleep $((LIMIT - 15)); copy_out) &
+timeout $((LIMIT - 20)) python3 benchmarks/scaling_gpu.py /tmp/scale --rows "$ROWS" --counts "$COUNTS" \
+    --launchers mpi,ray --run-timeout 150 2>&1 | grep -v Warn | tail -30
+copy_out
