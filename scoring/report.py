@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 STAGES = ("read", "decode", "h2d", "compute", "d2h", "write")
 REPORT_FORMAT = 1
-STRAGGLER_THRESHOLD = 0.10  # a worker more than 10% below the median images/s is a straggler
+STRAGGLER_THRESHOLD = 0.10  # a worker more than 10% below the median steady images/s is a straggler
 MAX_SERIES_POINTS = 600  # per worker, in report.json
 
 
@@ -230,11 +230,18 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
             "stages": _stage_table(m.stages, m.wall_s),
         })
 
-    rates = [w["images_per_s"] for w in workers]
-    median = float(np.median(rates))
+    # A straggler is slow once it runs, not late to start: with shards handed out dynamically, a
+    # worker that starts late scores fewer images over the job's wall time at full speed.
+    steady = [steady_rate(m.samples) for m in metrics]
+    use_steady = all(r is not None for r in steady)
+    for w, r in zip(workers, steady):
+        w["steady_images_per_s"] = r
+    median = float(np.median([w["images_per_s"] for w in workers]))
+    rates = [w["steady_images_per_s"] if use_steady else w["images_per_s"] for w in workers]
+    typical = float(np.median(rates))
     stragglers = []
-    for w in workers:
-        below = (1.0 - w["images_per_s"] / median) if median > 0 else 0.0
+    for w, rate in zip(workers, rates):
+        below = (1.0 - rate / typical) if typical > 0 else 0.0
         w["below_median"] = below
         w["straggler"] = len(workers) > 1 and below > STRAGGLER_THRESHOLD
         if w["straggler"]:
@@ -581,18 +588,22 @@ def _save(fig, path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+def steady_rate(samples) -> float | None:
+    """One worker's images/s from its first finished batch to its last sample ((seconds, images
+    done) pairs): its throughput with start-up left out. None with fewer than two such samples."""
+    points = [(float(t), int(n)) for t, n in samples if int(n) > 0]
+    if len(points) < 2 or points[-1][0] <= points[0][0]:
+        return None
+    (t0, n0), (t1, n1) = points[0], points[-1]
+    return (n1 - n0) / (t1 - t0)
+
+
 def steady_images_per_s(report: dict) -> float | None:
     """Images/s summed over the workers, each from its first finished batch to its last sample:
     the throughput with start-up (plan load, GPU setup) and the end's tail left out."""
-    total, counted = 0.0, 0
-    for series in (report.get("series") or {}).get("workers", {}).values():
-        points = [(float(t), int(n)) for t, n in series if int(n) > 0]
-        if len(points) < 2 or points[-1][0] <= points[0][0]:
-            continue
-        (t0, n0), (t1, n1) = points[0], points[-1]
-        total += (n1 - n0) / (t1 - t0)
-        counted += 1
-    return total if counted else None
+    rates = [steady_rate(series) for series in (report.get("series") or {}).get("workers", {}).values()]
+    rates = [r for r in rates if r is not None]
+    return sum(rates) if rates else None
 
 
 def combine_scaling(run_dirs, out_dir=None) -> dict:
