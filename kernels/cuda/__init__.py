@@ -19,7 +19,7 @@ GPU_OPS = OpRegistry("cuda")
 # Hardware work queues per CUDA context. With the default 8, the model's stream, the copy stream,
 # two decoders' streams and nvImageCodec's own streams share queues, and a decode kernel can wait
 # in line behind the model's: on an H100, scoring ResNet-50 end to end went from 13,500 to
-# 16,500 images/s with 32 (benchmarks/results/scoring/*_connections32.json).
+# 16,500 images/s with 32 (one run each; benchmarks/results/scoring/*_connections32.json).
 HARDWARE_QUEUES = "32"
 
 
