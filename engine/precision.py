@@ -59,7 +59,7 @@ def fp16_layer_errors(plan: Plan, feeds: Mapping[str, np.ndarray]) -> dict[str, 
     values.update(feeds)
     errors: dict[str, float] = {}
     with np.errstate(all="ignore"):
-        for layer, done_with in zip(engine.layers, engine._release):
+        for layer, done_with in zip(engine.layers, engine.last_reads):
             args = [values[name] if name else None for name in layer.inputs]
             exact = layer.run(args)
             for name, value in zip(layer.outputs, exact):
@@ -96,7 +96,7 @@ def fp16_output_error(plan: Plan, feeds: Mapping[str, np.ndarray], fp32_layers=(
     carried = {name: as_fp16(value) for name, value in exact.items()}
     wide_values: set[str] = set()  # written in FP32 (a view of one stays FP32, as activation_dtypes says)
     with np.errstate(all="ignore"):
-        for layer, done_with in zip(engine.layers, engine._release):
+        for layer, done_with in zip(engine.layers, engine.last_reads):
             wide = layer.name in fp32_layers or (layer.kind in VIEW_OPS and layer.inputs[0] in wide_values)
             if wide:
                 wide_values.update(layer.outputs)

@@ -107,7 +107,8 @@ class Engine:
             for key in RUNTIME_ATTRS:
                 attrs.pop(key, None)
             self.layers.append(Layer(entry["name"], entry["kind"], kernel, entry["inputs"], entry["outputs"], attrs, elided))
-        self._release = _last_uses(self.layers, {s.name for s in self.outputs})
+        # per layer, the values no later layer reads (a run drops them after that layer)
+        self.last_reads = _last_uses(self.layers, {s.name for s in self.outputs})
 
     def create_context(self, arena: bool | None = None) -> "ExecutionContext":
         """A context to run the plan. `arena=False` gives every activation its own allocation (for
@@ -168,7 +169,7 @@ class ExecutionContext:
         if arena is not None:
             arena.start_run()
         with np.errstate(all="ignore"):
-            for layer, release in zip(engine.layers, engine._release):
+            for layer, release in zip(engine.layers, engine.last_reads):
                 args = [env[name] if name else None for name in layer.inputs]
                 if layer.elided and arena is not None:
                     results = (arena.target(layer.outputs[0]),)  # producers filled it in place
