@@ -150,7 +150,8 @@ def test_small_shards_two_ranks_count_each_shard_once(work):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "scored 96 rows (3 errors)" in run.stdout
     # Rank 0's progress counts the shards the ranks report finished: each of them, once.
-    final = [line for line in run.stdout.splitlines() if line.startswith("scoring  [")][-1]
+    # (rstrip: a line shorter than the one before is padded with spaces that erase the rest of it)
+    final = [line for line in run.stdout.splitlines() if line.startswith("scoring  [")][-1].rstrip()
     assert "96/96 (100%)" in final and final.endswith("  3 errors"), final
     out = load_job(job_file).output.dir
     assert len(Manifest(out).done()) == 12 and Manifest(out).verify().ok
