@@ -52,6 +52,16 @@ def gpu_decoders() -> int:
     return int(value)
 
 
+def nvimgcodec_backends() -> str:
+    """The nvImageCodec backend preset of the GPU decoders: $BATCHSCORE_NVIMGCODEC_BACKENDS or "all"."""
+    return os.environ.get("BATCHSCORE_NVIMGCODEC_BACKENDS", "all")
+
+
+def ring_slots(decode: str, decoders: int) -> int:
+    """Ring slots for `decoders` decoders: on the GPU, GPU_DECODE_SLOTS beyond the first decoder's."""
+    return decoders + GPU_DECODE_SLOTS - 1 if decode == "gpu" else DEFAULT_SLOTS
+
+
 class BadRowError(ScoringError):
     """A row that could not be scored while [run] fail_fast is on."""
 
@@ -152,8 +162,8 @@ def _process_decoders(job: JobSpec, decode: str, threads: int, on_gpu: bool) -> 
     if decode == "gpu":
         import cupy
 
-        backends = os.environ.get("BATCHSCORE_NVIMGCODEC_BACKENDS", "all")
-        recipe = DecoderRecipe("gpu", job.preprocess, max(1, threads // processes), backends, cupy.cuda.Device().id)
+        recipe = DecoderRecipe("gpu", job.preprocess, max(1, threads // processes), nvimgcodec_backends(),
+                               cupy.cuda.Device().id)
         return [ProcessDecoder(recipe, 1, name=f"GPU decode process {k}") for k in range(processes)]
     recipe = DecoderRecipe("cpu", job.preprocess, max(1, threads // processes))
     return [ProcessDecoder(recipe, processes, name="CPU decode process")]
@@ -172,8 +182,7 @@ def _shared_ring(runner, decode: str, decoders: list, cleanup: contextlib.ExitSt
         shared.close()
 
     cleanup.callback(close_all)
-    slots = len(decoders) + GPU_DECODE_SLOTS - 1 if decode == "gpu" else DEFAULT_SLOTS
-    ring = runner.make_ring(slots, allocate=shared.allocate)
+    ring = runner.make_ring(ring_slots(decode, len(decoders)), allocate=shared.allocate)
     for decoder in decoders:
         decoder.attach(shared)
     return ring
@@ -186,11 +195,10 @@ def _thread_decoders(job: JobSpec, decode: str, threads: int, runner) -> tuple[l
         # Several decoders, each on its own stream with its share of the CPU threads: one batch's
         # host-side work (Huffman decoding, Python) overlaps another's GPU work.
         count = gpu_decoders()
-        backends = os.environ.get("BATCHSCORE_NVIMGCODEC_BACKENDS", "all")
-        decoders = [GpuDecoder(job.preprocess, max(1, threads // count), nvimgcodec_backends=backends)
+        decoders = [GpuDecoder(job.preprocess, max(1, threads // count), nvimgcodec_backends=nvimgcodec_backends())
                     for _ in range(count)]
-        return decoders, runner.make_ring(count + GPU_DECODE_SLOTS - 1, on_device=True)
-    return [CpuDecoder(job.preprocess, threads)], runner.make_ring(DEFAULT_SLOTS)
+        return decoders, runner.make_ring(ring_slots(decode, count), on_device=True)
+    return [CpuDecoder(job.preprocess, threads)], runner.make_ring(ring_slots(decode, 1))
 
 
 def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics: Metrics, on_gpu: bool,
