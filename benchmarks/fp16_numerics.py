@@ -29,14 +29,10 @@ sys.path.insert(0, str(ROOT))
 import engine  # noqa: E402
 from engine import zoo  # noqa: E402
 from engine.builder import BuildConfig  # noqa: E402
+from engine.precision import relative_error as _rel  # noqa: E402
 
 SIZES = {"resnet18": 64, "resnet50": 64, "googlenet": 64, "vgg19": 224, "alexnet": 224, "inception_v3": 139,
          "resnet152": 64}
-
-
-def _rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / (np.linalg.norm(b) + 1e-30))
 
 
 def _record(context, bucket, x) -> dict:

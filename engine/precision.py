@@ -90,16 +90,13 @@ def fp16_output_error(plan: Plan, feeds: Mapping[str, np.ndarray], fp32_layers=(
     from engine.runtime import Engine
 
     engine = Engine(plan, f"<FP16 check of {plan.header.get('model_name')}>")
-    fp32_layers = set(fp32_layers)
+    wide_values = fp32_values(plan.layers, fp32_layers)
     exact: dict[str, object] = dict(engine.weights)
     exact.update(feeds)
     carried = {name: as_fp16(value) for name, value in exact.items()}
-    wide_values: set[str] = set()  # written in FP32 (a view of one stays FP32, as activation_dtypes says)
     with np.errstate(all="ignore"):
         for layer, done_with in zip(engine.layers, engine.last_reads):
-            wide = layer.name in fp32_layers or (layer.kind in VIEW_OPS and layer.inputs[0] in wide_values)
-            if wide:
-                wide_values.update(layer.outputs)
+            wide = any(name in wide_values for name in layer.outputs)
             keep = (lambda v: v) if wide else as_fp16
             results = layer.run([exact[n] if n else None for n in layer.inputs])
             # An FP32 layer reads FP16 activations (cast up) but keeps its weights in FP32.
@@ -120,16 +117,21 @@ def fp32_fallbacks(errors: Mapping[str, float], bound: float = FP16_LAYER_BOUND)
     return {name: error for name, error in errors.items() if not error <= bound}
 
 
-def activation_dtypes(layers: list[Mapping], values: Mapping[str, Mapping], fp32_layers) -> dict[str, str]:
-    """The dtype of every float32 value in an FP16 plan: float32 where an FP32 layer writes it (or
-    a view of such a value), float16 elsewhere."""
+def fp32_values(layers: list[Mapping], fp32_layers) -> set[str]:
+    """The values of an FP16 plan that stay float32: what an FP32 layer writes, and views of those."""
     fp32_layers = set(fp32_layers)
     wide: set[str] = set()
     for layer in layers:
-        widened = layer["name"] in fp32_layers or (
-            layer["kind"] in VIEW_OPS and any(name in wide for name in layer["inputs"][:1]))
-        if widened:
+        if layer["name"] in fp32_layers or (layer["kind"] in VIEW_OPS and layer["inputs"][:1] and
+                                            layer["inputs"][0] in wide):
             wide.update(name for name in layer["outputs"] if name)
+    return wide
+
+
+def activation_dtypes(layers: list[Mapping], values: Mapping[str, Mapping], fp32_layers) -> dict[str, str]:
+    """The dtype of every float32 value in an FP16 plan: float32 where an FP32 layer writes it (or
+    a view of such a value), float16 elsewhere."""
+    wide = fp32_values(layers, fp32_layers)
     return {name: ("float32" if name in wide else "float16")
             for name, info in values.items() if info.get("dtype") == "float32"}
 
