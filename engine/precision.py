@@ -86,7 +86,7 @@ def fp16_output_error(plan: Plan, feeds: Mapping[str, np.ndarray], fp32_layers=(
     writes float16-rounded values, so rounding is carried through the network as on the GPU; the
     largest relative error over the plan's float outputs. On an H100 this estimate came within 3%
     of the GPU's FP16 plans for the zoo (resnet50 2.83e-3 here, 2.78e-3 there; googlenet 2.06e-2
-    and 2.11e-2; inception_v3 3.21e-2 and 3.18e-2)."""
+    and 2.11e-2; inception_v3 3.21e-2 and 3.18e-2: benchmarks/zoo_conditioning.py --gpu)."""
     from engine.runtime import Engine
 
     engine = Engine(plan, f"<FP16 check of {plan.header.get('model_name')}>")

@@ -54,8 +54,9 @@ _BN_STATS_INPUTS = (3, 4)  # BatchNormalization's running mean and var: statisti
 # The BN that ends a residual branch scales its output to about 0.2 of the shortcut's, so a block
 # refines the stream rather than replacing it, as in a trained ResNet (torchvision's
 # zero_init_residual starts these gammas at 0). With gamma ~ 1 there, the random resnet50 at 64x64
-# turned a 1e-3 relative input perturbation into a 7e-2 change of its logits (x74, float32 rounding
-# alone gave 2e-5 between two correct backends); with 0.2, x3.4 (tests/test_zoo.py).
+# turned a 1e-3 relative input perturbation into a 7e-2 change of its logits (x72; x376 for
+# resnet152, whose FP32 plan then missed 1e-4 on rounding alone); with 0.2, x3.4 and x14
+# (benchmarks/zoo_conditioning.py, results/zoo_conditioning_cpu_2026-11-22.json).
 RESIDUAL_GAMMA = 0.2
 
 

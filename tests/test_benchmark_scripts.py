@@ -293,3 +293,18 @@ def test_the_device_scaling_call_parses_and_refuses_to_run_outside_the_device_to
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
     result = subprocess.run(["bash", str(script), "1,2"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode != 0 and "run this through the device tool" in result.stderr
+
+
+def test_zoo_conditioning_measures_the_residual_gamma_effect(tmp_path):
+    gpu = tmp_path / "gpu.json"
+    gpu.write_text(json.dumps({"models": [{"model": "resnet18", "fp16_vs_numpy": {"rel_l2": 1.4e-3}}]}))
+    proc = subprocess.run([sys.executable, str(BENCH / "zoo_conditioning.py"), str(tmp_path / "out"),
+                           "--models", "resnet18", "--gpu", str(gpu)], capture_output=True, text=True,
+                          timeout=300, env=_no_gpu_env())
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "out" / "zoo_conditioning.json").read_text())["models"]
+    now, old = rows  # the zoo's residual gamma, then gamma ~ 1
+    assert old["residual_gamma"] == 1.0 and now["amplification"] < old["amplification"]
+    assert 1e-4 < now["fp16_output_error"] < 1e-2 and now["estimate_over_gpu"] == pytest.approx(
+        now["fp16_output_error"] / 1.4e-3)
+    assert "gpu_fp16_output_error" not in old  # the GPU figure is for the zoo as it is
