@@ -2,8 +2,9 @@
 
     python benchmarks/zoo_conditioning.py OUTDIR [--gpu benchmarks/results/gpu/fp16_numerics_h100_2026-11-21.json]
 
-For each zoo model at the size tests/gpu/test_gpu_backend.py uses, with the ResNets also built with
-the old gamma ~ 1 at the end of every residual branch (zoo.RESIDUAL_GAMMA = 1.0):
+For each zoo model at the size tests/gpu/test_gpu_backend.py uses, as the zoo builds it, and for
+comparison with the BNs' beta centred on 0 (zoo.ACTIVE_SHIFT = 0: half of every ReLU's units off)
+and, for the ResNets, with gamma ~ 1 at the end of every residual branch (zoo.RESIDUAL_GAMMA = 1.0):
 
 - `amplification`: the logits' relative change over a 1e-3 relative change of the input (the
   measure of tests/test_zoo.py::test_models_are_well_conditioned);
@@ -47,22 +48,23 @@ def amplification(context, size: int) -> float:
     return relative_error(z, y) / 1e-3
 
 
-def study(name: str, residual_gamma: float) -> dict:
-    kept, zoo.RESIDUAL_GAMMA = zoo.RESIDUAL_GAMMA, residual_gamma
+def study(name: str, residual_gamma: float, active_shift: float) -> dict:
+    kept = zoo.RESIDUAL_GAMMA, zoo.ACTIVE_SHIFT
+    zoo.RESIDUAL_GAMMA, zoo.ACTIVE_SHIFT = residual_gamma, active_shift
     try:
         graph = zoo.get(name, image_size=SIZES[name])
     finally:
-        zoo.RESIDUAL_GAMMA = kept
+        zoo.RESIDUAL_GAMMA, zoo.ACTIVE_SHIFT = kept
     size = SIZES[name]
     plan = engine.build(graph, BuildConfig(max_batch=8))
     x = np.random.default_rng(1).standard_normal((8, 3, size, size)).astype(np.float32)
     layers = fp16_layer_errors(plan, synthetic_feeds(plan.inputs, 1))
     worst = max(layers, key=layers.get)
-    row = {"model": name, "image_size": size, "residual_gamma": residual_gamma,
+    row = {"model": name, "image_size": size, "residual_gamma": residual_gamma, "active_shift": active_shift,
            "amplification": amplification(engine.Engine(plan).create_context(), size),
            "fp16_output_error": fp16_output_error(plan, {"input": x}),
            "worst_fp16_layer": {"name": worst, "error": layers[worst]}}
-    print(f"{name} (residual gamma {residual_gamma}): amplification x{row['amplification']:.1f}, FP16 output "
+    print(f"{name} (residual gamma {residual_gamma}, active shift {active_shift}): amplification x{row['amplification']:.1f}, FP16 output "
           f"error {row['fp16_output_error']:.2e}, worst layer {worst} {layers[worst]:.1e}", flush=True)
     return row
 
@@ -78,10 +80,14 @@ def main() -> int:
         gpu = {m["model"]: m for m in json.loads(args.gpu.read_text())["models"] if "fp16_vs_numpy" in m}
     rows = []
     for name in args.models.split(","):
-        gammas = [zoo.RESIDUAL_GAMMA, 1.0] if name.startswith("resnet") else [zoo.RESIDUAL_GAMMA]
-        for gamma in gammas:
-            row = study(name, gamma)
-            if name in gpu and gamma == zoo.RESIDUAL_GAMMA:
+        variants = [(zoo.RESIDUAL_GAMMA, zoo.ACTIVE_SHIFT)]
+        if name not in ("vgg19", "alexnet"):  # no BatchNorm
+            variants.append((zoo.RESIDUAL_GAMMA, 0.0))
+        if name.startswith("resnet"):
+            variants.append((1.0, 0.0))
+        for gamma, shift in variants:
+            row = study(name, gamma, shift)
+            if name in gpu and (gamma, shift) == (zoo.RESIDUAL_GAMMA, zoo.ACTIVE_SHIFT):
                 measured = gpu[name]["fp16_vs_numpy"]["rel_l2"]
                 row["gpu_fp16_output_error"] = measured
                 row["estimate_over_gpu"] = row["fp16_output_error"] / measured

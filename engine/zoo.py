@@ -23,10 +23,10 @@ image sizes work where the feature map is a multiple of the target (see Network.
 
 Weights. Convs are He-initialised (normal, std sqrt(2 / fan_in)); the classifier is torch's default
 Linear init (uniform +-1/sqrt(fan_in)); hidden linear layers (vgg, alexnet) are He-initialised
-(uniform +-sqrt(6 / fan_in)). BatchNorm looks trained: gamma ~ N(1, 0.1) (0.2 N(1, 0.1) where it ends a residual branch: see
-RESIDUAL_GAMMA), beta ~ N(0, 0.1), and
-running statistics measured on the activations the layer really sees. While a BN model is defined,
-each layer also runs (through the engine's own numpy kernels) on a few random unit-variance images at
+(uniform +-sqrt(6 / fan_in)). BatchNorm looks trained: gamma ~ N(1, 0.1) (0.2 N(1, 0.1) where it ends
+a residual branch: see RESIDUAL_GAMMA), beta ~ gamma + N(0, 0.1) (N(0, 0.1) at a branch's end: see
+ACTIVE_SHIFT), and running statistics measured on the activations the layer really sees. While a BN
+model is defined, each layer also runs (through the engine's own numpy kernels) on a few random unit-variance images at
 the model's image size, and each BN gets running_mean = measured mean + 0.1 std * N(0, 1) and
 running_var = measured var / U(0.5, 1.5). A BN then outputs about N(beta, gamma^2 * U(0.5, 1.5))
 however deep it sits, as in a trained network, and activations stay in a sane range through
@@ -58,6 +58,14 @@ _BN_STATS_INPUTS = (3, 4)  # BatchNormalization's running mean and var: statisti
 # resnet152, whose FP32 plan then missed 1e-4 on rounding alone); with 0.2, x3.4 and x14
 # (benchmarks/zoo_conditioning.py, results/zoo_conditioning_cpu_2026-11-22.json).
 RESIDUAL_GAMMA = 0.2
+# Every other BN has beta ~ gamma * ACTIVE_SHIFT + N(0, 0.1): its ReLU sees N(gamma, gamma^2) and keeps
+# about 84% of its units on. A random net whose BNs centre every channel and whose ReLUs cut half of
+# it is chaotic: each conv-BN-ReLU multiplies a small relative change by about sqrt(P(z > b) /
+# Var(relu(z))) for z ~ N(b, 1): 1.21 at b = 0, 1.06 at b = 1 (a mean-field estimate: random
+# weights pass the change on, the BN removes the signal's mean, the ReLU gates both). With b = 0, googlenet amplified a 1e-3 input change x33, inception_v3 x41 and resnet152 x14,
+# and their FP16 plans missed 1e-2 on rounding alone; with b = 1, x4.1, x1.5 and x1.0
+# (benchmarks/zoo_conditioning.py, results/zoo_conditioning_cpu_2026-11-22_active_shift.json).
+ACTIVE_SHIFT = 1.0
 
 
 def param_count(graph: Graph) -> int:
@@ -143,10 +151,11 @@ class _Builder:
         b = self._normal((out_channels,), 0.01) if bias else None
         return self._run(self.net.conv(x, w, b, stride=stride, pad=pad, name=name))
 
-    def bn(self, x: Tensor, *, eps: float, name: str, gamma_mean: float = 1.0) -> Tensor:
+    def bn(self, x: Tensor, *, eps: float, name: str, ends_residual_branch: bool = False) -> Tensor:
         c = x.shape[1]
+        gamma_mean, shift = (RESIDUAL_GAMMA, 0.0) if ends_residual_branch else (1.0, ACTIVE_SHIFT)
         gamma = gamma_mean * (1.0 + 0.1 * self.rng.standard_normal(c)).clip(0.5, 1.5)
-        beta = 0.1 * self.rng.standard_normal(c)
+        beta = shift * gamma + 0.1 * self.rng.standard_normal(c)
         jitter_mean = self.rng.standard_normal(c)
         jitter_var = self.rng.uniform(0.5, 1.5, c)
         if self.calibrate:
@@ -209,7 +218,7 @@ class _Builder:
 def _basic_block(b: _Builder, x: Tensor, planes: int, stride: int, prefix: str) -> Tensor:
     y = b.relu(b.bn(b.conv(x, planes, 3, stride=stride, pad=1, name=f"{prefix}.conv1"), eps=1e-5,
                     name=f"{prefix}.bn1"), name=f"{prefix}.relu1")
-    y = b.bn(b.conv(y, planes, 3, pad=1, name=f"{prefix}.conv2"), eps=1e-5, name=f"{prefix}.bn2", gamma_mean=RESIDUAL_GAMMA)
+    y = b.bn(b.conv(y, planes, 3, pad=1, name=f"{prefix}.conv2"), eps=1e-5, name=f"{prefix}.bn2", ends_residual_branch=True)
     return b.relu(b.add(y, _shortcut(b, x, planes, stride, prefix), name=f"{prefix}.add"), name=f"{prefix}.relu2")
 
 
@@ -218,7 +227,7 @@ def _bottleneck(b: _Builder, x: Tensor, planes: int, stride: int, prefix: str) -
                name=f"{prefix}.relu1")
     y = b.relu(b.bn(b.conv(y, planes, 3, stride=stride, pad=1, name=f"{prefix}.conv2"), eps=1e-5,
                     name=f"{prefix}.bn2"), name=f"{prefix}.relu2")
-    y = b.bn(b.conv(y, planes * 4, 1, name=f"{prefix}.conv3"), eps=1e-5, name=f"{prefix}.bn3", gamma_mean=RESIDUAL_GAMMA)
+    y = b.bn(b.conv(y, planes * 4, 1, name=f"{prefix}.conv3"), eps=1e-5, name=f"{prefix}.bn3", ends_residual_branch=True)
     return b.relu(b.add(y, _shortcut(b, x, planes * 4, stride, prefix), name=f"{prefix}.add"), name=f"{prefix}.relu3")
 
 

@@ -124,18 +124,21 @@ def test_batchnorm_statistics_look_trained():
         if node.op_type != "BatchNormalization":
             continue
         gamma, beta, mean, var = (graph.value(i).const for i in node.inputs[1:])
-        typical = zoo.RESIDUAL_GAMMA if node.name.endswith(".bn3") else 1.0  # a branch's last BN
+        ends_branch = node.name.endswith(".bn3")
+        typical = zoo.RESIDUAL_GAMMA if ends_branch else 1.0
         assert 0.5 * typical <= gamma.min() and gamma.max() <= 1.5 * typical
         assert abs(gamma.mean() - typical) < 0.1 * typical
-        assert np.abs(beta).max() < 1.0
+        shift = beta - (0.0 if ends_branch else zoo.ACTIVE_SHIFT) * gamma  # the rest is N(0, 0.1)
+        assert np.abs(shift).max() < 0.6 and abs(shift.mean()) < 0.05
         assert (var > 0).all()
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "googlenet"])
 def test_models_are_well_conditioned(name):
     """A small relative change of the input moves the logits by a comparable amount, as in a trained
-    network; a random network that amplified it 70x (resnet50 with gamma ~ 1 at the end of every
-    residual branch) would make FP16-vs-FP32 comparisons measure the weights, not the engine."""
+    network; a random network that amplified it 30-70x (resnet50 with gamma ~ 1 at the end of every
+    residual branch, googlenet with BNs that centre every ReLU's input) would make FP16-vs-FP32
+    comparisons measure the weights, not the engine."""
     graph = zoo.get(name, image_size=64)
     context = engine.Engine(engine.build(graph, BuildConfig(max_batch=4))).create_context()
     rng = np.random.default_rng(1)
@@ -143,7 +146,7 @@ def test_models_are_well_conditioned(name):
     nudged = x * (1 + 1e-3 * rng.standard_normal(x.shape).astype(np.float32))
     y, z = (context.run({"input": a})["logits"].astype(np.float64) for a in (x, nudged))
     amplification = np.linalg.norm(z - y) / np.linalg.norm(y) / 1e-3
-    assert amplification < (50 if name == "googlenet" else 10), amplification
+    assert amplification < 8, amplification
 
 
 def compare_with_onnxruntime(graph, size: int, batch: int = 1) -> np.ndarray:
