@@ -6,7 +6,8 @@ and output rounded to float16 and the arithmetic in float32 (the GPU kernels acc
 Each layer is fed the FP32 values of the layers before it, so its error is its own, not one carried
 in. A layer whose FP16 output differs from its FP32 output by more than the bound (relative L2 norm),
 or does not fit float16 at all, runs in FP32; `batchscore inspect` lists those layers with their
-errors, and the plan's header records them.
+errors, and the plan's header records them. An elided concat's buffer has one dtype, so where one
+layer writing into it runs in FP32, the concat and all its other writers do too.
 
 The rounding is most of a layer's error on the GPU: on an H100 the zoo's FP16 layers, fed exact
 inputs, erred by 3.5e-4 to 1.5e-3 (benchmarks/fp16_numerics.py), and this emulation gives the same
@@ -136,31 +137,31 @@ def activation_dtypes(layers: list[Mapping], values: Mapping[str, Mapping], fp32
             for name, info in values.items() if info.get("dtype") == "float32"}
 
 
-def unsafe_to_widen(layers: list[Mapping], candidates) -> dict[str, str]:
-    """Layers that cannot run in FP32 inside an FP16 plan, and why: their outputs are written into
-    a buffer shared with FP16 layers (a slice of an elided concat, or a horizontally fused split)."""
-    candidates = set(candidates)
-    elided_inputs = {name for layer in layers if layer.get("attrs", {}).get("elided") for name in layer["inputs"]}
-    reasons = {}
+def concat_groups(layers: list[Mapping]) -> list[set[str]]:
+    """Layers that share one buffer, and so one dtype: each elided concat with the layers that write
+    its slices in place. Groups that share a layer (a concat writing into another's slice) are merged."""
+    producer = {name: layer["name"] for layer in layers for name in layer["outputs"] if name}
+    groups: list[set[str]] = []
     for layer in layers:
-        if layer["name"] not in candidates:
-            continue
-        if layer.get("attrs", {}).get("output_splits"):
-            reasons[layer["name"]] = "its outputs are channel slices of one fused buffer"
-        elif any(name in elided_inputs for name in layer["outputs"]):
-            reasons[layer["name"]] = "it writes into a concat's buffer in place"
-    return reasons
+        if layer.get("attrs", {}).get("elided"):
+            group = {layer["name"]} | {producer[name] for name in layer["inputs"] if name in producer}
+            for other in [g for g in groups if g & group]:
+                groups.remove(other)
+                group |= other
+            groups.append(group)
+    return groups
 
 
 def choose_precisions(plan: Plan, feeds: Mapping[str, np.ndarray], bound: float = FP16_LAYER_BOUND) -> dict:
     """Mark the layers of an FP16 plan (still a numpy plan at this point) that run in FP32:
     layer["precision"] = "fp32" and header["fp32_fallback"] = {layer: its FP16 error}. Returns the
-    fallback dict; where a layer cannot be widened, the build keeps it in FP16 and logs why."""
+    fallback dict: the layers above the bound, and the layers that share an elided concat's buffer
+    with one of them (each with its own error)."""
     errors = fp16_layer_errors(plan, feeds)
     fallback = fp32_fallbacks(errors, bound)
-    for name, why in unsafe_to_widen(plan.layers, fallback).items():
-        log.warning("layer %s: FP16 error %.2e is above %.0e, but it stays FP16: %s", name, fallback.pop(name),
-                    bound, why)
+    for group in concat_groups(plan.layers):
+        if group & fallback.keys():  # a concat's buffer has one dtype: its writers widen together
+            fallback.update((name, errors.get(name, 0.0)) for name in group if name not in fallback)
     for layer in plan.layers:
         if layer["name"] in fallback:
             layer["precision"] = "fp32"

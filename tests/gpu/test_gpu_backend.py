@@ -125,10 +125,13 @@ def test_two_contexts_in_one_process_each_run_on_their_own_stream():
     assert _rel(second.run({"input": x})["logits"], want) <= 1e-2
 
 
-def test_fp16_layers_that_overflow_run_in_fp32_and_the_plan_stays_accurate():
-    from tests.test_precision import overflowing_network
+@pytest.mark.parametrize("network", ["overflowing_network", "overflowing_branch_network"])
+def test_fp16_layers_that_overflow_run_in_fp32_and_the_plan_stays_accurate(network):
+    """The second network puts an overflowing branch and a plain one into one elided concat, written
+    by one horizontally fused conv: the concat and both its writers run in FP32."""
+    import tests.test_precision
 
-    graph = overflowing_network()
+    graph = getattr(tests.test_precision, network)()
     x = np.random.default_rng(4).standard_normal((2, 3, 8, 8)).astype(np.float32)
     want = engine.Engine(engine.build(graph, BuildConfig(max_batch=2))).create_context().run({"input": x})["logits"]
     plan = engine.build(graph, BuildConfig(max_batch=2, device="cuda", precision="fp16", timing_cache=None))
@@ -152,3 +155,23 @@ def test_an_ordinary_fp16_plan_keeps_every_layer_in_fp16():
                         BuildConfig(max_batch=2, device="cuda", precision="fp16", timing_cache=None))
     assert plan.header["fp32_fallback"] == {}
     assert all(layer["precision"] == "fp16" for layer in plan.layers)
+
+
+def test_running_a_gpu_plan_does_not_import_torch():
+    """The cuDNN frontend imports torch, where it is installed, to ask whether a buffer is a torch
+    tensor (8 s of a worker's start-up on the H100 machine); kernels.cuda.import_cudnn stops it."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, numpy as np, engine\n"
+            "from engine import zoo\n"
+            "from engine.builder import BuildConfig\n"
+            "plan = engine.build(zoo.get('resnet18', image_size=32), BuildConfig(max_batch=2, device='cuda', "
+            "precision='fp16', timing_cache=None))\n"
+            "engine.engine_for(plan).create_context().run({'input': np.zeros((2, 3, 32, 32), np.float32)})\n"
+            "print('torch' in sys.modules)\n")
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "False", "running a GPU plan imported torch"
