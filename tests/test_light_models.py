@@ -10,17 +10,14 @@ import subprocess
 import sys
 
 import numpy as np
-import onnx
 import pytest
 
 import engine
 from engine.onnx_tools import expose_logits, seeded_weights
+from tests.light_zoo import MODELS, load
 
 ort = pytest.importorskip("onnxruntime")
 
-LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
-MODELS = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
-          "squeezenet", "vgg19", "zfnet512"]
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -30,7 +27,7 @@ def _relative_l2(got: np.ndarray, want: np.ndarray) -> float:
 
 @pytest.mark.parametrize("name", MODELS)
 def test_light_model_matches_onnxruntime_in_a_fresh_process(name, tmp_path):
-    model = expose_logits(seeded_weights(onnx.load(os.path.join(LIGHT_DIR, f"light_{name}.onnx")), seed=0))
+    model = expose_logits(seeded_weights(load(name), seed=0))
     plan_path = tmp_path / f"{name}.plan"
     engine.build(model).save(plan_path)
 

@@ -4,7 +4,6 @@ them before these passes run (constants folded, shapes probed)."""
 from __future__ import annotations
 
 import copy
-import os
 
 import numpy as np
 
@@ -16,13 +15,11 @@ from kernels.dtypes import resolve
 
 
 def light_model(name: str) -> Graph:
-    import onnx
-
     from engine.onnx_import import import_model
     from engine.onnx_tools import seeded_weights
+    from tests.light_zoo import load
 
-    path = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light", f"light_{name}.onnx")
-    return import_model(seeded_weights(onnx.load(path), seed=0))
+    return import_model(seeded_weights(load(name), seed=0))
 
 
 def with_probed_shapes(graph: Graph) -> Graph:

@@ -2,10 +2,8 @@
 
 import copy
 import logging
-import os
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -17,11 +15,9 @@ from engine.onnx_import import import_model
 from engine.onnx_tools import seeded_weights
 from engine.passes import constant_folding
 from engine.passes.constant_folding import expand_target, fold_constants, reshape_target
+from tests.light_zoo import MODELS, load
 from tests.passes.util import assert_same_outputs, random_feeds
 
-LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
-LIGHT_MODELS = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
-                "squeezenet", "vgg19", "zfnet512"]
 F32 = TensorProto.FLOAT
 
 
@@ -361,10 +357,6 @@ def test_expand_target_rule():
 # -------------------------------------------------------------------- the light_* model zoo
 
 
-def _light(name):
-    return onnx.load(os.path.join(LIGHT_DIR, f"light_{name}.onnx"))
-
-
 def _data_path(graph):
     """Names of the nodes that depend, transitively, on a runtime input: what folding must keep."""
     live, names = set(graph.inputs), []
@@ -375,9 +367,9 @@ def _data_path(graph):
     return names
 
 
-@pytest.mark.parametrize("name", LIGHT_MODELS)
+@pytest.mark.parametrize("name", MODELS)
 def test_light_models_as_shipped_fold_to_their_data_path(name):
-    graph = import_model(_light(name))
+    graph = import_model(load(name))
     data_path = _data_path(graph)
 
     fold_constants(graph)
@@ -390,7 +382,7 @@ def test_light_models_as_shipped_fold_to_their_data_path(name):
 
 
 def test_light_resnet50_as_shipped_matches_after_folding():
-    graph = import_model(_light("resnet50"))
+    graph = import_model(load("resnet50"))
     original = copy.deepcopy(graph)
 
     fold_constants(graph)
@@ -401,7 +393,7 @@ def test_light_resnet50_as_shipped_matches_after_folding():
 
 def test_light_inception_v2_with_seeded_weights_matches_after_folding():
     """Its BN-style scales are Unsqueezed weights (as in densenet121, which costs twice the time)."""
-    graph = import_model(seeded_weights(_light("inception_v2"), seed=0))
+    graph = import_model(seeded_weights(load("inception_v2"), seed=0))
     original = copy.deepcopy(graph)
     unsqueezes = graph.op_counts()["Unsqueeze"]
 

@@ -1,10 +1,8 @@
 """Dead-layer elimination: unused branches and unread weights go; outputs' producers always stay."""
 
 import copy
-import os
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -13,11 +11,8 @@ from engine.network import Network
 from engine.onnx_import import import_model
 from engine.onnx_tools import seeded_weights
 from engine.passes.dead_layers import eliminate_dead_layers
+from tests.light_zoo import MODELS, load
 from tests.passes.util import assert_same_outputs, random_feeds
-
-LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
-LIGHT_MODELS = ["bvlc_alexnet", "densenet121", "inception_v1", "inception_v2", "resnet50", "shufflenet",
-                "squeezenet", "vgg19", "zfnet512"]
 
 
 def _onnx_graph(nodes, inputs, outputs, inits=(), opset=13):
@@ -133,7 +128,7 @@ def test_unread_weights_go_and_read_ones_stay_unused_inputs_stay():
 
 def test_light_resnet50_with_a_dangling_head():
     """A real network with an auxiliary head that feeds no output: the head goes, nothing else."""
-    model = seeded_weights(onnx.load(os.path.join(LIGHT_DIR, "light_resnet50.onnx")), seed=0)
+    model = seeded_weights(load("resnet50"), seed=0)
     mid = next(n for n in model.graph.node if n.op_type == "Relu").output[0]
     model.graph.node.extend([
         helper.make_node("GlobalAveragePool", [mid], ["aux_pool"], name="aux_pool"),
@@ -152,11 +147,11 @@ def test_light_resnet50_with_a_dangling_head():
     assert_same_outputs(original, graph, random_feeds(graph, batch=1), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", LIGHT_MODELS)
+@pytest.mark.parametrize("name", MODELS)
 def test_light_models_lose_only_unread_weights(name):
     """The model-zoo graphs as shipped (weights built by ConstantOfShape): every node is live; a few
     carry an initializer no node reads (resnet50, zfnet512: a data-queue blob), and those go."""
-    graph = import_model(onnx.load(os.path.join(LIGHT_DIR, f"light_{name}.onnx")))
+    graph = import_model(load(name))
     nodes = [n.name for n in graph.nodes]
     read = {i for n in graph.nodes for i in n.inputs}
     weights = {v.name for v in graph.constants()}
@@ -170,7 +165,7 @@ def test_light_models_lose_only_unread_weights(name):
 
 @pytest.mark.parametrize("name", ["resnet50", "shufflenet", "squeezenet"])
 def test_light_models_with_seeded_weights_still_match(name):
-    graph = import_model(seeded_weights(onnx.load(os.path.join(LIGHT_DIR, f"light_{name}.onnx")), seed=0))
+    graph = import_model(seeded_weights(load(name), seed=0))
     original = copy.deepcopy(graph)
     before = len(graph.nodes)
 

@@ -2,10 +2,8 @@
 
 import copy
 import logging
-import os
 
 import numpy as np
-import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -13,9 +11,8 @@ from engine.network import Network
 from engine.onnx_import import import_model
 from engine.onnx_tools import seeded_weights
 from engine.passes.identity import remove_identities
+from tests.light_zoo import load
 from tests.passes.util import assert_same_outputs, random_feeds, run_graph
-
-LIGHT_DIR = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "light")
 
 
 def _onnx_graph(nodes, inputs, outputs, inits=(), opset=13):
@@ -191,7 +188,7 @@ def test_network_without_identities_is_unchanged():
 
 @pytest.mark.parametrize("name,dropouts", [("squeezenet", 1), ("inception_v1", 1), ("bvlc_alexnet", 2)])
 def test_light_models_lose_their_dropouts(name, dropouts):
-    graph = import_model(seeded_weights(onnx.load(os.path.join(LIGHT_DIR, f"light_{name}.onnx")), seed=0))
+    graph = import_model(seeded_weights(load(name), seed=0))
     original = copy.deepcopy(graph)
     before = len(graph.nodes)
     assert graph.op_counts().get("Dropout") == dropouts
@@ -208,7 +205,7 @@ def test_light_models_lose_their_dropouts(name, dropouts):
 @pytest.mark.parametrize("name", ["densenet121", "inception_v2", "resnet50", "shufflenet", "vgg19", "zfnet512"])
 def test_other_light_models(name):
     """As shipped (ConstantOfShape weights, cheap to import): only Dropouts go."""
-    graph = import_model(onnx.load(os.path.join(LIGHT_DIR, f"light_{name}.onnx")))
+    graph = import_model(load(name))
     counts = graph.op_counts()
 
     remove_identities(graph)
