@@ -91,8 +91,11 @@ class CudnnConv:
     after it (the NCHW epilogue pass, or CuPy activations the NHWC graph could not fuse)."""
 
     def __init__(self, spec: LayerSpec, inputs: list, outputs: list, device):
-        import cudnn
         import cupy as cp
+
+        from kernels.cuda import import_cudnn
+
+        cudnn = import_cudnn()
 
         x, w_host = inputs[0], spec.consts.get(1)
         if w_host is None:

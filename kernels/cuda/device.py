@@ -20,8 +20,9 @@ def make_device(stream) -> Device:
     bound to, so a handle shared by two contexts (a build's tuner and the user's context, or two
     engines in one process) would put the first context's convolutions on the second's stream,
     unordered with the rest of its work."""
-    import cudnn
+    from kernels.cuda import import_cudnn
 
+    cudnn = import_cudnn()
     handle = cudnn.create_handle()
     cudnn.set_stream(handle=handle, stream=stream.ptr)
     return Device(stream, handle)
@@ -36,9 +37,9 @@ def describe_gpu() -> dict:
     info = {"kind": "cuda", "name": name, "arch": f"sm_{props['major']}{props['minor']}",
             "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(), "cupy": cupy.__version__}
     try:
-        import cudnn
+        from kernels.cuda import import_cudnn
 
-        info["cudnn"] = cudnn.backend_version()
+        info["cudnn"] = import_cudnn().backend_version()
     except ImportError:
         pass
     return info

@@ -230,8 +230,11 @@ class CudnnMatmul:
 
     def __init__(self, spec: LayerSpec, a, b_host: np.ndarray, c_host: np.ndarray | None, y, activation: str,
                  params, device):
-        import cudnn
         import cupy as cp
+
+        from kernels.cuda import import_cudnn
+
+        cudnn = import_cudnn()
 
         if a.ndim != 2 or y.ndim != 2:
             raise Unsupported("a GEMM on a non-2-D activation")
