@@ -1,12 +1,15 @@
 """Where FP16 loses accuracy, layer by layer, for the zoo models (one GPU call).
 
-    python benchmarks/fp16_numerics.py OUTDIR [--models resnet50,googlenet] [--batch 8]
+    python benchmarks/fp16_numerics.py OUTDIR [--models resnet50,googlenet] [--batch 8] [--top1-inputs 1024]
 
 For each model it builds an FP32 (no TF32) and an FP16 GPU plan of the same graph and writes
 OUTDIR/fp16_numerics.json with, per model:
 
 - `fp32_vs_numpy`, `fp16_vs_numpy`: relative L2 error of the logits against the numpy backend, and
   the fraction of rows whose top-1 class agrees;
+- `fp16_vs_fp32_top1`: over --top1-inputs more random images (seed 2), the fraction whose top-1
+  class is the same in the FP16 plan as in the FP32 plan (which matches the numpy backend within
+  1e-4), and the median and largest relative L2 error of a batch's logits;
 - `layers`: per layer, the *local* FP16 error (the layer fed the FP32 plan's inputs, rounded to
   FP16, against the FP32 plan's output) and the *carried* error (the FP16 plan run end to end,
   against the FP32 plan at that layer), so one sees whether error is made in a few layers or
@@ -76,7 +79,22 @@ def _local_errors(context16, bucket16, reference: dict) -> dict:
     return errors
 
 
-def study(name: str, batch: int) -> dict:
+def top1_agreement(engines: dict, size: int, batch: int, inputs: int) -> dict:
+    """FP16 against FP32 plan on `inputs` random images, through CUDA graphs."""
+    contexts = {p: e.create_context() for p, e in engines.items()}
+    rng = np.random.default_rng(2)
+    same, errors = 0, []
+    for _ in range(max(1, inputs // batch)):
+        x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
+        got, want = (contexts[p].run({"input": x})["logits"] for p in ("fp16", "fp32"))
+        same += int((got.argmax(1) == want.argmax(1)).sum())
+        errors.append(_rel(got, want))
+    count = max(1, inputs // batch) * batch
+    return {"inputs": count, "top1_agree": same / count, "rel_l2_median": float(np.median(errors)),
+            "rel_l2_max": float(max(errors))}
+
+
+def study(name: str, batch: int, top1_inputs: int = 0) -> dict:
     graph = zoo.get(name, image_size=SIZES[name])
     size = SIZES[name]
     x = np.random.default_rng(1).standard_normal((batch, 3, size, size)).astype(np.float32)
@@ -102,6 +120,10 @@ def study(name: str, batch: int) -> dict:
         layers.append({"name": entry["name"], "kind": entry["kind"], "local": local.get(entry["name"]),
                        "carried": carried, "max_abs": scale})
     row["layers"] = layers
+    if top1_inputs:
+        row["fp16_vs_fp32_top1"] = top1_agreement(engines, size, batch, top1_inputs)
+        print(f"{name}: FP16 vs FP32 top-1 on {row['fp16_vs_fp32_top1']['inputs']} random images: "
+              f"{row['fp16_vs_fp32_top1']['top1_agree']:.4f}", flush=True)
     worst = sorted((l for l in layers if l["local"] is not None), key=lambda l: -l["local"])[:8]
     print(f"{name}: fp32 {row['fp32_vs_numpy']['rel_l2']:.2e}  fp16 {row['fp16_vs_numpy']['rel_l2']:.2e} "
           f"(top1 {row['fp16_vs_numpy']['top1_agree']:.2f}); worst local: "
@@ -117,6 +139,7 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--models", default=",".join(SIZES))
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--top1-inputs", type=int, default=1024)
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,12 +148,12 @@ def main() -> None:
     rows = []
     for name in args.models.split(","):
         try:
-            rows.append(study(name, args.batch))
+            rows.append(study(name, args.batch, args.top1_inputs))
         except Exception as exc:  # one model's failure should not cost the others' figures
             print(f"{name}: FAILED {type(exc).__name__}: {exc}", flush=True)
             rows.append({"model": name, "error": f"{type(exc).__name__}: {exc}"})
         (out / "fp16_numerics.json").write_text(json.dumps(
-            {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            {"command": "python " + " ".join(sys.argv), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "device": describe_gpu(), "models": rows}, indent=1))
 
 

@@ -107,7 +107,8 @@ def run_command(launcher: str, workers: int, job_path: Path, env: dict) -> list[
     cli = [sys.executable, "-m", "launchers.cli", "run", str(job_path), "--launcher", launcher, "--quiet"]
     if launcher == "ray":
         return cli + ["--workers", str(workers)]
-    forward = [arg for var in ("PYTHONPATH", "LD_LIBRARY_PATH", "PATH") if env.get(var) for arg in ("-x", var)]
+    names = ["PYTHONPATH", "LD_LIBRARY_PATH", "PATH"] + sorted(v for v in env if v.startswith("BATCHSCORE_"))
+    forward = [arg for var in names if env.get(var) for arg in ("-x", var)]
     more = ["--oversubscribe"] if workers > host_cores() else []  # only on a small test machine
     return [mpirun_path() or "mpirun", "--allow-run-as-root", "-np", str(workers), "--bind-to", "none",
             *more, *forward, *cli]
@@ -175,7 +176,7 @@ def run_one(out: Path, launcher: str, workers: int, plan: str, data: Path, args,
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: resuming would measure nothing
     where.mkdir(parents=True, exist_ok=True)
     job = job_dict(plan, data, run_dir, args.batch, args.precision, decode=args.decode,
-                   decode_threads=max(1, host_cores() // workers), workers=workers)
+                   decode_threads=args.decode_threads or max(1, host_cores() // workers), workers=workers)
     job_path = where / f"workers-{workers}.toml"
     job_path.write_text(to_toml(job))
     log_path = where / f"workers-{workers}.log"
@@ -251,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="resnet50")
     parser.add_argument("--precision", default="fp16", choices=["fp16", "fp32"])
     parser.add_argument("--decode", default="gpu", choices=["gpu", "cpu", "auto"], help="[run] decode (default gpu)")
+    parser.add_argument("--decode-threads", type=int, default=None,
+                        help="decode threads per worker in every run (default: the host's cores shared among "
+                             "the run's workers, so one worker alone gets them all)")
     parser.add_argument("--run-timeout", type=int, default=240, help="seconds one run may take (default 240)")
     parser.add_argument("--e2e", type=Path, help="scoring_gpu_e2e.json with the single-GPU figure "
                         "(default: OUTDIR/../scoring_gpu_e2e.json, else OUTDIR/scoring_gpu_e2e.json)")
@@ -288,7 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         **run_header("scaling_gpu", device, versions("mpi4py", "ray")), "mpirun": _mpirun_version(),
         "model": args.model, "precision": args.precision, "batch": args.batch, "rows": args.rows,
-        "decode": args.decode, "counts": args.counts, "dataset": data, "plan": plan,
+        "decode": args.decode, "decode_threads": args.decode_threads or "cores shared among the workers",
+        "counts": args.counts, "dataset": data, "plan": plan,
         "single_gpu_local": single_gpu_figure(out, args.e2e, device),
         "launchers": launchers,
         "total_s": round(time.perf_counter() - started, 1),

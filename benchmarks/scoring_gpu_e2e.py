@@ -2,10 +2,13 @@
 
     python benchmarks/scoring_gpu_e2e.py OUTDIR [--rows 100000] [--batch 256] [--model resnet50]
                                                 [--precision fp16] [--cpu-rows 5000] [--decode gpu]
+                                                [--short-side 256]
 
 On the GPU machine, in order:
 1. a JPEG Parquet dataset of --rows synthetic photo-like images in OUTDIR/data (make_dataset on every
    core; several files, row groups of about 1024 rows), reused while OUTDIR/data.json matches;
+   photo-sized (long side 400-500, as ImageNet's validation set), or with --short-side N stored
+   pre-resized (shorter side N, longer up to 4N/3), as datasets kept for scoring often are;
 2. the zoo model's plan for this GPU in OUTDIR/plan/, reused while it was built for the same GPU;
 3. engine-only throughput at --batch (device-resident input, CUDA graph: `batchscore bench`'s code);
 4. the dataset scored end to end by the local launcher: one worker, [run] decode = "gpu",
@@ -74,12 +77,18 @@ def dataset_layout(rows: int) -> tuple[int, int]:
     return files, max(1, round(rows / files / GROUP_ROWS))
 
 
-def reusable_data(data_dir: Path, rows: int, seed: int = 0) -> dict | None:
-    """What data_dir's marker (data_dir + .json) records, when it says these rows and seed and the
-    files it lists are all there; else None."""
+def image_size_rule(short_side: int | None):
+    """make_dataset's image_size: None (photo-like, long side 400-500) or, for a dataset stored
+    pre-resized, a shorter side of `short_side` and a longer one up to 4/3 of it."""
+    return None if short_side is None else ((short_side, short_side), (short_side, round(short_side * 4 / 3)))
+
+
+def reusable_data(data_dir: Path, rows: int, seed: int = 0, short_side: int | None = None) -> dict | None:
+    """What data_dir's marker (data_dir + .json) records, when it says these rows, seed and image
+    sizes and the files it lists are all there; else None."""
     marker = data_dir.with_name(data_dir.name + ".json")
     files, groups = dataset_layout(rows)
-    wanted = {"rows": rows, "seed": seed, "files": files, "row_groups_per_file": groups}
+    wanted = {"rows": rows, "seed": seed, "files": files, "row_groups_per_file": groups, "short_side": short_side}
     if not (marker.is_file() and data_dir.is_dir()):
         return None
     try:
@@ -91,14 +100,15 @@ def reusable_data(data_dir: Path, rows: int, seed: int = 0) -> dict | None:
     return made
 
 
-def prepare_data(data_dir: Path, rows: int, seed: int = 0, also_look_in: tuple[Path, ...] = ()) -> dict:
+def prepare_data(data_dir: Path, rows: int, seed: int = 0, also_look_in: tuple[Path, ...] = (),
+                 short_side: int | None = None) -> dict:
     """Make the JPEG dataset in data_dir, or reuse one (in data_dir, else in also_look_in) whose
     marker says it has these rows and seed. The same seed gives the same image for the same row,
     so a smaller dataset holds the first rows of a larger one. The result's "dir" is where it is."""
     from scoring.make_data import make_dataset
 
     for where in (data_dir, *also_look_in):
-        made = reusable_data(where, rows, seed)
+        made = reusable_data(where, rows, seed, short_side)
         if made is not None:
             print(f"reusing the dataset in {where}: {rows:,} rows, {made.get('bytes', 0) / 1e9:.2f} GB", flush=True)
             return made | {"dir": str(where), "reused": True}
@@ -107,9 +117,11 @@ def prepare_data(data_dir: Path, rows: int, seed: int = 0, also_look_in: tuple[P
     shutil.rmtree(data_dir, ignore_errors=True)
     marker.unlink(missing_ok=True)
     print(f"making {rows:,} JPEG rows in {data_dir} on {host_cores()} cores ...", flush=True)
-    made = make_dataset(data_dir, rows, row_groups=groups, files=files, seed=seed, workers=host_cores())
+    made = make_dataset(data_dir, rows, row_groups=groups, files=files, seed=seed, workers=host_cores(),
+                        image_size=image_size_rule(short_side))
     print(made.summary(), flush=True)
-    record = {"rows": rows, "seed": seed, "files": files, "row_groups_per_file": groups, "paths": made.files,
+    record = {"rows": rows, "seed": seed, "files": files, "row_groups_per_file": groups, "short_side": short_side,
+              "paths": made.files,
               "bytes": made.bytes, "seconds": round(made.seconds, 1)}
     marker.write_text(json.dumps(record, indent=1) + "\n")
     return record | {"dir": str(data_dir), "reused": False}
@@ -310,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cpu-rows", type=int, default=5000, help="rows for the CPU decode path (0: skip it)")
     parser.add_argument("--decode", default="gpu", choices=["gpu", "cpu", "auto"],
                         help="[run] decode of the main end-to-end run (default gpu)")
+    parser.add_argument("--short-side", type=int, default=None,
+                        help="images stored pre-resized: this shorter side, the longer up to 4/3 of it "
+                             "(default: photo-like, long side 400-500)")
     parser.add_argument("--iterations", type=int, default=50, help="engine-only timed iterations")
     parser.add_argument("--decode-processes", default="auto",
                         help="[run] decode_processes of the main run: auto (GPU decode: one child per decoder) or a count")
@@ -328,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = host_cores()
     started = time.perf_counter()
 
-    data = prepare_data(out / "data", args.rows)
+    data = prepare_data(out / "data", args.rows, short_side=args.short_side)
     plan = prepare_plan(out / "plan", args.model, args.precision, args.batch)
     print(f"engine alone at batch {args.batch} ...", flush=True)
     alone = engine_only(plan["path"], args.batch, args.iterations, warmup=5)
@@ -340,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                                       decode_processes=_count_or_auto(args.decode_processes)), out))
     cpu = None
     if args.cpu_rows > 0:
-        cpu_data = prepare_data(out / "data-cpu", args.cpu_rows)
+        cpu_data = prepare_data(out / "data-cpu", args.cpu_rows, short_side=args.short_side)
         cpu_processes = cores if args.cpu_processes is None else args.cpu_processes
         print(f"CPU decode path, {args.cpu_rows:,} rows on {cores} threads in {cpu_processes} processes ...", flush=True)
         cpu = _try(lambda: score(job_dict(plan["path"], Path(cpu_data["dir"]), out / "runs" / "cpu-path", args.batch,

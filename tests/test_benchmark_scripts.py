@@ -48,7 +48,8 @@ def test_without_a_gpu_exits_with_a_message(tmp_path, script):
     assert not out.exists()
 
 
-@pytest.mark.parametrize("script", ["scoring_gpu_e2e.py", "scaling_gpu.py", "device/slim_wheels.py"])
+@pytest.mark.parametrize("script", ["scoring_gpu_e2e.py", "scaling_gpu.py", "device/slim_wheels.py", "fp16_numerics.py",
+                                    "fp16_top1_peer.py"])
 def test_help(script):
     proc = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True,
                           timeout=120, env=_no_gpu_env())
@@ -80,13 +81,27 @@ def test_prepare_data_reuses_a_matching_dataset(tmp_path, capsys):
     assert again["reused"] and again["dir"] == first["dir"] and not (tmp_path / "b" / "data").exists()
     other = e2e.prepare_data(tmp_path / "a" / "data", 14)  # other rows: made again in place
     assert not other["reused"] and json.loads((tmp_path / "a" / "data.json").read_text())["rows"] == 14
+    small = e2e.prepare_data(tmp_path / "a" / "data", 14, short_side=64)  # other sizes: made again
+    assert not small["reused"] and small["short_side"] == 64
+
+
+def test_pre_resized_images_have_the_asked_shorter_side(tmp_path):
+    import pyarrow.parquet as pq
+    from PIL import Image
+    import io
+
+    made = e2e.prepare_data(tmp_path / "data", 6, short_side=40)
+    table = pq.read_table(made["paths"][0])
+    sizes = [Image.open(io.BytesIO(row["bytes"])).size for row in table.column("image").to_pylist()]
+    assert all(h == 40 and 40 <= w <= 53 for w, h in sizes), sizes
 
 
 def test_mpi_and_ray_commands():
-    env = {"PYTHONPATH": "/tmp/site:/repo", "LD_LIBRARY_PATH": "/x"}
+    env = {"PYTHONPATH": "/tmp/site:/repo", "LD_LIBRARY_PATH": "/x", "BATCHSCORE_NVIMGCODEC_BACKENDS": "hw"}
     mpi = scaling_gpu.run_command("mpi", 4, Path("job.toml"), env)
     assert mpi[1:6] == ["--allow-run-as-root", "-np", "4", "--bind-to", "none"]
     assert ["-x", "PYTHONPATH"] == mpi[mpi.index("PYTHONPATH") - 1: mpi.index("PYTHONPATH") + 1]
+    assert "BATCHSCORE_NVIMGCODEC_BACKENDS" in mpi  # our settings reach every rank
     assert mpi[mpi.index(sys.executable):] == [sys.executable, "-m", "launchers.cli", "run", "job.toml",
                                                "--launcher", "mpi", "--quiet"]
     ray = scaling_gpu.run_command("ray", 2, Path("job.toml"), env)
@@ -295,7 +310,7 @@ def test_the_device_scaling_call_parses_and_refuses_to_run_outside_the_device_to
     assert result.returncode != 0 and "run this through the device tool" in result.stderr
 
 
-def test_zoo_conditioning_measures_the_residual_gamma_effect(tmp_path):
+def test_zoo_conditioning_measures_the_residual_gamma_and_active_shift_effects(tmp_path):
     gpu = tmp_path / "gpu.json"
     gpu.write_text(json.dumps({"models": [{"model": "resnet18", "fp16_vs_numpy": {"rel_l2": 1.4e-3}}]}))
     proc = subprocess.run([sys.executable, str(BENCH / "zoo_conditioning.py"), str(tmp_path / "out"),
@@ -303,8 +318,9 @@ def test_zoo_conditioning_measures_the_residual_gamma_effect(tmp_path):
                           timeout=300, env=_no_gpu_env())
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((tmp_path / "out" / "zoo_conditioning.json").read_text())["models"]
-    now, old = rows  # the zoo's residual gamma, then gamma ~ 1
-    assert old["residual_gamma"] == 1.0 and now["amplification"] < old["amplification"]
+    now, centred, old = rows  # the zoo as it is, then beta centred on 0, then also gamma ~ 1
+    assert (centred["active_shift"], old["residual_gamma"]) == (0.0, 1.0)
+    assert now["amplification"] < centred["amplification"] < old["amplification"]
     assert 1e-4 < now["fp16_output_error"] < 1e-2 and now["estimate_over_gpu"] == pytest.approx(
         now["fp16_output_error"] / 1.4e-3)
-    assert "gpu_fp16_output_error" not in old  # the GPU figure is for the zoo as it is
+    assert "gpu_fp16_output_error" not in old and "gpu_fp16_output_error" not in centred  # for the zoo as it is

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device call for the multi-GPU scaling run: install the carried wheels, score ROWS rows at each
-# GPU count through mpirun and Ray, and copy the reports (not the data) under $OUT.
+# GPU count through mpirun and Ray, and copy the reports (not the data) under $OUT as scale.tgz.
 #
 #   run (kind nvidia-h200-x8, carry [".whl_all"]):
 #       bash benchmarks/device/scaling_call.sh 1,2,4,8 300000
@@ -13,6 +13,7 @@ set -u
 COUNTS=${1:-1,2,4,8}
 ROWS=${2:-300000}
 LIMIT=${3:-540}   # seconds this script may take (the device allows 600 per call)
+MORE=${4:-}       # more scaling_gpu.py options, e.g. "--decode-threads 16"
 : "${OUT:?run this through the device tool, which sets OUT}"
 
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_all/*.whl || exit 1
@@ -22,20 +23,22 @@ export PYTHONUNBUFFERED=1 PATH=/tmp/site/bin:$PATH
 chmod +x /tmp/site/ray/core/src/ray/gcs/gcs_server /tmp/site/ray/core/src/ray/raylet/raylet 2>/dev/null
 nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c
 
-copy_out() {
-    mkdir -p "$OUT/scale"
-    cp /tmp/scale/scaling_gpu.json "$OUT/scale/" 2>/dev/null
+copy_out() {  # one archive: the device tool brings back a limited number of files
+    rm -rf /tmp/outscale && mkdir -p /tmp/outscale
+    cp /tmp/scale/scaling_gpu.json /tmp/outscale/ 2>/dev/null
     for launcher in mpi ray; do
-        mkdir -p "$OUT/scale/$launcher"
-        cp /tmp/scale/$launcher/scaling.* "$OUT/scale/$launcher/" 2>/dev/null
+        mkdir -p "/tmp/outscale/$launcher"
+        cp /tmp/scale/$launcher/scaling.* "/tmp/outscale/$launcher/" 2>/dev/null
         for report in /tmp/scale/$launcher/workers-*/report.json; do
             [ -f "$report" ] || continue
             run=$(basename "$(dirname "$report")")
-            cp "$report" "$OUT/scale/$launcher/$run-report.json"
+            cp "$report" "/tmp/outscale/$launcher/$run-report.json"
         done
     done
+    tar -czf "$OUT/scale.tgz" -C /tmp/outscale .
+    cp /tmp/scale/scaling_gpu.json "$OUT/" 2>/dev/null
 }
 (sleep $((LIMIT - 15)); copy_out) &
 timeout $((LIMIT - 20)) python3 benchmarks/scaling_gpu.py /tmp/scale --rows "$ROWS" --counts "$COUNTS" \
-    --launchers mpi,ray --run-timeout 150 2>&1 | grep -v Warn | tail -30
+    --launchers mpi,ray --run-timeout 150 $MORE 2>&1 | grep -v Warn | tail -30
 copy_out
