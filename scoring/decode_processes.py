@@ -19,7 +19,8 @@ so there the worker runs several ProcessDecoders of one child each.
 
 Children are started with `python -m scoring.decode_processes FD` (not multiprocessing), so they
 do not re-import the parent's main module: a Ray actor, an MPI rank and the CLI all work alike. A
-child that dies makes the next decode_into raise a DecodeProcessError naming it and its exit code.
+child that dies makes the next decode_into raise a DecodeProcessError naming it and its exit code;
+one that gives no reply for REPLY_TIMEOUT seconds is killed, and named the same way.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ from scoring.decode import Preprocess
 from scoring.errors import ScoringError
 
 STOP_TIMEOUT = 10.0  # seconds a child gets to exit after "stop" before it is killed
+# Seconds a child may take to answer one batch (its first answer includes its start-up: imports, the
+# GPU, the decoder). A child that takes longer is hung, not slow: it is killed and the worker fails
+# with its name, rather than waiting forever; a rerun resumes from the manifest.
+REPLY_TIMEOUT = 600.0
 
 
 class DecodeProcessError(ScoringError):
@@ -179,6 +184,8 @@ class _Child:
         """The next reply: ("done", errors) once the child is ready; raises if it failed or died."""
         while True:
             try:
+                if not self.connection.poll(REPLY_TIMEOUT):
+                    self._hung()
                 kind, payload = self.connection.recv()
             except (EOFError, OSError):
                 self._died()
@@ -197,6 +204,12 @@ class _Child:
         raise DecodeProcessError(f"{self.name} (pid {self.process.pid}) died with exit code {code}; "
                                  f"its batch was not decoded") from None
 
+    def _hung(self):
+        self.process.kill()
+        self.process.wait()
+        raise DecodeProcessError(f"{self.name} (pid {self.process.pid}) gave no reply in {REPLY_TIMEOUT:g} s, so "
+                                 f"it was killed; its batch was not decoded")
+
     def _last_words(self) -> str | None:
         """The failure a child reported before it exited (one that could not start its decoder)."""
         try:
@@ -209,6 +222,9 @@ class _Child:
         return None
 
     def stop(self) -> None:
+        if self.process.poll() is not None:  # already gone (died, or killed as hung)
+            self.connection.close()
+            return
         try:
             self.connection.send(("stop", None))
         except OSError:

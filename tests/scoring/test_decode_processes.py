@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -73,6 +74,24 @@ def test_a_child_that_dies_is_named_with_its_exit_code(data, shared_ring):  # no
         os.kill(decoder.pids[0], signal.SIGKILL)
         with pytest.raises(DecodeProcessError, match=r"CPU decode process \(pid \d+\) died with exit code -9"):
             decoder.decode_into(_items(dataset), ring.buffers[0])
+
+
+def test_a_child_that_hangs_is_killed_and_named(data, shared_ring, monkeypatch):  # noqa: F811
+    import scoring.decode_processes as decode_processes
+
+    _, dataset, _ = data
+    shared, ring = shared_ring
+    with ProcessDecoder(DecoderRecipe("cpu", PREPROCESS), name="CPU decode process") as decoder:
+        decoder.attach(shared)
+        decoder.decode_into(_items(dataset), ring.buffers[0])  # it works, then it stops answering
+        child = decoder._children[0].process
+        os.kill(child.pid, signal.SIGSTOP)
+        monkeypatch.setattr(decode_processes, "REPLY_TIMEOUT", 1.0)
+        started = time.monotonic()
+        with pytest.raises(DecodeProcessError, match=r"CPU decode process \(pid \d+\) gave no reply in 1 s, so it was killed"):
+            decoder.decode_into(_items(dataset), ring.buffers[0])
+        assert time.monotonic() - started < 10 and child.poll() is not None
+    # leaving the with block closed the decoder at once: the killed child is not waited for again
 
 
 def test_a_child_that_cannot_start_its_decoder_says_why(data, shared_ring):  # noqa: F811
