@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 
 @dataclasses.dataclass
@@ -19,13 +20,17 @@ def make_device(stream) -> Device:
     """A handle of its own for every context: a cuDNN handle launches on the one stream it was last
     bound to, so a handle shared by two contexts (a build's tuner and the user's context, or two
     engines in one process) would put the first context's convolutions on the second's stream,
-    unordered with the rest of its work."""
+    unordered with the rest of its work. The handle is destroyed with the Device (once no layer
+    bound to it is left), so a process that makes many contexts does not keep their handles."""
     from kernels.cuda import import_cudnn
 
     cudnn = import_cudnn()
     handle = cudnn.create_handle()
     cudnn.set_stream(handle=handle, stream=stream.ptr)
-    return Device(stream, handle)
+    device = Device(stream, handle)
+    # Not at exit: the CUDA context may already be going, and the process's end frees the handle.
+    weakref.finalize(device, cudnn.destroy_handle, handle).atexit = False
+    return device
 
 
 def describe_gpu() -> dict:

@@ -175,3 +175,17 @@ def test_running_a_gpu_plan_does_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "False", "running a GPU plan imported torch"
+
+
+def test_a_contexts_cudnn_handle_is_destroyed_with_it():
+    import gc
+
+    plan = engine.build(zoo.get("resnet18", image_size=32), BuildConfig(max_batch=2, device="cuda",
+                                                                           timing_cache=None))
+    context = engine.engine_for(plan).create_context()
+    context.run({"input": np.zeros((2, 3, 32, 32), np.float32)})
+    handle = context.device.cudnn_handle
+    assert handle.backend_handle is not None
+    del context
+    gc.collect()
+    assert handle.backend_handle is None, "the context's cuDNN handle outlived it"
