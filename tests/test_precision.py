@@ -15,19 +15,25 @@ from engine.precision import (activation_dtypes, as_fp16, choose_precisions, fp1
 from engine.probe import synthetic_feeds
 
 
+def _conv_relu(net, x, rng, suffix=""):
+    weight = rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3
+    return net.relu(net.conv(x, weight, pad=1, name=f"conv{suffix}"), name=f"relu{suffix}")
+
+
+def _classifier(net, y, rng, channels: int):
+    """global pool -> flatten -> gemm into 5 logits, small weights (the logits fit float16)."""
+    y = net.flatten(net.global_avg_pool(y, name="pool"), name="flatten")
+    net.output(net.gemm(y, rng.standard_normal((5, channels)).astype(np.float32) * 1e-5, trans_b=True, name="fc"),
+               "logits")
+    return net.graph()
+
+
 def overflowing_network():
     """conv -> relu -> x 3e5 (beyond float16's 65,504) -> global pool -> flatten -> gemm."""
     rng = np.random.default_rng(0)
     net = Network("overflow")
-    x = net.input("input", (None, 3, 8, 8))
-    y = net.relu(net.conv(x, rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, pad=1, name="conv"),
-                 name="relu")
-    y = net.mul(y, np.float32(3e5), name="scale")
-    y = net.global_avg_pool(y, name="pool")
-    y = net.flatten(y, name="flatten")
-    y = net.gemm(y, rng.standard_normal((5, 4)).astype(np.float32) * 1e-5, trans_b=True, name="fc")
-    net.output(y, "logits")
-    return net.graph()
+    y = _conv_relu(net, net.input("input", (None, 3, 8, 8)), rng)
+    return _classifier(net, net.mul(y, np.float32(3e5), name="scale"), rng, 4)
 
 
 def overflowing_branch_network():
@@ -35,16 +41,9 @@ def overflowing_branch_network():
     rng = np.random.default_rng(0)
     net = Network("overflow_branch")
     x = net.input("input", (None, 3, 8, 8))
-    a = net.relu(net.conv(x, rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, pad=1, name="conv_a"),
-                 name="relu_a")
-    b = net.relu(net.conv(x, rng.standard_normal((4, 3, 3, 3)).astype(np.float32) * 0.3, pad=1, name="conv_b"),
-                 name="relu_b")
-    b = net.mul(b, np.float32(3e5), name="scale")
-    y = net.concat([a, b], axis=1, name="cat")
-    y = net.flatten(net.global_avg_pool(y, name="pool"), name="flatten")
-    y = net.gemm(y, rng.standard_normal((5, 8)).astype(np.float32) * 1e-5, trans_b=True, name="fc")
-    net.output(y, "logits")
-    return net.graph()
+    a, b = _conv_relu(net, x, rng, "_a"), _conv_relu(net, x, rng, "_b")
+    y = net.concat([a, net.mul(b, np.float32(3e5), name="scale")], axis=1, name="cat")
+    return _classifier(net, y, rng, 8)
 
 
 def test_rounding_and_the_error_measure():
