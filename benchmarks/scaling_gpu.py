@@ -176,7 +176,8 @@ def run_one(out: Path, launcher: str, workers: int, plan: str, data: Path, args,
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run: resuming would measure nothing
     where.mkdir(parents=True, exist_ok=True)
     job = job_dict(plan, data, run_dir, args.batch, args.precision, decode=args.decode,
-                   decode_threads=args.decode_threads or max(1, host_cores() // workers), workers=workers)
+                   decode_threads=args.decode_threads or max(1, host_cores() // workers), workers=workers,
+                   pin_cpus=args.pin_cpus)
     job_path = where / f"workers-{workers}.toml"
     job_path.write_text(to_toml(job))
     log_path = where / f"workers-{workers}.log"
@@ -255,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decode-threads", type=int, default=None,
                         help="decode threads per worker in every run (default: the host's cores shared among "
                              "the run's workers, so one worker alone gets them all)")
+    parser.add_argument("--pin-cpus", action="store_true",
+                        help="[run] pin_cpus = true: each worker on the CPU cores next to its GPU")
     parser.add_argument("--run-timeout", type=int, default=240, help="seconds one run may take (default 240)")
     parser.add_argument("--e2e", type=Path, help="scoring_gpu_e2e.json with the single-GPU figure "
                         "(default: OUTDIR/../scoring_gpu_e2e.json, else OUTDIR/scoring_gpu_e2e.json)")
@@ -293,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         **run_header("scaling_gpu", device, versions("mpi4py", "ray")), "mpirun": _mpirun_version(),
         "model": args.model, "precision": args.precision, "batch": args.batch, "rows": args.rows,
         "decode": args.decode, "decode_threads": args.decode_threads or "cores shared among the workers",
+        "pin_cpus": args.pin_cpus,
         "counts": args.counts, "dataset": data, "plan": plan,
         "single_gpu_local": single_gpu_figure(out, args.e2e, device),
         "launchers": launchers,

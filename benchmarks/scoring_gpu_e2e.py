@@ -205,7 +205,7 @@ def preprocess_for(precision: str) -> dict:
 
 def job_dict(plan: str, data: Path, out: Path, batch: int, precision: str, *, decode: str,
              decode_threads: int | str = "auto", workers: int | str = 1,
-             decode_processes: int | str = "auto") -> dict:
+             decode_processes: int | str = "auto", pin_cpus: bool = False) -> dict:
     """A job spec (as parsed TOML) scoring `data` with `plan` on the GPU into `out`."""
     return {
         "model": {"plan": str(plan)},
@@ -213,7 +213,7 @@ def job_dict(plan: str, data: Path, out: Path, batch: int, precision: str, *, de
         "preprocess": preprocess_for(precision),
         "output": {"dir": str(out), "top_k": 5},
         "run": {"batch": batch, "workers": workers, "device": "cuda", "decode": decode,
-                "decode_threads": decode_threads, "decode_processes": decode_processes},
+                "decode_threads": decode_threads, "decode_processes": decode_processes, "pin_cpus": pin_cpus},
     }
 
 

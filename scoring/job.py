@@ -29,6 +29,7 @@
     decode_threads = "auto"        # or a count
     decode_processes = "auto"      # decoders in child processes: auto | 0 | a count (see scoring.worker)
     fail_fast = false              # stop at the first bad image instead of writing an error row
+    pin_cpus = false               # GPU workers: run on the CPU cores next to the GPU (scoring.affinity)
     launcher = "local"             # local | mpi | ray
 
 `load_job(path)` checks every key (its type, its range, the values allowed) and raises `JobError`
@@ -101,6 +102,7 @@ class RunSpec:
     decode_threads: int | str = "auto"
     decode_processes: int | str = "auto"
     fail_fast: bool = False
+    pin_cpus: bool = False
     launcher: str = "local"
 
 
@@ -194,6 +196,7 @@ def parse_job(data: dict[str, Any], *, base_dir: str | os.PathLike = ".", path: 
         "decode_threads": v.auto_or_positive_int,
         "decode_processes": v.auto_or_count,
         "fail_fast": v.boolean,
+        "pin_cpus": v.boolean,
         "launcher": v.choice(LAUNCHERS),
     })
     model = v.section("model", data["model"], ModelSpec, {

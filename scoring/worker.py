@@ -114,6 +114,10 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
         prefer_more_hardware_queues()
     decode = resolve_decode(job, on_gpu)
     threads = decode_threads if decode_threads is not None else resolve_decode_threads(job)
+    if on_gpu and job.run.pin_cpus:  # after counting threads (the host's share), before the decoders
+        from scoring.affinity import pin_to_gpu  # start: their threads and processes inherit it
+
+        pin_to_gpu()
     with contextlib.ExitStack() as cleanup:
         # Decode processes start first: they import and set up their decoders while the plan loads.
         decoders = _process_decoders(job, decode, threads, on_gpu)

@@ -55,8 +55,8 @@ def test_defaults_and_relative_paths(tmp_path, monkeypatch):
     assert job.output.dir == tmp_path / "job-out" and job.output.top_k == 5
     assert job.output.labels is None and job.output.raw is False
     run = job.run
-    assert (run.batch, run.workers, run.device, run.decode, run.decode_threads, run.fail_fast, run.launcher) == \
-        (64, "auto", "auto", "auto", "auto", False, "local")
+    assert (run.batch, run.workers, run.device, run.decode, run.decode_threads, run.fail_fast, run.pin_cpus,
+            run.launcher) == (64, "auto", "auto", "auto", "auto", False, False, "local")
     assert job.max_batch == 64  # no [model] max_batch: the run's batch
     json.dumps(job.to_dict())  # JSON-able for the report
 
@@ -97,6 +97,7 @@ device = "cuda"
 decode = "gpu"
 decode_threads = 6
 fail_fast = true
+pin_cpus = true
 launcher = "mpi"
 """)
     job = load_job(path)
@@ -108,7 +109,7 @@ launcher = "mpi"
     assert job.output.dir == tmp_path.parent / "out" / "run1"  # normalised, no ".."
     assert job.output.labels == tmp_path / "labels.txt" and job.output.top_k == 10 and job.output.raw
     assert (job.run.batch, job.run.workers, job.run.device, job.run.decode, job.run.decode_threads,
-            job.run.fail_fast, job.run.launcher) == (128, 8, "cuda", "gpu", 6, True, "mpi")
+            job.run.fail_fast, job.run.pin_cpus, job.run.launcher) == (128, 8, "cuda", "gpu", 6, True, True, "mpi")
 
 
 def test_output_spec_reads_labels_and_checks_the_class_count(tmp_path):
@@ -134,6 +135,7 @@ def test_output_spec_reads_labels_and_checks_the_class_count(tmp_path):
     ("run", 'decode = "nvjpeg"', r'\[run\] decode must be one of "auto", "cpu", "gpu"; got "nvjpeg"'),
     ("run", 'launcher = "slurm"', r'\[run\] launcher must be one of "local", "mpi", "ray"; got "slurm"'),
     ("run", 'fail_fast = "yes"', r'\[run\] fail_fast must be true or false, got "yes"'),
+    ("run", "pin_cpus = 1", r'\[run\] pin_cpus must be true or false, got 1'),
     ("run", 'device = "cpu"\ndecode = "gpu"', r'decode = "gpu" needs a GPU, but \[run\] device = "cpu"'),
     ("model", 'precision = "fp8"', r'\[model\] precision must be one of "fp32", "fp16", "int8"; got "fp8"'),
     ("model", "max_batch = 0", r"\[model\] max_batch must be a positive integer, got 0"),
@@ -164,7 +166,8 @@ def test_bad_values_name_the_key(tmp_path, section, body, message):
 
 @pytest.mark.parametrize("section, body, message", [
     ("run", "bach = 32", r"\[run\] has unknown key 'bach' \(did you mean 'batch'\?\); the keys allowed in "
-                         r"\[run\] are: batch, workers, device, decode, decode_threads, decode_processes, fail_fast, launcher"),
+                         r"\[run\] are: batch, workers, device, decode, decode_threads, decode_processes, fail_fast, pin_cpus, "
+                         r"launcher"),
     ("output", "topk = 3\ncolour = 1", r"\[output\] has unknown keys 'topk' \(did you mean 'top_k'\?\), 'colour'; "
                                        r"the keys allowed in \[output\] are: dir, top_k, labels, raw"),
     ("preprocess", "resize = 256", r"\[preprocess\] has unknown key 'resize'.*resize_shorter, crop, mean, std, "
