@@ -26,14 +26,14 @@ Linear init (uniform +-1/sqrt(fan_in)); hidden linear layers (vgg, alexnet) are 
 (uniform +-sqrt(6 / fan_in)). BatchNorm looks trained: gamma ~ N(1, 0.1) (0.2 N(1, 0.1) where it ends
 a residual branch: see RESIDUAL_GAMMA), beta ~ gamma + N(0, 0.1) (N(0, 0.1) at a branch's end: see
 ACTIVE_SHIFT), and running statistics measured on the activations the layer really sees. While a BN
-model is defined, each layer also runs (through the engine's own numpy kernels) on a few random unit-variance images at
-the model's image size, and each BN gets running_mean = measured mean + 0.1 std * N(0, 1) and
-running_var = measured var / U(0.5, 1.5). A BN then outputs about N(beta, gamma^2 * U(0.5, 1.5))
-however deep it sits, as in a trained network, and activations stay in a sane range through
-resnet152's residual stream (statistics that ignore how the stream grows let it compound block by
-block: logits in the tens of thousands and a one-hot softmax). Measuring makes a BN model's definition cost about one forward
-pass (resnet152 at 224: a few seconds); the weights depend on the seed, and the running statistics
-on the seed and on the kernels' float32 rounding only.
+model is defined, each layer also runs (through the engine's own numpy kernels) on a few random
+unit-variance images at the model's image size, and each BN gets running_mean = measured mean + 0.1
+std * N(0, 1) and running_var = measured var / U(0.5, 1.5). A BN then outputs about N(beta, gamma^2
+* U(0.5, 1.5)) however deep it sits, as in a trained network, and activations stay in a sane range
+through resnet152's residual stream (statistics that ignore how the stream grows let it compound
+block by block: logits in the tens of thousands and a one-hot softmax). Measuring makes a BN model's
+definition cost about one forward pass (resnet152 at 224: a few seconds); the weights depend on the
+seed, and the running statistics on the seed and on the kernels' float32 rounding only.
 """
 
 from __future__ import annotations
@@ -62,8 +62,9 @@ RESIDUAL_GAMMA = 0.2
 # about 84% of its units on. A random net whose BNs centre every channel and whose ReLUs cut half of
 # it is chaotic: each conv-BN-ReLU multiplies a small relative change by about sqrt(P(z > b) /
 # Var(relu(z))) for z ~ N(b, 1): 1.21 at b = 0, 1.06 at b = 1 (a mean-field estimate: random
-# weights pass the change on, the BN removes the signal's mean, the ReLU gates both). With b = 0, googlenet amplified a 1e-3 input change x33, inception_v3 x41 and resnet152 x14,
-# and their FP16 plans missed 1e-2 on rounding alone; with b = 1, x4.1, x1.5 and x1.0
+# weights pass the change on, the BN removes the signal's mean, the ReLU gates both). With b = 0,
+# googlenet amplified a 1e-3 input change x33, inception_v3 x41 and resnet152 x14, and their FP16
+# plans missed 1e-2 on rounding alone; with b = 1, x4.1, x1.5 and x1.0
 # (benchmarks/zoo_conditioning.py, results/zoo_conditioning_cpu_2026-11-22_active_shift.json).
 ACTIVE_SHIFT = 1.0
 
@@ -218,7 +219,8 @@ class _Builder:
 def _basic_block(b: _Builder, x: Tensor, planes: int, stride: int, prefix: str) -> Tensor:
     y = b.relu(b.bn(b.conv(x, planes, 3, stride=stride, pad=1, name=f"{prefix}.conv1"), eps=1e-5,
                     name=f"{prefix}.bn1"), name=f"{prefix}.relu1")
-    y = b.bn(b.conv(y, planes, 3, pad=1, name=f"{prefix}.conv2"), eps=1e-5, name=f"{prefix}.bn2", ends_residual_branch=True)
+    y = b.bn(b.conv(y, planes, 3, pad=1, name=f"{prefix}.conv2"), eps=1e-5, name=f"{prefix}.bn2",
+             ends_residual_branch=True)
     return b.relu(b.add(y, _shortcut(b, x, planes, stride, prefix), name=f"{prefix}.add"), name=f"{prefix}.relu2")
 
 
@@ -227,7 +229,8 @@ def _bottleneck(b: _Builder, x: Tensor, planes: int, stride: int, prefix: str) -
                name=f"{prefix}.relu1")
     y = b.relu(b.bn(b.conv(y, planes, 3, stride=stride, pad=1, name=f"{prefix}.conv2"), eps=1e-5,
                     name=f"{prefix}.bn2"), name=f"{prefix}.relu2")
-    y = b.bn(b.conv(y, planes * 4, 1, name=f"{prefix}.conv3"), eps=1e-5, name=f"{prefix}.bn3", ends_residual_branch=True)
+    y = b.bn(b.conv(y, planes * 4, 1, name=f"{prefix}.conv3"), eps=1e-5, name=f"{prefix}.bn3",
+             ends_residual_branch=True)
     return b.relu(b.add(y, _shortcut(b, x, planes * 4, stride, prefix), name=f"{prefix}.add"), name=f"{prefix}.relu3")
 
 

@@ -35,7 +35,8 @@ def import_cudnn():
     given is a torch tensor, and imports torch to find out when torch is installed: on the H100
     machine that cost 8.3 s of a worker's 11 s start-up (profiled 2026-11-22), and the runtime
     must not import torch. Our buffers are CuPy arrays and raw pointers, so unless this process
-    already imported torch, the frontend is told torch is absent."""
+    already imported torch, the frontend is told torch is absent (a program that also hands torch
+    tensors to the cuDNN frontend itself should import torch before batchscore's GPU code runs)."""
     import cudnn
     import cudnn.datatypes
 
