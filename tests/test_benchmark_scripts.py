@@ -324,3 +324,20 @@ def test_zoo_conditioning_measures_the_residual_gamma_and_active_shift_effects(t
     assert 1e-4 < now["fp16_output_error"] < 1e-2 and now["estimate_over_gpu"] == pytest.approx(
         now["fp16_output_error"] / 1.4e-3)
     assert "gpu_fp16_output_error" not in old and "gpu_fp16_output_error" not in centred  # for the zoo as it is
+
+
+def test_outputs_io_measures_the_writer_and_the_reader(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(BENCH / "outputs_io.py"), str(out), "--rows", "300", "--classes", "50"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=_no_gpu_env())
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((out / "outputs_io.json").read_text())
+    assert record["benchmark"] == "outputs_io" and record["command"] and record["machine"]["pyarrow"]
+    assert record["parameters"] == {"rows": 300, "classes": 50, "top_k": 5, "batch_rows": 256, "shard_rows": 4096,
+                                    "repeats": 3, "seed": 0}
+    top_k, raw = record["writer"]["top_k"], record["writer"]["top_k_raw"]
+    assert top_k["rows_per_s"] > 0 and raw["rows_per_s"] > 0
+    assert raw["bytes"] > 300 * 50 * 4 > top_k["bytes"] > 0  # the raw column holds every score
+    reader = record["reader"]
+    assert reader["rows_per_s"] > 0 and reader["mb_per_s"] > 0 and reader["image_bytes"] > 0
+    assert (out / "data.json").is_file() and "reader (JPEG bytes)" in proc.stdout

@@ -1,0 +1,158 @@
+"""How fast the scoring job's host-side I/O runs on the CPU: the part writer and the dataset reader.
+
+    python benchmarks/outputs_io.py OUTDIR [--rows 20000] [--classes 1000] [--top-k 5]
+
+- `writer`: --rows rows of random float32 logits (numpy, seed 0) with string ids like make_dataset's
+  written as the worker writes them (scoring/worker.py's _ShardWriter): one PartWriter per shard of
+  4096 rows, add() per batch of 256 rows (top-k computed there), close(), Manifest.record(). Twice:
+  top-k only, and top-k plus the raw score vectors ([output] raw = true). Rows/s is the median of
+  3 repeats, each into an empty OUTDIR/writer/<variant>; bytes are the part files' of the last one.
+- `reader`: a JPEG Parquet dataset of --rows photo-like rows (make_dataset, seed 0, the layout of
+  scoring_gpu_e2e.py: files of ~8k rows, row groups of ~1024), made once in OUTDIR/data and reused
+  while OUTDIR/data.json matches; open_dataset, then every shard of 4096 rows read with read_shard
+  in batches of 256, as the worker's prefetch thread does (ids and encoded image bytes, not decoded).
+  Rows/s and MB/s (image bytes, 1e6) are the median of 3 repeats, from the page cache (the files
+  were just written or read).
+
+Writes OUTDIR/outputs_io.json (date, command, machine, versions, parameters, figures) and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from scoring.dataset import open_dataset, read_shard  # noqa: E402
+from scoring.outputs import Manifest, OutputSpec, PartWriter  # noqa: E402
+from scoring_gpu_e2e import SHARD_ROWS, host_cores, prepare_data  # noqa: E402
+
+BATCH_ROWS = 256
+REPEATS = 3
+SEED = 0
+
+
+def write_parts(out: Path, ids: np.ndarray, logits: np.ndarray, spec: OutputSpec) -> int:
+    """The worker's writing of every shard: one part per SHARD_ROWS rows, BATCH_ROWS rows per add().
+    Returns the part files' bytes."""
+    manifest = Manifest(out)
+    written = 0
+    for index, first in enumerate(range(0, len(ids), SHARD_ROWS)):
+        writer = PartWriter(out, f"part-{index:05d}", spec)
+        for start in range(first, min(first + SHARD_ROWS, len(ids)), BATCH_ROWS):
+            stop = min(start + BATCH_ROWS, first + SHARD_ROWS, len(ids))
+            writer.add(ids[start:stop], logits[start:stop], [None] * (stop - start))
+        info = writer.close()
+        manifest.record(info)
+        written += info.bytes
+    return written
+
+
+def time_writer(out: Path, rows: int, classes: int, k: int) -> dict:
+    logits = np.random.default_rng(SEED).standard_normal((rows, classes), dtype=np.float32)
+    ids = pa.array([f"img-{i:0{max(6, len(str(rows - 1)))}d}" for i in range(rows)]).to_numpy(zero_copy_only=False)
+    result = {}
+    for name, raw in (("top_k", False), ("top_k_raw", True)):
+        spec = OutputSpec(top_k=k, raw=raw, num_classes=classes)
+        where = out / "writer" / name
+        seconds = []
+        for _ in range(REPEATS):
+            shutil.rmtree(where, ignore_errors=True)
+            start = time.perf_counter()
+            size = write_parts(where, ids, logits, spec)
+            seconds.append(time.perf_counter() - start)
+        median = statistics.median(seconds)
+        result[name] = {"raw": raw, "rows_per_s": rows / median, "seconds": [round(s, 4) for s in seconds],
+                        "bytes": size, "bytes_per_row": size / rows, "parts": -(-rows // SHARD_ROWS)}
+        print(f"writer {name}: {rows / median:,.0f} rows/s, {size / 1e6:.2f} MB", flush=True)
+    return result
+
+
+def read_all(data_dir: Path) -> tuple[int, int]:
+    """Every shard read as the worker reads it; (rows, encoded image bytes)."""
+    dataset = open_dataset(data_dir)
+    rows = nbytes = 0
+    for shard in dataset.shards(SHARD_ROWS):
+        for batch in read_shard(dataset, shard, BATCH_ROWS):
+            rows += len(batch)
+            nbytes += sum(len(item) for item in batch.items if item is not None)
+    return rows, nbytes
+
+
+def time_reader(out: Path, rows: int) -> dict:
+    made = prepare_data(out / "data", rows, seed=SEED)
+    dataset = open_dataset(made["dir"])
+    seconds = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        got, nbytes = read_all(Path(made["dir"]))
+        seconds.append(time.perf_counter() - start)
+    if got != rows:
+        raise RuntimeError(f"read {got} rows of the {rows} in {made['dir']}")
+    median = statistics.median(seconds)
+    print(f"reader: {rows / median:,.0f} rows/s, {nbytes / 1e6 / median:,.0f} MB/s", flush=True)
+    return {"rows_per_s": rows / median, "mb_per_s": nbytes / 1e6 / median, "seconds": [round(s, 4) for s in seconds],
+            "image_bytes": nbytes, "file_bytes": made["bytes"], "files": len(dataset.files),
+            "row_groups": dataset.num_row_groups, "shards": len(dataset.shards(SHARD_ROWS)),
+            "kind": dataset.kind, "data_dir": made["dir"], "data_reused": made["reused"],
+            "data_make_s": made.get("seconds")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--rows", type=int, default=20000)
+    parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--top-k", type=int, default=5)
+    args = parser.parse_args(argv)
+    if min(args.rows, args.classes, args.top_k) < 1:
+        parser.error("--rows, --classes and --top-k must be positive")
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    writer = time_writer(args.out, args.rows, args.classes, args.top_k)
+    reader = time_reader(args.out, args.rows)
+    record = {
+        "benchmark": "outputs_io",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join(["python"] + (sys.argv if argv is None else [sys.argv[0], *argv])),
+        "machine": {"kind": "cpu", "machine": platform.machine(), "cpu_count": os.cpu_count(),
+                    "usable_cores": host_cores(), "python": platform.python_version(), "numpy": np.__version__,
+                    "pyarrow": pa.__version__},
+        "parameters": {"rows": args.rows, "classes": args.classes, "top_k": args.top_k, "batch_rows": BATCH_ROWS,
+                       "shard_rows": SHARD_ROWS, "repeats": REPEATS, "seed": SEED},
+        "writer": writer,
+        "reader": reader,
+        "total_s": round(time.perf_counter() - started, 1),
+    }
+    path = args.out / "outputs_io.json"
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print()
+    print(f"outputs_io: {args.rows:,} rows, {args.classes} classes, top {args.top_k}, batches of {BATCH_ROWS}, "
+          f"shards of {SHARD_ROWS}, median of {REPEATS}")
+    print(f"{'':22} {'rows/s':>10} {'MB/s':>8} {'MB':>8}")
+    for name, w in writer.items():
+        mb = w["bytes"] / 1e6
+        print(f"{'writer ' + name:22} {w['rows_per_s']:>10,.0f} {mb * w['rows_per_s'] / args.rows:>8,.1f} {mb:>8.2f}")
+    print(f"{'reader (JPEG bytes)':22} {reader['rows_per_s']:>10,.0f} {reader['mb_per_s']:>8,.1f} "
+          f"{reader['image_bytes'] / 1e6:>8.2f}")
+    print(f"wrote {path} in {record['total_s']:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
