@@ -611,8 +611,10 @@ def combine_scaling(run_dirs, out_dir=None) -> dict:
     speedup and efficiency against the run with the fewest workers, images/s per worker, the
     stragglers of each run (workers more than 10% below its median); the
     same for the steady state (each worker from its first batch to its last), which leaves out
-    the start-up that dominates short runs. Writes scaling.json, scaling.md and scaling.png into
-    out_dir (default: the runs' common parent)."""
+    the start-up that dominates short runs; and each pipeline stage's seconds per image, summed
+    over the workers, which says what got slower when every worker slows alike (a resource the
+    workers share). Writes scaling.json, scaling.md and scaling.png into out_dir (default: the
+    runs' common parent)."""
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
         raise ReportError("no run directories were given to compare")
@@ -623,7 +625,8 @@ def combine_scaling(run_dirs, out_dir=None) -> dict:
         rows.append({"run": str(d), "workers": int(s["workers"]), "images": int(s["images"]),
                      "wall_s": float(s["wall_s"]), "images_per_s": float(s["images_per_s"]),
                      "steady_images_per_s": steady_images_per_s(report),
-                     "stragglers": list(s.get("stragglers") or [])})
+                     "stragglers": list(s.get("stragglers") or []),
+                     "stage_us_per_image": stage_us_per_image(report)})
     rows.sort(key=lambda r: (r["workers"], r["run"]))
     base_workers = rows[0]["workers"]
     base_ips = _mean(r["images_per_s"] for r in rows if r["workers"] == base_workers)
@@ -649,6 +652,17 @@ def combine_scaling(run_dirs, out_dir=None) -> dict:
     return result
 
 
+PER_IMAGE_STAGES = ("read", "decode", "h2d", "compute", "write")  # "load" is once per worker
+
+
+def stage_us_per_image(report: dict) -> dict[str, float]:
+    """Each per-image stage's seconds, summed over the run's workers, per image scored, in µs."""
+    images = int(report["summary"]["images"])
+    stages = report.get("stages") or {}
+    return {name: 1e6 * float(stages[name]["seconds"]) / images for name in PER_IMAGE_STAGES
+            if name in stages and images > 0}
+
+
 def render_scaling_markdown(result: dict) -> str:
     rows = [[str(r["workers"]), _fmt_rate(r["images_per_s"]), _fmt_rate(r["images_per_s_per_worker"]),
              "-" if r["speedup"] is None else f"{r['speedup']:.2f}x", _fmt_pct(r["efficiency"]),
@@ -662,7 +676,33 @@ def render_scaling_markdown(result: dict) -> str:
     lines += _table(["Workers", "images/s", "per worker", "Speedup", "Efficiency", "Steady per worker",
                      "Steady efficiency", "Stragglers", "Run"], rows, "rrrrrrrll")
     lines += ["", "![images/s against workers](scaling.png)", ""]
+    lines += _stage_cost_table(result["runs"])
     return "\n".join(lines)
+
+
+def _stage_cost_table(runs: list[dict]) -> list[str]:
+    """µs per image of each stage, with its ratio to the baseline run's where it moved by 10% or more."""
+    names = [n for n in PER_IMAGE_STAGES if any(n in r.get("stage_us_per_image", {}) for r in runs)]
+    if not names:
+        return []
+    base = runs[0].get("stage_us_per_image", {})
+    rows = []
+    for r in runs:
+        cells = [str(r["workers"])]
+        for name in names:
+            value, first = r.get("stage_us_per_image", {}).get(name), base.get(name)
+            if value is None:
+                cells.append("-")
+                continue
+            moved = first and abs(value / first - 1) >= 0.10
+            cells.append(f"{value:,.0f}" + (f" ({value / first:.2f}x)" if moved else ""))
+        rows.append(cells)
+    return (["## Stage time per image", "",
+             "Microseconds of each stage per image scored, summed over the workers (the stages overlap, "
+             "so they do not add up to the wall time); in brackets, against the first run where it moved "
+             "10% or more. A stage that grows with the worker count while each worker slows alike points "
+             "at something the workers share.", ""]
+            + _table(["Workers", *names], rows, "r" * (len(names) + 1)) + [""])
 
 
 def _steady_cell(steady: float | None, workers: int) -> str:

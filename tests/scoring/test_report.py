@@ -429,3 +429,25 @@ def test_combine_scaling_baseline_above_one_worker(tmp_path):
     assert (tmp_path / "table" / "scaling.png").is_file()
     with pytest.raises(ReportError, match="no report.json"):
         combine_scaling([tmp_path / "nothing"])
+
+
+def test_combine_scaling_gives_each_stages_time_per_image(tmp_path):
+    # every worker scores 100 images/s; with 4 workers each spends 1.5x as long decoding an image
+    runs = []
+    for n, decode in ((1, 4.0), (4, 6.0)):
+        d = tmp_path / f"w{n}"
+        write_report(d, {}, [_worker(k, 100, stages={"read": 1.0, "decode": decode, "compute": 3.0, "load": 2.0})
+                             for k in range(n)])
+        runs.append(d)
+    result = combine_scaling(runs, out_dir=tmp_path / "table")
+    one, four = result["runs"]
+    images_one, images_four = one["images"], four["images"]
+    assert one["stage_us_per_image"] == pytest.approx(
+        {"read": 1e6 * 1.0 / images_one, "decode": 1e6 * 4.0 / images_one, "compute": 1e6 * 3.0 / images_one})
+    assert four["stage_us_per_image"]["decode"] == pytest.approx(1e6 * 6.0 * 4 / images_four)
+    assert "load" not in four["stage_us_per_image"]  # once per worker, not per image
+    table = (tmp_path / "table" / "scaling.md").read_text()
+    assert "## Stage time per image" in table and "(1.50x)" in table
+    compute_cells = [line.split("|")[4].strip() for line in table.splitlines()
+                     if line.startswith("| 1 |") or line.startswith("| 4 |")][-2:]
+    assert all("x)" not in cell for cell in compute_cells)  # unchanged per image: no ratio shown
