@@ -4,7 +4,9 @@
 #
 #   run (kind nvidia-h200-x8, carry [".whl_all"]):
 #       bash benchmarks/device/scaling_call.sh 1,2,4,8 300000
-#   checked on nvidia-h200-x4 with 1,2,4 (2026-11-22, results in benchmarks/results/scaling/h200x4_2026-11-21_s3/)
+#   checked on nvidia-h200-x4 with 1,2,4 (2026-11-22, results in benchmarks/results/scaling/h200x4_2026-11-21_s3/,
+#   and with 600000 rows in h200x4_2026-11-22_s4*/); a fourth argument passes more options, e.g.
+#       bash benchmarks/device/scaling_call.sh 1,2,4 600000 560 "--pin-cpus"
 #
 # .whl_all is made on the development machine by benchmarks/device/slim_wheels.py. Each run is
 # bounded (--run-timeout), and the reports found so far are copied out shortly before the call's
