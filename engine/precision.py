@@ -82,12 +82,11 @@ def _forget(values: dict, names, weights) -> None:
             values.pop(name, None)
 
 
-def fp16_output_error(plan: Plan, feeds: Mapping[str, np.ndarray], fp32_layers=()) -> float:
-    """The whole plan's FP16 error on `feeds`, emulated: every layer not in `fp32_layers` reads and
-    writes float16-rounded values, so rounding is carried through the network as on the GPU; the
-    largest relative error over the plan's float outputs. On an H100 this estimate came within 3%
-    of the GPU's FP16 plans for the zoo (resnet50 2.83e-3 here, 2.78e-3 there; googlenet 2.06e-2
-    and 2.11e-2; inception_v3 3.21e-2 and 3.18e-2: benchmarks/zoo_conditioning.py --gpu)."""
+def fp16_emulated_outputs(plan: Plan, feeds: Mapping[str, np.ndarray], fp32_layers=()) -> tuple[dict, dict]:
+    """The plan's outputs on `feeds` twice, emulated on the numpy backend: exactly, and as an FP16
+    plan computes them (every layer not in `fp32_layers` reads and writes float16-rounded values, so
+    rounding is carried through the network as on the GPU). Returns ({output: exact},
+    {output: FP16})."""
     from engine.runtime import Engine
 
     engine = Engine(plan, f"<FP16 check of {plan.header.get('model_name')}>")
@@ -108,8 +107,18 @@ def fp16_output_error(plan: Plan, feeds: Mapping[str, np.ndarray], fp32_layers=(
                     exact[name], carried[name] = np.asarray(value), keep(np.asarray(approx))
             _forget(exact, done_with, engine.weights)
             _forget(carried, done_with, engine.weights)
-    errors = [relative_error(carried[s["name"]], exact[s["name"]]) for s in plan.outputs
-              if np.asarray(exact[s["name"]]).dtype.kind == "f"]
+    names = [spec["name"] for spec in plan.outputs]
+    return {n: exact[n] for n in names}, {n: carried[n] for n in names}
+
+
+def fp16_output_error(plan: Plan, feeds: Mapping[str, np.ndarray], fp32_layers=()) -> float:
+    """The whole plan's FP16 error on `feeds`, emulated (fp16_emulated_outputs): the largest relative
+    error over the plan's float outputs. On an H100 this estimate came within 3% of the GPU's FP16
+    plans for the zoo (resnet50 2.83e-3 here, 2.78e-3 there; googlenet 2.06e-2 and 2.11e-2;
+    inception_v3 3.21e-2 and 3.18e-2: benchmarks/zoo_conditioning.py --gpu)."""
+    exact, carried = fp16_emulated_outputs(plan, feeds, fp32_layers)
+    errors = [relative_error(carried[name], value) for name, value in exact.items()
+              if np.asarray(value).dtype.kind == "f"]
     return max(errors, default=0.0)
 
 

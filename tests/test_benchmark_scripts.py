@@ -49,7 +49,7 @@ def test_without_a_gpu_exits_with_a_message(tmp_path, script):
 
 
 @pytest.mark.parametrize("script", ["scoring_gpu_e2e.py", "scaling_gpu.py", "device/slim_wheels.py", "fp16_numerics.py",
-                                    "fp16_top1_peer.py"])
+                                    "fp16_top1_peer.py", "fp16_top1_emulated.py"])
 def test_help(script):
     proc = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True,
                           timeout=120, env=_no_gpu_env())
@@ -341,3 +341,13 @@ def test_outputs_io_measures_the_writer_and_the_reader(tmp_path):
     reader = record["reader"]
     assert reader["rows_per_s"] > 0 and reader["mb_per_s"] > 0 and reader["image_bytes"] > 0
     assert (out / "data.json").is_file() and "reader (JPEG bytes)" in proc.stdout
+
+
+def test_fp16_top1_emulated_measures_agreement_on_the_cpu(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "fp16_top1_emulated.py"), str(tmp_path / "out"),
+                           "--models", "resnet18", "--images", "32", "--batch", "16"], capture_output=True, text=True,
+                          timeout=300, env=_no_gpu_env())
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads((tmp_path / "out" / "fp16_top1_emulated.json").read_text())["models"]
+    assert row["model"] == "resnet18" and row["images"] == 32
+    assert 0.9 <= row["top1_agree"] <= 1.0 and 1e-4 < row["rel_l2_median"] <= row["rel_l2_max"] < 1e-2

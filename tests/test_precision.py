@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 
 import engine
+from engine import zoo
 from engine.builder import BuildConfig
 from engine.inspect import describe_plan, format_plan
 from engine.network import Network
-from engine.precision import (activation_dtypes, as_fp16, choose_precisions, fp16_layer_errors,
-                              fp16_output_error, fp32_fallbacks, relative_error, concat_groups)
+from engine.precision import (activation_dtypes, as_fp16, choose_precisions, concat_groups, fp16_emulated_outputs,
+                              fp16_layer_errors, fp16_output_error, fp32_fallbacks, relative_error)
 from engine.probe import synthetic_feeds
 
 
@@ -136,3 +137,15 @@ def test_the_writers_of_an_elided_concat_widen_together():
 def test_the_bound_is_checked(bound):
     with pytest.raises(engine.BuildError, match="fp16_layer_bound must be a positive number"):
         engine.build(overflowing_network(), BuildConfig(fp16_layer_bound=bound))
+
+
+def test_the_emulated_outputs_are_the_exact_run_and_its_fp16_twin():
+    graph = zoo.get("resnet18", image_size=32)
+    plan = engine.build(graph, BuildConfig(max_batch=4))
+    x = np.random.default_rng(3).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    exact, fp16 = fp16_emulated_outputs(plan, {"input": x})
+    want = engine.Engine(plan).create_context().run({"input": x})["logits"]
+    np.testing.assert_array_equal(exact["logits"], want)  # the same kernels, the same order
+    assert 1e-4 < relative_error(fp16["logits"], want) < 1e-2  # rounding, carried through
+    assert np.array_equal(fp16["logits"], as_fp16(fp16["logits"]))  # stored as float16 would be
+    assert fp16_output_error(plan, {"input": x}) == relative_error(fp16["logits"], want)
