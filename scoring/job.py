@@ -28,6 +28,8 @@
     decode = "auto"                # auto | cpu | gpu
     decode_threads = "auto"        # or a count
     decode_processes = "auto"      # decoders in child processes: auto | 0 | a count (see scoring.worker)
+    gpu_decoders = "auto"          # GPU decoders per worker: auto (2) | a count
+    gpu_decode_backends = "auto"   # nvImageCodec backends: auto ("all") | all | hw (scoring.gpu_decode)
     fail_fast = false              # stop at the first bad image instead of writing an error row
     pin_cpus = false               # GPU workers: run on the CPU cores next to the GPU (scoring.affinity)
     launcher = "local"             # local | mpi | ray
@@ -60,6 +62,7 @@ __all__ = ["DataSpec", "JobError", "JobSpec", "ModelSpec", "OutputSettings", "Pr
 PRECISIONS = ("fp32", "fp16", "int8")
 DEVICES = ("auto", "cpu", "cuda")
 DECODERS = ("auto", "cpu", "gpu")
+GPU_DECODE_BACKENDS = ("auto", "all", "hw")  # "all" and "hw": scoring.gpu_decode.BACKEND_PRESETS
 LAUNCHERS = ("local", "mpi", "ray")
 SECTIONS = ("model", "data", "preprocess", "output", "run")
 
@@ -101,6 +104,8 @@ class RunSpec:
     decode: str = "auto"
     decode_threads: int | str = "auto"
     decode_processes: int | str = "auto"
+    gpu_decoders: int | str = "auto"
+    gpu_decode_backends: str = "auto"
     fail_fast: bool = False
     pin_cpus: bool = False
     launcher: str = "local"
@@ -195,6 +200,8 @@ def parse_job(data: dict[str, Any], *, base_dir: str | os.PathLike = ".", path: 
         "decode": v.choice(DECODERS),
         "decode_threads": v.auto_or_positive_int,
         "decode_processes": v.auto_or_count,
+        "gpu_decoders": v.auto_or_positive_int,
+        "gpu_decode_backends": v.choice(GPU_DECODE_BACKENDS),
         "fail_fast": v.boolean,
         "pin_cpus": v.boolean,
         "launcher": v.choice(LAUNCHERS),

@@ -43,17 +43,22 @@ log = logging.getLogger(__name__)
 GPU_DECODE_SLOTS = 4  # device slots per GPU decoder beyond the first: decoding runs up to 3 batches ahead
 
 
-def gpu_decoders() -> int:
-    """GPU decoders per worker: 2, or $BATCHSCORE_GPU_DECODERS (for tuning on a new machine, with
-    $BATCHSCORE_NVIMGCODEC_BACKENDS = all | hw, see scoring.gpu_decode.backend_preset)."""
+def gpu_decoders(job: JobSpec) -> int:
+    """GPU decoders per worker: [run] gpu_decoders; "auto" is $BATCHSCORE_GPU_DECODERS where set
+    (for tuning on a new machine without editing the job), else 2."""
+    if job.run.gpu_decoders != "auto":
+        return int(job.run.gpu_decoders)
     value = os.environ.get("BATCHSCORE_GPU_DECODERS", "2")
     if not value.isdigit() or int(value) < 1:
         raise ScoringError(f"BATCHSCORE_GPU_DECODERS must be a positive integer, got {value!r}")
     return int(value)
 
 
-def nvimgcodec_backends() -> str:
-    """The nvImageCodec backend preset of the GPU decoders: $BATCHSCORE_NVIMGCODEC_BACKENDS or "all"."""
+def nvimgcodec_backends(job: JobSpec) -> str:
+    """The GPU decoders' nvImageCodec backend preset (scoring.gpu_decode.backend_preset): [run]
+    gpu_decode_backends; "auto" is $BATCHSCORE_NVIMGCODEC_BACKENDS where set, else "all"."""
+    if job.run.gpu_decode_backends != "auto":
+        return job.run.gpu_decode_backends
     return os.environ.get("BATCHSCORE_NVIMGCODEC_BACKENDS", "all")
 
 
@@ -166,7 +171,7 @@ def _process_decoders(job: JobSpec, decode: str, threads: int, on_gpu: bool) -> 
     if decode == "gpu":
         import cupy
 
-        recipe = DecoderRecipe("gpu", job.preprocess, max(1, threads // processes), nvimgcodec_backends(),
+        recipe = DecoderRecipe("gpu", job.preprocess, max(1, threads // processes), nvimgcodec_backends(job),
                                cupy.cuda.Device().id)
         return [ProcessDecoder(recipe, 1, name=f"GPU decode process {k}") for k in range(processes)]
     recipe = DecoderRecipe("cpu", job.preprocess, max(1, threads // processes))
@@ -198,8 +203,8 @@ def _thread_decoders(job: JobSpec, decode: str, threads: int, runner) -> tuple[l
 
         # Several decoders, each on its own stream with its share of the CPU threads: one batch's
         # host-side work (Huffman decoding, Python) overlaps another's GPU work.
-        count = gpu_decoders()
-        decoders = [GpuDecoder(job.preprocess, max(1, threads // count), nvimgcodec_backends=nvimgcodec_backends())
+        count = gpu_decoders(job)
+        decoders = [GpuDecoder(job.preprocess, max(1, threads // count), nvimgcodec_backends=nvimgcodec_backends(job))
                     for _ in range(count)]
         return decoders, runner.make_ring(ring_slots(decode, count), on_device=True)
     return [CpuDecoder(job.preprocess, threads)], runner.make_ring(ring_slots(decode, 1))

@@ -138,15 +138,24 @@ def test_a_failure_mid_job_leaves_no_partial_part_behind(data, tmp_path):
     assert sorted(read_predictions(out).column("id").to_pylist()) == [f"img-{i:06d}" for i in range(50)]
 
 
-def test_gpu_decoder_count_knob_is_checked(monkeypatch):
+def _run_settings(**run):
+    return parse_job({"model": {"plan": "m.plan"}, "data": {"source": "images/"}, "run": run}, check_files=False)
+
+
+def test_gpu_decoder_settings_come_from_the_job_then_the_environment(monkeypatch):
     from scoring.errors import ScoringError
-    from scoring.worker import gpu_decoders
+    from scoring.worker import gpu_decoders, nvimgcodec_backends
 
     monkeypatch.delenv("BATCHSCORE_GPU_DECODERS", raising=False)
-    assert gpu_decoders() == 2
+    monkeypatch.delenv("BATCHSCORE_NVIMGCODEC_BACKENDS", raising=False)
+    auto = _run_settings()
+    assert gpu_decoders(auto) == 2 and nvimgcodec_backends(auto) == "all"
     monkeypatch.setenv("BATCHSCORE_GPU_DECODERS", "3")
-    assert gpu_decoders() == 3
+    monkeypatch.setenv("BATCHSCORE_NVIMGCODEC_BACKENDS", "hw")
+    assert gpu_decoders(auto) == 3 and nvimgcodec_backends(auto) == "hw"  # "auto" takes the environment's
+    given = _run_settings(gpu_decoders=1, gpu_decode_backends="all")
+    assert gpu_decoders(given) == 1 and nvimgcodec_backends(given) == "all"  # the job's own win
     for bad in ("0", "two", "-1"):
         monkeypatch.setenv("BATCHSCORE_GPU_DECODERS", bad)
         with pytest.raises(ScoringError, match="BATCHSCORE_GPU_DECODERS must be a positive integer"):
-            gpu_decoders()
+            gpu_decoders(auto)
