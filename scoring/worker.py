@@ -203,8 +203,8 @@ def _thread_decoders(job: JobSpec, decode: str, threads: int, runner) -> tuple[l
 
         # Several decoders, each on its own stream with its share of the CPU threads: one batch's
         # host-side work (Huffman decoding, Python) overlaps another's GPU work.
-        count = gpu_decoders(job)
-        decoders = [GpuDecoder(job.preprocess, max(1, threads // count), nvimgcodec_backends=nvimgcodec_backends(job))
+        count, backends = gpu_decoders(job), nvimgcodec_backends(job)
+        decoders = [GpuDecoder(job.preprocess, max(1, threads // count), nvimgcodec_backends=backends)
                     for _ in range(count)]
         return decoders, runner.make_ring(ring_slots(decode, count), on_device=True)
     return [CpuDecoder(job.preprocess, threads)], runner.make_ring(ring_slots(decode, 1))

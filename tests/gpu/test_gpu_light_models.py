@@ -7,6 +7,7 @@ import pytest
 
 import engine
 from engine.builder import BuildConfig
+from engine.precision import relative_error
 
 pytestmark = pytest.mark.gpu
 onnx = pytest.importorskip("onnx")
@@ -15,10 +16,6 @@ from engine.onnx_tools import expose_logits, seeded_weights  # noqa: E402  (need
 from tests.light_zoo import MODELS, load  # noqa: E402
 
 INPUTS = 8  # random images per model; the light graphs have a fixed batch of 1
-
-
-def _rel(a, b):
-    return float(np.linalg.norm(a.astype(np.float64) - b) / np.linalg.norm(b.astype(np.float64)))
 
 
 def _outputs(plan, images):
@@ -39,5 +36,6 @@ def test_light_models_on_the_gpu_match_the_numpy_backend(name):
         got = _outputs(engine.build(model, BuildConfig(device="cuda", precision=precision)), images)
         for key, expected in want.items():
             assert np.isfinite(got[key]).all(), f"{name} {precision} {key}: not finite"
-            assert _rel(got[key], expected) <= bound, f"{name} {precision} {key}: {_rel(got[key], expected):.2e}"
+            error = relative_error(got[key], expected)
+            assert error <= bound, f"{name} {precision} {key}: {error:.2e}"
         assert (got[logits].argmax(1) == want[logits].argmax(1)).all(), f"{name} {precision}: top-1 differs"
