@@ -351,3 +351,4 @@ def test_fp16_top1_emulated_measures_agreement_on_the_cpu(tmp_path):
     (row,) = json.loads((tmp_path / "out" / "fp16_top1_emulated.json").read_text())["models"]
     assert row["model"] == "resnet18" and row["images"] == 32
     assert 0.9 <= row["top1_agree"] <= 1.0 and 1e-4 < row["rel_l2_median"] <= row["rel_l2_max"] < 1e-2
+    assert 0 < row["top2_gap_over_norm_median"] < 1
