@@ -327,7 +327,10 @@ def main(argv: list[str] | None = None) -> int:
                              "(default: photo-like, long side 400-500)")
     parser.add_argument("--iterations", type=int, default=50, help="engine-only timed iterations")
     parser.add_argument("--decode-processes", default="auto",
-                        help="[run] decode_processes of the main run: auto (GPU decode: one child per decoder) or a count")
+                        help="[run] decode_processes of the main run: auto (GPU decode: in the worker's threads) or a count")
+    parser.add_argument("--decode-threads", default="auto",
+                        help="[run] decode_threads of the main run: auto (the host's cores) or a count, shared by "
+                             "the GPU decoders")
     parser.add_argument("--cpu-processes", type=int, default=None,
                         help="[run] decode_processes of the CPU decode path (default: one per core; 0: threads)")
     args = parser.parse_args(argv)
@@ -352,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"end to end, decode {args.decode}, {args.rows:,} rows ...", flush=True)
     e2e = _try(lambda: score(job_dict(plan["path"], Path(data["dir"]), out / "runs" / f"decode-{args.decode}",
                                       args.batch, args.precision, decode=args.decode,
+                                      decode_threads=_count_or_auto(args.decode_threads),
                                       decode_processes=_count_or_auto(args.decode_processes)), out))
     cpu = None
     if args.cpu_rows > 0:

@@ -135,7 +135,7 @@ class CpuDecoder:
             raise BatchscoreError("CPU decoding needs Pillow: pip install pillow") from exc
         self.preprocess = preprocess if preprocess is not None else Preprocess()
         if threads is None or threads == 0:
-            threads = _available_cores()
+            threads = available_cores()
         if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 0:
             raise PreprocessError(f"decode threads must be a positive integer, got {threads!r}")
         self.threads = int(threads)
@@ -377,7 +377,8 @@ def _describe(exc: BaseException, fmt: str | None) -> str:
     return f"cannot decode image{where}: {type(exc).__name__}: {text}"[:300]
 
 
-def _available_cores() -> int:
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux

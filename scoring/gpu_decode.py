@@ -41,7 +41,7 @@ import threading
 import numpy as np
 
 from engine.errors import BatchscoreError
-from scoring.decode import CpuDecoder, Preprocess, PreprocessError
+from scoring.decode import CpuDecoder, Preprocess, PreprocessError, available_cores
 from scoring.resize_kernel import _BLOCK, _COLUMNS, _MAX_GRID_Y, _kernel, fill_table
 
 _INSTALL = "pip install 'batchscore[gpu]'"
@@ -84,6 +84,25 @@ def _import_cupy():
 
 
 BACKEND_PRESETS = ("all", "hw")
+
+# nvImageCodec's CPU threads per decoder, at most. Each of its threads decodes on CUDA streams of its
+# own, and CUDA spreads a context's streams over CUDA_DEVICE_MAX_CONNECTIONS hardware work queues
+# (32 is the most; kernels.cuda asks for it): once there are more streams than queues, some decoder
+# stream shares the model's queue, and what it holds waits there behind a whole CUDA-graph replay.
+# Measured on an H100 with ResNet-50 FP16 replaying at batch 256 (2026-11-22): two decoders
+# under load decoded 5,000 images/s with 8 queues and 19,500-21,100 with 32, with 2, 4 or 7 threads
+# each alike (benchmarks/results/gpu/decode_queue_probe_h100_2026-11-22.json); end to end, 2 or 4
+# threads per decoder gave 19,000-20,600 images/s against 17,000-17,400 with the 8 each that a
+# 16-core host's share used to give (benchmarks/results/scoring/*_2026-11-22_s5_*.json). Four
+# leaves room for the hybrid decoder's CPU Huffman decoding (progressive JPEGs). The CPU fallback
+# (PNG, CMYK, ...) still gets all of `threads`.
+NVIMGCODEC_MAX_THREADS = 4
+
+
+def nvimgcodec_thread_count(threads: int, cores: int) -> int:
+    """nvImageCodec's CPU threads for a decoder given `threads` (0: one per core) on `cores` cores."""
+    wanted = threads if threads > 0 else cores
+    return max(1, min(wanted, NVIMGCODEC_MAX_THREADS))
 
 
 def backend_preset(nv, name: str) -> list | None:
@@ -147,8 +166,8 @@ def _array_shape(item: np.ndarray):
 class GpuDecoder:
     """Decode and preprocess a batch on the GPU into a caller-owned CuPy buffer.
 
-    ``threads``: CPU threads for nvImageCodec (Huffman decoding and its CPU codecs) and for the
-    CPU fallback (None or 0: one per core). ``stream``: a cupy.cuda.Stream for all of this decoder's
+    ``threads``: CPU threads for the CPU fallback (None or 0: one per core), and for nvImageCodec
+    (Huffman decoding and its CPU codecs) up to NVIMGCODEC_MAX_THREADS. ``stream``: a cupy.cuda.Stream for all of this decoder's
     GPU work (its own non-blocking stream if None); decode_into synchronizes it before returning.
     ``device_id``: the GPU (default: the stream's, else the current device). ``nvimgcodec_options``:
     the nvImageCodec Decoder options string (fancy chroma upsampling by default, as libjpeg does).
@@ -200,7 +219,8 @@ class GpuDecoder:
         nv = self._nv
         if isinstance(backends, str):
             backends = backend_preset(nv, backends)
-        kwargs = {"device_id": self.device_id, "max_num_cpu_threads": self.threads}
+        threads = nvimgcodec_thread_count(self.threads, available_cores())
+        kwargs = {"device_id": self.device_id, "max_num_cpu_threads": threads}
         if backends is not None:
             kwargs["backends"] = backends
         try:

@@ -17,10 +17,11 @@ from kernels.registry import OpRegistry
 
 GPU_OPS = OpRegistry("cuda")
 
-# Hardware work queues per CUDA context. With the default 8, the model's stream, the copy stream,
-# two decoders' streams and nvImageCodec's own streams share queues, and a decode kernel can wait
-# in line behind the model's: on an H100, scoring ResNet-50 end to end went from 13,500 to
-# 16,500 images/s with 32 (one run each; benchmarks/results/scoring/*_connections32.json).
+# Hardware work queues per CUDA context (32 is CUDA's most). A stream that shares the model's queue
+# waits there behind whole CUDA-graph replays: on an H100, two GPU JPEG decoders beside ResNet-50
+# FP16 replaying at batch 256 decoded 5,000 images/s with the default 8 and 19,500-21,100 with 32
+# (benchmarks/results/gpu/decode_queue_probe_h100_2026-11-22.json). Queues are shared once there
+# are more streams than queues, so scoring.gpu_decode also caps nvImageCodec's threads (streams).
 HARDWARE_QUEUES = "32"
 
 

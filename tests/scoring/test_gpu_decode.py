@@ -269,6 +269,14 @@ def test_without_cupy_the_reason_and_the_error_name_the_gpu_extra():
         gd.GpuDecoder(Preprocess())
 
 
+@pytest.mark.parametrize("threads, cores, expected", [
+    (1, 16, 1), (3, 16, 3), (8, 16, gd.NVIMGCODEC_MAX_THREADS), (0, 16, gd.NVIMGCODEC_MAX_THREADS),
+    (0, 2, 2), (0, 1, 1)])
+def test_nvimgcodec_threads_are_capped_so_its_streams_stay_few(threads, cores, expected):
+    # each nvImageCodec thread brings CUDA streams; past the GPU's 32 work queues one shares the model's
+    assert gd.nvimgcodec_thread_count(threads, cores) == expected
+
+
 # ---- on the GPU ------------------------------------------------------------------------------------------
 def _gpu_decoder(p: Preprocess, **kw):
     if gd.gpu_decode_unavailable() is not None:
