@@ -79,8 +79,16 @@ class Metrics:
     energy_j: float | None = None
     energy_s: float | None = None
     batch_latency_s: list[float] = field(default_factory=list)  # optional, per batch end to end
+    # CPU seconds of the worker's process (every thread; not decode child processes) from its start
+    # to finish(), and the cores it could use: with each worker's stages slowing alike as workers are added, they tell whether the
+    # host's cores were what the workers shared.
+    cpu_s: float | None = None
+    host_cores: int | None = field(default_factory=lambda: _usable_cores())
 
     _SAMPLE_EVERY_S = 0.25
+
+    def __post_init__(self) -> None:
+        self._cpu_clock_at_start = time.process_time()  # not a field: meaningless in another process
 
     # -- conveniences for the worker loop --------------------------------------------------
     def now(self) -> float:
@@ -112,6 +120,7 @@ class Metrics:
     def finish(self) -> None:
         """Set the wall time and close the throughput series with the final count."""
         self.wall_s = self.now()
+        self.cpu_s = time.process_time() - self._cpu_clock_at_start
         if not self.samples or self.samples[-1] != (self.wall_s, self.images):
             self.samples.append((self.wall_s, self.images))
 
@@ -127,6 +136,13 @@ class Metrics:
         m.watts = [(float(t), float(w)) for t, w in m.watts]
         m.gpu_util = [(float(t), float(u)) for t, u in m.gpu_util]
         return m
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,6 +244,9 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
             "images_per_s_per_watt": (ips / watts if watts else None),
             "latency": _percentiles(m.batch_latency_s),
             "stages": _stage_table(m.stages, m.wall_s),
+            "cpu_s": m.cpu_s,
+            "cpu_cores_busy": (m.cpu_s / m.wall_s if m.cpu_s is not None and m.wall_s > 0 else None),
+            "host_cores": m.host_cores,
         })
 
     # A straggler is slow once it runs, not late to start: with shards handed out dynamically, a
@@ -269,6 +288,10 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
     firsts = [w for w in workers if w["launch_to_first_batch_s"] is not None]
     slowest_start = max(firsts, key=lambda w: w["launch_to_first_batch_s"]) if firsts else None
     ips = images / wall_s if wall_s > 0 else 0.0
+    timed_cpu = [m for m in metrics if m.cpu_s is not None]
+    cpu_s = sum(m.cpu_s for m in timed_cpu) if len(timed_cpu) == len(metrics) else None
+    hosts = {m.host: m.host_cores for m in metrics}
+    host_cores = sum(hosts.values()) if None not in hosts.values() else None
     summary = {
         "workers": len(workers),
         "images": images,
@@ -290,6 +313,10 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
         "stragglers": stragglers,
         "bottleneck": bottleneck,
         "latency": _percentiles([x for m in metrics for x in m.batch_latency_s]),
+        # the workers' CPU time: per image, and as cores kept busy on average out of their hosts' cores
+        "cpu_us_per_image": (1e6 * cpu_s / images if cpu_s is not None and images else None),
+        "cpu_cores_busy": (cpu_s / wall_s if cpu_s is not None and wall_s > 0 else None),
+        "host_cores": host_cores,
     }
     series = {str(m.worker): _downsample([(t + m.started_at - t0, n) for t, n in m.samples])
               for m in metrics}
@@ -449,6 +476,10 @@ def render_markdown(data: dict) -> str:
             f"worker {k} ({_fmt_pct(by_id[str(k)]['below_median'])} below median)" for k in s["stragglers"])])
     elif s["workers"] > 1:
         rows.append(["Stragglers", "none (all within 10% of the median)"])
+    if s.get("cpu_us_per_image") is not None:
+        of = f" of {s['host_cores']}" if s.get("host_cores") else ""
+        rows.append(["Worker CPU", f"{s['cpu_us_per_image']:,.0f} µs per image; {s['cpu_cores_busy']:.1f} cores "
+                                   f"busy on average{of}"])
     if s.get("bottleneck"):
         b = s["bottleneck"]
         rows.append(["Busiest stage", f"{b} ({_fmt_pct(data['stages'][b]['fraction'])} of worker time)"])
@@ -656,11 +687,16 @@ PER_IMAGE_STAGES = ("read", "decode", "h2d", "compute", "write")  # "load" is on
 
 
 def stage_us_per_image(report: dict) -> dict[str, float]:
-    """Each per-image stage's seconds, summed over the run's workers, per image scored, in µs."""
+    """Each per-image stage's seconds, summed over the run's workers, per image scored, in µs; and
+    "cpu", the workers' CPU time per image, where they measured it."""
     images = int(report["summary"]["images"])
     stages = report.get("stages") or {}
-    return {name: 1e6 * float(stages[name]["seconds"]) / images for name in PER_IMAGE_STAGES
-            if name in stages and images > 0}
+    result = {name: 1e6 * float(stages[name]["seconds"]) / images for name in PER_IMAGE_STAGES
+              if name in stages and images > 0}
+    cpu = report["summary"].get("cpu_us_per_image")
+    if cpu is not None:
+        result["cpu"] = float(cpu)
+    return result
 
 
 def render_scaling_markdown(result: dict) -> str:
@@ -682,7 +718,7 @@ def render_scaling_markdown(result: dict) -> str:
 
 def _stage_cost_table(runs: list[dict]) -> list[str]:
     """µs per image of each stage, with its ratio to the baseline run's where it moved by 10% or more."""
-    names = [n for n in PER_IMAGE_STAGES if any(n in r.get("stage_us_per_image", {}) for r in runs)]
+    names = [n for n in PER_IMAGE_STAGES + ("cpu",) if any(n in r.get("stage_us_per_image", {}) for r in runs)]
     if not names:
         return []
     base = runs[0].get("stage_us_per_image", {})
@@ -701,7 +737,8 @@ def _stage_cost_table(runs: list[dict]) -> list[str]:
              "Microseconds of each stage per image scored, summed over the workers (the stages overlap, "
              "so they do not add up to the wall time); in brackets, against the first run where it moved "
              "10% or more. A stage that grows with the worker count while each worker slows alike points "
-             "at something the workers share.", ""]
+             "at something the workers share. cpu is the workers' processes' CPU time (every thread) per "
+             "image: where it stays flat while the stages grow, the work did not grow but waited.", ""]
             + _table(["Workers", *names], rows, "r" * (len(names) + 1)) + [""])
 
 

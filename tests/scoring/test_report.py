@@ -5,6 +5,7 @@ import io
 import json
 import struct
 import sys
+import time
 import types
 import zlib
 
@@ -242,6 +243,31 @@ def test_metrics_helpers_and_round_trip():
     assert back == m
 
 
+def test_finish_records_the_process_cpu_time():
+    m = Metrics(worker=0)
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:  # burn CPU on this thread
+        pass
+    m.finish()
+    assert 0.2 <= m.cpu_s < 0.2 + 5.0 and m.host_cores >= 1
+
+
+def test_cpu_time_per_image_and_cores_busy(tmp_path):
+    workers = [_worker(k, 100, stages={"decode": 5.0}, cpu_s=cpu, host_cores=8) for k, cpu in ((0, 20.0), (1, 30.0))]
+    data = build_report({"wall_s": 10.0}, workers)
+    s = data["summary"]
+    images = sum(m.images for m in workers)
+    assert s["cpu_us_per_image"] == pytest.approx(1e6 * 50.0 / images)
+    assert s["cpu_cores_busy"] == pytest.approx(5.0) and s["host_cores"] == 8  # one host, counted once
+    assert [w["cpu_cores_busy"] for w in data["workers"]] == pytest.approx([2.0, 3.0])
+    write_report(tmp_path, {"wall_s": 10.0}, workers)
+    assert "| Worker CPU | " in (tmp_path / "report.md").read_text() and "5.0 cores busy on average of 8" in (
+        tmp_path / "report.md").read_text()
+    # a worker that did not measure it: no job figure rather than a partial one
+    partial = build_report({}, [workers[0], _worker(2, 100)])
+    assert partial["summary"]["cpu_us_per_image"] is None
+
+
 # -- Progress ---------------------------------------------------------------------------------
 
 class FakeClock:
@@ -436,18 +462,20 @@ def test_combine_scaling_gives_each_stages_time_per_image(tmp_path):
     runs = []
     for n, decode in ((1, 4.0), (4, 6.0)):
         d = tmp_path / f"w{n}"
-        write_report(d, {}, [_worker(k, 100, stages={"read": 1.0, "decode": decode, "compute": 3.0, "load": 2.0})
-                             for k in range(n)])
+        write_report(d, {}, [_worker(k, 100, stages={"read": 1.0, "decode": decode, "compute": 3.0, "load": 2.0},
+                                     cpu_s=8.0) for k in range(n)])
         runs.append(d)
     result = combine_scaling(runs, out_dir=tmp_path / "table")
     one, four = result["runs"]
     images_one, images_four = one["images"], four["images"]
     assert one["stage_us_per_image"] == pytest.approx(
-        {"read": 1e6 * 1.0 / images_one, "decode": 1e6 * 4.0 / images_one, "compute": 1e6 * 3.0 / images_one})
+        {"read": 1e6 * 1.0 / images_one, "decode": 1e6 * 4.0 / images_one, "compute": 1e6 * 3.0 / images_one,
+         "cpu": 1e6 * 8.0 / images_one})
+    assert four["stage_us_per_image"]["cpu"] == pytest.approx(1e6 * 8.0 * 4 / images_four)
     assert four["stage_us_per_image"]["decode"] == pytest.approx(1e6 * 6.0 * 4 / images_four)
     assert "load" not in four["stage_us_per_image"]  # once per worker, not per image
     table = (tmp_path / "table" / "scaling.md").read_text()
-    assert "## Stage time per image" in table and "(1.50x)" in table
+    assert "## Stage time per image" in table and "(1.50x)" in table and "| cpu |" in table
     compute_cells = [line.split("|")[4].strip() for line in table.splitlines()
                      if line.startswith("| 1 |") or line.startswith("| 4 |")][-2:]
     assert all("x)" not in cell for cell in compute_cells)  # unchanged per image: no ratio shown
