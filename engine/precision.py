@@ -161,16 +161,24 @@ def concat_groups(layers: list[Mapping]) -> list[set[str]]:
     return groups
 
 
+def fp32_layer_set(layers: list[Mapping], errors: Mapping[str, float], bound: float) -> dict[str, float]:
+    """{layer: its FP16 error} of the layers to run in FP32: those above the bound, and the layers
+    that share an elided concat's buffer with one of them (a concat's buffer has one dtype, so its
+    writers widen together)."""
+    fallback = fp32_fallbacks(errors, bound)
+    for group in concat_groups(layers):
+        if group & fallback.keys():
+            fallback.update((name, errors.get(name, 0.0)) for name in group if name not in fallback)
+    return fallback
+
+
 def choose_precisions(plan: Plan, feeds: Mapping[str, np.ndarray], bound: float = FP16_LAYER_BOUND) -> dict:
     """Mark the layers of an FP16 plan (still a numpy plan at this point) that run in FP32:
     layer["precision"] = "fp32" and header["fp32_fallback"] = {layer: its FP16 error}. Returns the
     fallback dict: the layers above the bound, and the layers that share an elided concat's buffer
     with one of them (each with its own error)."""
     errors = fp16_layer_errors(plan, feeds)
-    fallback = fp32_fallbacks(errors, bound)
-    for group in concat_groups(plan.layers):
-        if group & fallback.keys():  # a concat's buffer has one dtype: its writers widen together
-            fallback.update((name, errors.get(name, 0.0)) for name in group if name not in fallback)
+    fallback = fp32_layer_set(plan.layers, errors, bound)
     for layer in plan.layers:
         if layer["name"] in fallback:
             layer["precision"] = "fp32"

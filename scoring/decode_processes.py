@@ -61,6 +61,7 @@ class DecoderRecipe:
     threads: int = 1
     nvimgcodec_backends: str = "all"
     device_id: int | None = None
+    jpeg_hardware: bool | None = None  # GpuDecoder's: None follows $BATCHSCORE_NVJPEG_HARDWARE
 
     def __post_init__(self):
         if self.kind not in ("gpu", "cpu"):
@@ -78,7 +79,7 @@ class DecoderRecipe:
         if self.device_id is not None:
             cp.cuda.Device(self.device_id).use()
         return GpuDecoder(self.preprocess, self.threads, nvimgcodec_backends=self.nvimgcodec_backends,
-                          device_id=self.device_id)
+                          device_id=self.device_id, jpeg_hardware=self.jpeg_hardware)
 
 
 # ---- buffers both sides can reach -------------------------------------------------------------------

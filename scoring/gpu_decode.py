@@ -9,7 +9,11 @@ are the same: None or a short message, with failed rows zero-filled.
 
 Where each item goes:
 
-- bytes that look like a complete JPEG (SOI ... EOI) -> nvImageCodec, one batched decode per batch
+- bytes that look like a complete JPEG (SOI ... EOI) whose header the GPU's hardware JPEG decoder
+  takes as it is (baseline 8-bit YCbCr, common chroma sampling, upright: jpeg_header) -> nvJPEG's
+  batched hardware decode, one call per batch on this decoder's stream (scoring/nvjpeg_hardware.py;
+  where the GPU has the hardware, and unless $BATCHSCORE_NVJPEG_HARDWARE=0);
+- other complete JPEGs, and a whole batch the hardware refused -> nvImageCodec, one batched decode
   on this decoder's stream, RGB (grayscale JPEGs come out RGB), EXIF orientation applied;
 - HWC / HW uint8 arrays (an already-decoded tensor column) -> packed into one pinned buffer, one
   upload, the same kernel (grayscale is read as 3 equal channels, alpha is ignored);
@@ -29,19 +33,22 @@ so rows match CpuDecoder within about one uint8 level (~0.018 after ImageNet nor
 bit for bit. The kernel and its numpy statement (`reference_resize_crop`) live in scoring/resize_kernel.py.
 
 Two more differences come from the JPEG decoders, not from this module: nvJPEG's IDCT and chroma
-upsampling differ slightly from libjpeg's (fancy upsampling is asked for), and CpuDecoder decodes
+upsampling differ slightly from libjpeg's (nvImageCodec is asked for fancy upsampling; the hardware
+decoder has no such option), and CpuDecoder decodes
 JPEGs >= 4x the resize target at a reduced DCT scale (``Image.draft``) where nvJPEG decodes them
 whole.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import numpy as np
 
 from engine.errors import BatchscoreError
 from scoring.decode import CpuDecoder, Preprocess, PreprocessError, available_cores
+from scoring.jpeg_header import hardware_decodable, read_header
 from scoring.resize_kernel import _BLOCK, _COLUMNS, _MAX_GRID_Y, _kernel, fill_table
 
 _INSTALL = "pip install 'batchscore[gpu]'"
@@ -50,6 +57,8 @@ _INSTALL = "pip install 'batchscore[gpu]'"
 # may decode a truncated file (grey-filling the rest) where Pillow reports "truncated", and the GPU
 # path must give CpuDecoder's results. FF D9 cannot occur inside entropy-coded data (FF is stuffed
 # there), so finding it near the end is a sound test; files with long trailers just take the CPU path.
+log = logging.getLogger(__name__)
+
 _JPEG_SOI = b"\xff\xd8\xff"
 _JPEG_EOI = b"\xff\xd9"
 _EOI_SEARCH = 64
@@ -146,6 +155,20 @@ def looks_like_complete_jpeg(data) -> bool:
     return _JPEG_EOI in tail
 
 
+def hardware_rows(items, rows: list[int], pixel_limit: int | None) -> list[tuple[int, int, int]]:
+    """(row, height, width) of the rows whose JPEGs the hardware decoder takes as they are
+    (jpeg_header.hardware_decodable) and that Pillow would not refuse as too large."""
+    chosen = []
+    for i in rows:
+        header = read_header(items[i])
+        if not hardware_decodable(header):
+            continue
+        if pixel_limit is not None and header.width * header.height > pixel_limit:
+            continue
+        chosen.append((i, header.height, header.width))
+    return chosen
+
+
 def _array_shape(item: np.ndarray):
     """(height, width, channels) of an array CpuDecoder would accept, else None (CPU gives the message)."""
     if item.dtype != np.uint8:
@@ -171,16 +194,19 @@ class GpuDecoder:
     GPU work (its own non-blocking stream if None); decode_into synchronizes it before returning.
     ``device_id``: the GPU (default: the stream's, else the current device). ``nvimgcodec_options``:
     the nvImageCodec Decoder options string (fancy chroma upsampling by default, as libjpeg does).
-    ``nvimgcodec_backends``: a list of nvimgcodec.Backend to allow, or a preset name (see
+``nvimgcodec_backends``: a list of nvimgcodec.Backend to allow, or a preset name (see
     `backend_preset`): "all" (nvImageCodec's default), "hw" (the GPU's hardware JPEG decoder first,
-    CUDA decoding with CPU Huffman for what it cannot take).
+    CUDA decoding with CPU Huffman for what it cannot take). ``jpeg_hardware``: False keeps every
+    JPEG on nvImageCodec (closest to Pillow: the hardware decoder has no fancy chroma upsampling);
+    None uses nvJPEG's batched hardware decode where the GPU has it, unless
+    $BATCHSCORE_NVJPEG_HARDWARE=0.
 
     One batch at a time (a lock enforces it); buffers and the nvImageCodec decoder are reused.
     """
 
     def __init__(self, preprocess: Preprocess | None = None, threads: int | None = 4, stream=None, *,
                  device_id: int | None = None, nvimgcodec_options: str = ":fancy_upsampling=1",
-                 nvimgcodec_backends: list | None = None):
+                 nvimgcodec_backends: list | None = None, jpeg_hardware: bool | None = None):
         self.preprocess = preprocess if preprocess is not None else Preprocess()
         if threads is None:
             threads = 0
@@ -214,6 +240,9 @@ class GpuDecoder:
         self._closed = False
         self._image_pool: list = []  # decoded Images whose device buffers the next batches reuse
         self._reuse_images = True
+        with cupy.cuda.Device(self.device_id):
+            self._hardware = _hardware_decoder(self.device_id, jpeg_hardware)
+        self.hardware_images = 0  # decoded by the hardware path (the rest: nvImageCodec, Pillow)
 
     def _make_nvimgcodec_decoder(self, options: str, backends):
         nv = self._nv
@@ -270,6 +299,9 @@ class GpuDecoder:
                 return
             self._closed = True
             self._cpu.close()
+            if self._hardware is not None:
+                self._hardware.close()
+                self._hardware = None
             decoder, self._decoder = self._decoder, None
             exit_ = getattr(decoder, "__exit__", None)
             if exit_ is not None:
@@ -304,6 +336,7 @@ class GpuDecoder:
         sources: list[tuple] = []
         keep_alive: list = []  # nvImageCodec images and code streams: alive until the stream is done
         try:
+            jpeg_rows = self._decode_on_hardware(items, jpeg_rows, sources, keep_alive)
             failed = self._decode_jpegs(items, jpeg_rows, sources, keep_alive)
             cpu_rows.extend(failed)
             self._upload_arrays(items, array_rows, sources)
@@ -316,6 +349,31 @@ class GpuDecoder:
             self.stream.synchronize()
             keep_alive.clear()
         return errors
+
+    def _decode_on_hardware(self, items, rows: list[int], sources: list, keep_alive: list) -> list[int]:
+        """The hardware decoder's share of rows, in one batched call into a pooled device buffer;
+        returns the rows left for nvImageCodec (all of them where the hardware refused the batch)."""
+        if self._hardware is None or not rows:
+            return rows
+        chosen = hardware_rows(items, rows, _pixel_limit())
+        if not chosen:
+            return rows
+        pitches = [3 * width for _, _, width in chosen]
+        offsets = np.concatenate([[0], np.cumsum([h * p for (_, h, _), p in zip(chosen, pitches)])])
+        buffer = self._device_buffer("hardware", int(offsets[-1]))
+        base = buffer.data.ptr
+        blobs = [items[i] if isinstance(items[i], bytes) else bytes(items[i]) for i, _, _ in chosen]
+        try:
+            self._hardware.decode(blobs, [(base + int(o), p) for o, p in zip(offsets, pitches)], self.stream.ptr)
+        except Exception as exc:  # one image it cannot take spoils the batch: nvImageCodec decodes it all
+            log.debug("hardware JPEG decode refused a batch of %d, decoding it with nvImageCodec: %s", len(blobs), exc)
+            return rows
+        keep_alive.extend(blobs)
+        for (i, height, width), offset, pitch in zip(chosen, offsets, pitches):
+            sources.append((i, base + int(offset), height, width, pitch, 3, False))
+        self.hardware_images += len(chosen)
+        taken = {i for i, _, _ in chosen}
+        return [i for i in rows if i not in taken]
 
     def _decode_jpegs(self, items, rows: list[int], sources: list, keep_alive: list) -> list[int]:
         """nvImageCodec decode of rows' JPEG bytes; appends the decoded ones to sources, returns the rest."""
@@ -469,6 +527,21 @@ class GpuDecoder:
 
 
 # ---- helpers ----------------------------------------------------------------------------------------
+def _hardware_decoder(device_id: int, wanted: bool | None):
+    """nvJPEG's hardware decoder on the current device, or None (no hardware decoder, no libnvjpeg,
+    or not wanted: `wanted` False, or None with $BATCHSCORE_NVJPEG_HARDWARE=0): nvImageCodec then
+    takes every JPEG."""
+    from scoring.nvjpeg_hardware import HardwareJpegDecoder, NvjpegUnavailable, hardware_decoding_wanted
+
+    if not (hardware_decoding_wanted() if wanted is None else wanted):
+        return None
+    try:
+        return HardwareJpegDecoder()
+    except NvjpegUnavailable as exc:
+        log.info("GPU %d: JPEGs decode through nvImageCodec only: %s", device_id, exc)
+        return None
+
+
 def _grown(needed: int, current: int) -> int:
     """Buffer growth: at least 1.5x the old size, so a slowly growing batch does not reallocate each time."""
     return max(int(needed), int(current * 1.5), 1 << 16)

@@ -30,6 +30,7 @@
     decode_processes = "auto"      # decoders in child processes: auto | 0 | a count (see scoring.worker)
     gpu_decoders = "auto"          # GPU decoders per worker: auto (2) | a count
     gpu_decode_backends = "auto"   # nvImageCodec backends: auto ("all") | all | hw (scoring.gpu_decode)
+    jpeg_hardware = "auto"         # nvJPEG's batched hardware JPEG decode where the GPU has it | off
     fail_fast = false              # stop at the first bad image instead of writing an error row
     pin_cpus = false               # GPU workers: run on the CPU cores next to the GPU (scoring.affinity)
     launcher = "local"             # local | mpi | ray
@@ -63,6 +64,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 DEVICES = ("auto", "cpu", "cuda")
 DECODERS = ("auto", "cpu", "gpu")
 GPU_DECODE_BACKENDS = ("auto", "all", "hw")  # "all" and "hw": scoring.gpu_decode.BACKEND_PRESETS
+JPEG_HARDWARE = ("auto", "off")  # scoring.nvjpeg_hardware; "off": nvImageCodec only, closest to Pillow
 LAUNCHERS = ("local", "mpi", "ray")
 SECTIONS = ("model", "data", "preprocess", "output", "run")
 
@@ -106,6 +108,7 @@ class RunSpec:
     decode_processes: int | str = "auto"
     gpu_decoders: int | str = "auto"
     gpu_decode_backends: str = "auto"
+    jpeg_hardware: str = "auto"
     fail_fast: bool = False
     pin_cpus: bool = False
     launcher: str = "local"
@@ -202,6 +205,7 @@ def parse_job(data: dict[str, Any], *, base_dir: str | os.PathLike = ".", path: 
         "decode_processes": v.auto_or_count,
         "gpu_decoders": v.auto_or_positive_int,
         "gpu_decode_backends": v.choice(GPU_DECODE_BACKENDS),
+        "jpeg_hardware": v.choice(JPEG_HARDWARE),
         "fail_fast": v.boolean,
         "pin_cpus": v.boolean,
         "launcher": v.choice(LAUNCHERS),

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import time
 from collections import deque
 from typing import Callable, Iterable
@@ -41,6 +42,14 @@ from scoring.report import Metrics
 log = logging.getLogger(__name__)
 
 GPU_DECODE_SLOTS = 4  # device slots per GPU decoder beyond the first: decoding runs up to 3 batches ahead
+
+# A GPU worker's threads (reader, decoders, compute and write) each hold the GIL briefly between
+# native calls, and a thread that wants it back waits up to the interpreter's switch interval (5 ms)
+# while another runs Python. With 0.5 ms, ResNet-50 FP16 on an H100 scored 24,500, 23,100 and
+# 23,100 images/s steady against 24,000, 21,000 and 18,200 with the default, alternating in one
+# call (benchmarks/results/scoring/scoring_gpu_e2e_h100_2026-11-22_s5_hw_*.json): mostly less
+# spread, not more speed; later runs with this setting gave 17,700-22,500 (*_s5_final_*.json).
+GPU_WORKER_SWITCH_INTERVAL_S = 0.0005
 
 
 def gpu_decoders(job: JobSpec) -> int:
@@ -60,6 +69,23 @@ def nvimgcodec_backends(job: JobSpec) -> str:
     if job.run.gpu_decode_backends != "auto":
         return job.run.gpu_decode_backends
     return os.environ.get("BATCHSCORE_NVIMGCODEC_BACKENDS", "all")
+
+
+def jpeg_hardware(job: JobSpec) -> bool | None:
+    """[run] jpeg_hardware for GpuDecoder: False for "off"; None for "auto" (the hardware decoder
+    where the GPU has one, unless $BATCHSCORE_NVJPEG_HARDWARE=0)."""
+    return False if job.run.jpeg_hardware == "off" else None
+
+
+@contextlib.contextmanager
+def gil_switch_interval(seconds: float):
+    """The interpreter's thread switch interval set to `seconds` for the block, then restored."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 def ring_slots(decode: str, decoders: int) -> int:
@@ -124,6 +150,8 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
 
         pin_to_gpu()
     with contextlib.ExitStack() as cleanup:
+        if on_gpu:
+            cleanup.enter_context(gil_switch_interval(GPU_WORKER_SWITCH_INTERVAL_S))
         # Decode processes start first: they import and set up their decoders while the plan loads.
         decoders = _process_decoders(job, decode, threads, on_gpu)
         for decoder in decoders:
@@ -172,7 +200,7 @@ def _process_decoders(job: JobSpec, decode: str, threads: int, on_gpu: bool) -> 
         import cupy
 
         recipe = DecoderRecipe("gpu", job.preprocess, max(1, threads // processes), nvimgcodec_backends(job),
-                               cupy.cuda.Device().id)
+                               cupy.cuda.Device().id, jpeg_hardware(job))
         return [ProcessDecoder(recipe, 1, name=f"GPU decode process {k}") for k in range(processes)]
     recipe = DecoderRecipe("cpu", job.preprocess, max(1, threads // processes))
     return [ProcessDecoder(recipe, processes, name="CPU decode process")]
@@ -204,8 +232,8 @@ def _thread_decoders(job: JobSpec, decode: str, threads: int, runner) -> tuple[l
         # Several decoders, each on its own stream with its share of the CPU threads: one batch's
         # host-side work (Huffman decoding, Python) overlaps another's GPU work.
         count, backends = gpu_decoders(job), nvimgcodec_backends(job)
-        decoders = [GpuDecoder(job.preprocess, max(1, threads // count), nvimgcodec_backends=backends)
-                    for _ in range(count)]
+        decoders = [GpuDecoder(job.preprocess, max(1, threads // count), nvimgcodec_backends=backends,
+                               jpeg_hardware=jpeg_hardware(job)) for _ in range(count)]
         return decoders, runner.make_ring(ring_slots(decode, count), on_device=True)
     return [CpuDecoder(job.preprocess, threads)], runner.make_ring(ring_slots(decode, 1))
 

@@ -352,3 +352,42 @@ def test_fp16_top1_emulated_measures_agreement_on_the_cpu(tmp_path):
     assert row["model"] == "resnet18" and row["images"] == 32
     assert 0.9 <= row["top1_agree"] <= 1.0 and 1e-4 < row["rel_l2_median"] <= row["rel_l2_max"] < 1e-2
     assert 0 < row["top2_gap_over_norm_median"] < 1
+
+
+def test_fp16_top1_emulated_runs_the_layers_each_bound_puts_in_fp32(tmp_path):
+    """--fp16-layer-bound: a row per bound on the same images; the FP32 layers are those the build's
+    choose_precisions picks (a concat's writers widen together), and carry a share of the MACs."""
+    import copy
+
+    import engine
+    import fp16_top1_emulated as script
+    from engine import zoo
+    from engine.builder import BuildConfig
+    from engine.precision import choose_precisions, fp16_layer_errors, fp32_layer_set
+    from engine.probe import synthetic_feeds
+
+    proc = subprocess.run([sys.executable, str(BENCH / "fp16_top1_emulated.py"), str(tmp_path / "out"),
+                           "--models", "googlenet", "--images", "16", "--batch", "16",
+                           "--fp16-layer-bound", "1e-2,1e-3"], capture_output=True, text=True, timeout=300,
+                          env=_no_gpu_env())
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "out" / "fp16_top1_emulated.json").read_text())
+    loose, tight = record["models"]
+    assert record["fp16_layer_bounds"] == [1e-2, 1e-3]
+    assert (loose["fp16_layer_bound"], tight["fp16_layer_bound"]) == (1e-2, 1e-3)
+    assert loose["fp32_layers"] == {} and loose["fp32_mac_fraction"] == 0.0  # googlenet's worst layer errs ~1e-3
+    assert tight["fp32_layer_count"] > tight["fp32_layers_above_bound"] >= 1  # concat groups widen together
+    assert 0 < tight["fp32_mac_fraction"] < 1 and tight["macs_per_image"] == loose["macs_per_image"]
+    assert loose["top2_gap_over_norm_median"] == tight["top2_gap_over_norm_median"]  # the same images
+    assert tight["rel_l2_median"] < loose["rel_l2_median"]
+
+    plan = engine.build(zoo.get("googlenet", image_size=script.SIZES["googlenet"]), BuildConfig(max_batch=1))
+    errors = fp16_layer_errors(plan, synthetic_feeds(plan.inputs, 1))
+    chosen = choose_precisions(copy.deepcopy(plan), synthetic_feeds(plan.inputs, 1), 1e-3)
+    assert fp32_layer_set(plan.layers, errors, 1e-3) == chosen
+    assert set(chosen) == set(tight["fp32_layers"])
+    assert sum(script.layer_macs(plan).values()) == tight["macs_per_image"]
+    bad = subprocess.run([sys.executable, str(BENCH / "fp16_top1_emulated.py"), str(tmp_path / "bad"),
+                          "--fp16-layer-bound", "1e-3,0"], capture_output=True, text=True, timeout=120,
+                         env=_no_gpu_env())
+    assert bad.returncode == 2 and "--fp16-layer-bound" in bad.stderr and not (tmp_path / "bad").exists()

@@ -12,7 +12,8 @@ from engine.builder import BuildConfig
 from engine.inspect import describe_plan, format_plan
 from engine.network import Network
 from engine.precision import (activation_dtypes, as_fp16, choose_precisions, concat_groups, fp16_emulated_outputs,
-                              fp16_layer_errors, fp16_output_error, fp32_fallbacks, relative_error)
+                              fp16_layer_errors, fp16_output_error, fp32_fallbacks, fp32_layer_set,
+                              relative_error)
 from engine.probe import synthetic_feeds
 
 
@@ -119,6 +120,17 @@ def test_an_elided_concat_and_its_writers_form_one_group():
               {"name": "outer", "kind": "Concat", "inputs": ["c", "d"], "outputs": ["e"], "attrs": {"elided": True}},
               {"name": "kept", "kind": "Concat", "inputs": ["e", "x"], "outputs": ["f"]}]
     assert concat_groups(layers) == [{"p", "q", "cat", "s", "outer"}]  # a concat written into another's slice
+
+
+def test_the_fp32_set_is_the_layers_above_the_bound_and_their_concat_groups():
+    layers = [{"name": "p", "kind": "Relu", "inputs": ["x"], "outputs": ["a"]},
+              {"name": "q", "kind": "Relu", "inputs": ["x"], "outputs": ["b"]},
+              {"name": "cat", "kind": "Concat", "inputs": ["a", "b"], "outputs": ["c"], "attrs": {"elided": True}},
+              {"name": "r", "kind": "Relu", "inputs": ["c"], "outputs": ["d"]}]
+    errors = {"p": 2e-2, "q": 1e-4, "r": 5e-3}
+    assert fp32_layer_set(layers, errors, 1e-2) == {"p": 2e-2, "q": 1e-4, "cat": 0.0}
+    assert fp32_layer_set(layers, errors, 1e-3) == {"p": 2e-2, "r": 5e-3, "q": 1e-4, "cat": 0.0}
+    assert fp32_layer_set(layers, errors, 0.1) == {}
 
 
 def test_the_writers_of_an_elided_concat_widen_together():

@@ -277,6 +277,35 @@ def test_nvimgcodec_threads_are_capped_so_its_streams_stay_few(threads, cores, e
     assert gd.nvimgcodec_thread_count(threads, cores) == expected
 
 
+def test_hardware_rows_are_upright_baseline_colour_jpegs_within_the_pixel_limit():
+    items = [jpeg_bytes(photo(120, 90)), jpeg_bytes(photo(120, 90), progressive=True),
+             encode(Image.fromarray(photo(120, 90)).convert("L"), "JPEG"),
+             jpeg_bytes(photo(120, 90), exif=exif_with_orientation(8)), jpeg_bytes(photo(300, 200)),
+             memoryview(jpeg_bytes(photo(64, 48)))]
+    assert gd.hardware_rows(items, list(range(6)), pixel_limit=300 * 200 - 1) == [(0, 90, 120), (5, 48, 64)]
+    assert gd.hardware_rows(items, [4, 0], pixel_limit=None) == [(4, 200, 300), (0, 90, 120)]
+
+
+def test_without_libnvjpeg_the_error_names_the_gpu_extra(monkeypatch):
+    from scoring import nvjpeg_hardware as nh
+
+    monkeypatch.setattr(nh, "_LIBRARY", None)
+    monkeypatch.setattr(nh, "_candidates", lambda: ["/nonexistent/libnvjpeg.so.13"])
+    with pytest.raises(nh.NvjpegUnavailable, match=r"libnvjpeg cannot be loaded \(pip install 'batchscore\[gpu\]'\)"):
+        nh.load_library()
+
+
+@pytest.mark.parametrize("value, wanted", [(None, True), ("1", True), ("0", False), ("off", False), ("False", False)])
+def test_the_hardware_path_can_be_turned_off(monkeypatch, value, wanted):
+    from scoring.nvjpeg_hardware import hardware_decoding_wanted
+
+    if value is None:
+        monkeypatch.delenv("BATCHSCORE_NVJPEG_HARDWARE", raising=False)
+    else:
+        monkeypatch.setenv("BATCHSCORE_NVJPEG_HARDWARE", value)
+    assert hardware_decoding_wanted() is wanted
+
+
 # ---- on the GPU ------------------------------------------------------------------------------------------
 def _gpu_decoder(p: Preprocess, **kw):
     if gd.gpu_decode_unavailable() is not None:
@@ -292,10 +321,29 @@ def _decode_gpu(dec, items, extra_rows: int = 0, fill: float = 0.0):
     return cupy.asnumpy(out), errors
 
 
-def _assert_close_to_cpu_decoder(gpu_row, cpu, p, mean_bound=0.03, max_bound=0.6):
-    """nvJPEG's IDCT and chroma upsampling differ from libjpeg's: small on average, larger at edges."""
+# Per-row bounds on |GPU - CpuDecoder| after normalisation (one uint8 level is about 0.017).
+# nvImageCodec (fancy chroma upsampling asked for): nvJPEG's IDCT differs a little from libjpeg's;
+# measured on an H100 up to mean 0.0053, max 0.034. The hardware decoder has no fancy upsampling,
+# so rows differ more at sharp colour edges: measured up to mean 0.042, 99th percentile 0.32,
+# max 1.50 on these images and 512 synthetic-dataset rows (2026-11-22).
+CLOSE = {"nvimgcodec": {"mean": 0.03, "max": 0.6}, "hardware": {"mean": 0.05, "p99": 0.4, "max": 2.0}}
+
+
+def _assert_close_to_cpu_decoder(gpu_row, cpu, p, hardware: bool = False):
     diff = np.abs(gpu_row.astype(np.float64) - cpu.astype(np.float64))
-    assert diff.mean() < mean_bound and diff.max() < max_bound, f"mean {diff.mean():.4f}, max {diff.max():.4f}"
+    bound = CLOSE["hardware" if hardware else "nvimgcodec"]
+    p99 = float(np.percentile(diff, 99))
+    assert diff.mean() < bound["mean"] and diff.max() < bound["max"] and p99 < bound.get("p99", np.inf), (
+        f"mean {diff.mean():.4f}, p99 {p99:.4f}, max {diff.max():.4f} (hardware decoder: {hardware})")
+
+
+def _hardware_taken(dec, items) -> set[int]:
+    """The rows this decoder sends to the hardware JPEG decoder."""
+    if dec._hardware is None:
+        return set()
+    jpegs = [i for i, item in enumerate(items)
+             if isinstance(item, (bytes, bytearray, memoryview)) and gd.looks_like_complete_jpeg(item)]
+    return {i for i, _, _ in gd.hardware_rows(items, jpegs, gd._pixel_limit())}
 
 
 @pytest.mark.gpu
@@ -315,27 +363,31 @@ def test_gpu_kernel_equals_the_reference_on_array_items(setting):
                                    err_msg=f"image {i} {img.shape}")
 
 
-def _assert_every_item_close_to_cpu_decoder(items, p):
-    with _gpu_decoder(p) as dec:
+def _assert_every_item_close_to_cpu_decoder(items, p, jpeg_hardware):
+    with _gpu_decoder(p, jpeg_hardware=jpeg_hardware) as dec:
         out, errors = _decode_gpu(dec, items)
+        taken = _hardware_taken(dec, items)
+        assert dec.hardware_images == len(taken)
     cpu, cpu_errors = CpuDecoder(p).decode(items)
     assert errors == cpu_errors == [None] * len(items)
     for i in range(len(items)):
-        _assert_close_to_cpu_decoder(out[i], cpu[i], p)
+        _assert_close_to_cpu_decoder(out[i], cpu[i], p, hardware=i in taken)
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("jpeg_hardware", [False, None], ids=["nvimgcodec", "hardware"])
 @pytest.mark.parametrize("setting", ["default", "nhwc-fp16-bgr"])
-def test_gpu_jpegs_are_close_to_cpu_decoder(setting):
+def test_gpu_jpegs_are_close_to_cpu_decoder(setting, jpeg_hardware):
     p = SETTINGS[setting]
     items = [jpeg_bytes(photo(w, h, seed=w)) for w, h in SIZES]
     items.append(jpeg_bytes(photo(500, 375, seed=11), progressive=True))
     items.append(jpeg_bytes(photo(375, 500, seed=12), subsampling=0))  # 4:4:4
-    _assert_every_item_close_to_cpu_decoder(items, p)
+    _assert_every_item_close_to_cpu_decoder(items, p, jpeg_hardware)
 
 
 @pytest.mark.gpu
-def test_gpu_synthetic_dataset_jpegs_are_close_to_cpu_decoder(tmp_path):
+@pytest.mark.parametrize("jpeg_hardware", [False, None], ids=["nvimgcodec", "hardware"])
+def test_gpu_synthetic_dataset_jpegs_are_close_to_cpu_decoder(tmp_path, jpeg_hardware):
     import pyarrow.parquet as pq
 
     from scoring.make_data import make_dataset
@@ -344,7 +396,7 @@ def test_gpu_synthetic_dataset_jpegs_are_close_to_cpu_decoder(tmp_path):
                         exif_rotated=0.2, workers=1)
     items = pq.read_table(made.files[0]).column("image").to_pylist()
     p = Preprocess()
-    _assert_every_item_close_to_cpu_decoder(items, p)
+    _assert_every_item_close_to_cpu_decoder(items, p, jpeg_hardware)
 
 
 @pytest.mark.gpu
@@ -386,6 +438,7 @@ def test_gpu_bad_and_odd_items_give_exactly_cpu_decoders_results():
     ]
     with _gpu_decoder(p) as dec:
         out, errors = _decode_gpu(dec, items, fill=5.0)
+        hardware = dec._hardware is not None  # `good`, the one clean JPEG, then went to the hardware decoder
     cpu, cpu_errors = CpuDecoder(p).decode(items)
     assert errors == cpu_errors
     assert errors[-1] is None and errors[0] == "missing image (null value)"
@@ -394,7 +447,7 @@ def test_gpu_bad_and_odd_items_give_exactly_cpu_decoders_results():
             assert (out[i] == 0).all(), i
         else:  # taken by the CPU fallback: CpuDecoder's row, bit for bit
             np.testing.assert_array_equal(out[i], cpu[i], err_msg=f"item {i}")
-    _assert_close_to_cpu_decoder(out[-1], cpu[-1], p)
+    _assert_close_to_cpu_decoder(out[-1], cpu[-1], p, hardware=hardware)
 
 
 @pytest.mark.gpu
@@ -410,8 +463,9 @@ def test_gpu_rows_past_the_items_are_not_touched_and_the_decoder_is_reusable():
             assert errors == [None] * len(items)
             assert (out[len(items):] == 3.0).all()
             cpu, _ = CpuDecoder(p).decode(items)
+            taken = _hardware_taken(dec, items)
             for i in range(len(items)):
-                _assert_close_to_cpu_decoder(out[i], cpu[i], p)
+                _assert_close_to_cpu_decoder(out[i], cpu[i], p, hardware=i in taken)
 
 
 @pytest.mark.gpu
@@ -486,9 +540,58 @@ def test_the_decoder_stream_outranks_the_models():
 
 
 @pytest.mark.gpu
-def test_reused_image_buffers_give_each_batch_its_own_pixels():
+def test_the_hardware_decoder_takes_the_baseline_jpegs_close_to_cpu_decoder(tmp_path):
+    import pyarrow.parquet as pq
+
+    from scoring.make_data import make_dataset
+
+    made = make_dataset(tmp_path / "d.parquet", 64, row_groups=1, column_kind="binary", grayscale=0.2,
+                        exif_rotated=0.2, workers=1)
+    items = pq.read_table(made.files[0]).column("image").to_pylist()
+    p = Preprocess()
+    with _gpu_decoder(p) as dec:
+        if dec._hardware is None:
+            pytest.skip("this GPU has no hardware JPEG decoder (or libnvjpeg is missing)")
+        out, errors = _decode_gpu(dec, items)
+        taken = gd.hardware_rows(items, list(range(len(items))), gd._pixel_limit())
+        assert 0 < len(taken) < len(items) and dec.hardware_images == len(taken)  # grey, rotated: nvImageCodec
+    cpu, cpu_errors = CpuDecoder(p).decode(items)
+    assert errors == cpu_errors == [None] * len(items)
+    taken = {i for i, _, _ in taken}
+    for i in range(len(items)):
+        _assert_close_to_cpu_decoder(out[i], cpu[i], p, hardware=i in taken)
+
+
+@pytest.mark.gpu
+def test_a_batch_the_hardware_refuses_goes_to_nvimagecodec(monkeypatch):
+    from scoring.nvjpeg_hardware import HardwareDecodeError
+
     p = SETTINGS["default"]
-    small = [jpeg_bytes(photo(w, h, seed=w)) for w, h in SIZES[:4]]
+    items = [jpeg_bytes(photo(w, h, seed=w)) for w, h in SIZES[:4]]
+    with _gpu_decoder(p) as dec:
+        if dec._hardware is None:
+            pytest.skip("this GPU has no hardware JPEG decoder (or libnvjpeg is missing)")
+        by_hardware, _ = _decode_gpu(dec, items)
+        assert dec.hardware_images == 4
+
+        def refuse(*args, **kwargs):
+            raise HardwareDecodeError("refused for the test")
+
+        monkeypatch.setattr(dec._hardware, "decode", refuse)
+        got, errors = _decode_gpu(dec, items)
+        assert errors == [None] * 4 and dec.hardware_images == 4 and len(dec._image_pool) >= 4
+    for i in range(4):
+        _assert_close_to_cpu_decoder(got[i], by_hardware[i], p, hardware=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("hardware", ["0", "1"])
+def test_reused_buffers_give_each_batch_its_own_pixels(monkeypatch, hardware):
+    # nvImageCodec's Images (hardware path off) or the hardware path's pooled buffer, and its
+    # batched state re-initialized for a new batch size
+    monkeypatch.setenv("BATCHSCORE_NVJPEG_HARDWARE", hardware)
+    p = SETTINGS["default"]
+    small = [jpeg_bytes(photo(w, h, seed=w)) for w, h in SIZES[:4] if min(w, h) >= 16]
     large = [jpeg_bytes(photo(1600, 1200, seed=k)) for k in range(4)]  # buffers must grow
     want = {}
     for name, items in (("small", small), ("large", large)):
@@ -496,7 +599,11 @@ def test_reused_image_buffers_give_each_batch_its_own_pixels():
             want[name] = _decode_gpu(fresh, items)[0]
     with _gpu_decoder(p) as dec:
         for name in ("small", "large", "small", "large"):
-            got, errors = _decode_gpu(dec, small if name == "small" else large)
-            assert errors == [None] * 4
+            items = small if name == "small" else large
+            got, errors = _decode_gpu(dec, items)
+            assert errors == [None] * len(items)
             np.testing.assert_array_equal(got, want[name], err_msg=name)
-        assert len(dec._image_pool) >= 4  # the later batches decoded into earlier batches' Images
+        if hardware == "0":
+            assert len(dec._image_pool) >= 4  # the later batches decoded into earlier batches' Images
+        elif dec._hardware is not None:
+            assert dec.hardware_images == 2 * (len(small) + len(large))

@@ -155,7 +155,24 @@ def test_gpu_decoder_settings_come_from_the_job_then_the_environment(monkeypatch
     assert gpu_decoders(auto) == 3 and nvimgcodec_backends(auto) == "hw"  # "auto" takes the environment's
     given = _run_settings(gpu_decoders=1, gpu_decode_backends="all")
     assert gpu_decoders(given) == 1 and nvimgcodec_backends(given) == "all"  # the job's own win
+    from scoring.worker import jpeg_hardware
+
+    assert jpeg_hardware(auto) is None and jpeg_hardware(_run_settings(jpeg_hardware="off")) is False
     for bad in ("0", "two", "-1"):
         monkeypatch.setenv("BATCHSCORE_GPU_DECODERS", bad)
         with pytest.raises(ScoringError, match="BATCHSCORE_GPU_DECODERS must be a positive integer"):
             gpu_decoders(auto)
+
+
+def test_the_gil_switch_interval_is_set_for_the_block_and_restored():
+    import sys
+
+    from scoring.worker import gil_switch_interval
+
+    before = sys.getswitchinterval()
+    with gil_switch_interval(0.0005):
+        assert sys.getswitchinterval() == 0.0005
+    assert sys.getswitchinterval() == before
+    with pytest.raises(RuntimeError), gil_switch_interval(0.001):
+        raise RuntimeError("the job failed")
+    assert sys.getswitchinterval() == before

@@ -1,0 +1,153 @@
+"""Is the GPU's JPEG decode ceiling nvImageCodec's or the hardware's? nvJPEG's own batched decode
+(ctypes, hardware backend: one call per batch, interleaved RGB out) alone and under engine load.
+
+    CUDA_DEVICE_MAX_CONNECTIONS=32 python benchmarks/device/nvjpeg_batched_probe.py PLAN DATA_DIR \
+        -> JSON lines on stdout
+
+DATA_DIR is a JPEG Parquet dataset (benchmarks/gpu_decode_rates.load reads it). Needs libnvjpeg
+(the nvidia-nvjpeg wheel) on the library path. A probe for the device, not part of batchscore.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks" / "device"))
+
+BACKENDS = {"default": 0, "hybrid": 1, "gpu_hybrid": 2, "hardware": 3}
+OUTPUT_RGBI = 5
+
+
+class Image(ctypes.Structure):  # nvjpegImage_t
+    _fields_ = [("channel", ctypes.c_void_p * 4), ("pitch", ctypes.c_size_t * 4)]
+
+
+def library():
+    lib = ctypes.CDLL("libnvjpeg.so.13")
+    lib.nvjpegCreateEx.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint,
+                                   ctypes.POINTER(ctypes.c_void_p)]
+    lib.nvjpegJpegStateCreate.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+    lib.nvjpegGetImageInfo.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t,
+                                       ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int),
+                                       ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_int)]
+    lib.nvjpegDecodeBatchedInitialize.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+                                                  ctypes.c_int]
+    lib.nvjpegDecodeBatched.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p),
+                                        ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(Image), ctypes.c_void_p]
+    lib.nvjpegGetHardwareDecoderInfo.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint),
+                                                 ctypes.POINTER(ctypes.c_uint)]
+    return lib
+
+
+def check(status: int, what: str) -> None:
+    if status != 0:
+        raise RuntimeError(f"{what} failed: nvjpegStatus {status}")
+
+
+class BatchedDecoder:
+    """One nvJPEG handle + state + stream; decodes a list of JPEG bytes into preallocated RGB buffers."""
+
+    def __init__(self, lib, backend: str, batch: int, data: list[bytes]):
+        import cupy as cp
+
+        self.lib = lib
+        self.handle, self.state = ctypes.c_void_p(), ctypes.c_void_p()
+        check(lib.nvjpegCreateEx(BACKENDS[backend], None, None, 0, ctypes.byref(self.handle)), "nvjpegCreateEx")
+        check(lib.nvjpegJpegStateCreate(self.handle, ctypes.byref(self.state)), "nvjpegJpegStateCreate")
+        self.stream = cp.cuda.Stream(non_blocking=True)
+        self.batch = batch
+        self.initialized_for = None
+        # the largest image decides the per-slot buffer
+        comps, sub = ctypes.c_int(), ctypes.c_int()
+        w4, h4 = (ctypes.c_int * 4)(), (ctypes.c_int * 4)()
+        self.sizes = {}
+        for d in data:
+            check(lib.nvjpegGetImageInfo(self.handle, d, len(d), ctypes.byref(comps), ctypes.byref(sub), w4, h4),
+                  "nvjpegGetImageInfo")
+            self.sizes[id(d)] = (w4[0], h4[0])
+        largest = max(w * h for w, h in self.sizes.values())
+        self.slot_bytes = largest * 3
+        self.out = cp.empty(batch * self.slot_bytes, dtype=cp.uint8)
+
+    def hardware_info(self):
+        engines, cores = ctypes.c_uint(), ctypes.c_uint()
+        status = self.lib.nvjpegGetHardwareDecoderInfo(self.handle, ctypes.byref(engines), ctypes.byref(cores))
+        return {"status": status, "engines": engines.value, "cores_per_engine": cores.value}
+
+    def __call__(self, chunk: list[bytes]) -> None:
+        n = len(chunk)
+        if self.initialized_for != n:
+            check(self.lib.nvjpegDecodeBatchedInitialize(self.handle, self.state, n, 1, OUTPUT_RGBI),
+                  "nvjpegDecodeBatchedInitialize")
+            self.initialized_for = n
+        pointers = (ctypes.c_char_p * n)(*chunk)
+        lengths = (ctypes.c_size_t * n)(*[len(d) for d in chunk])
+        images = (Image * n)()
+        base = self.out.data.ptr
+        for i, d in enumerate(chunk):
+            w, _ = self.sizes[id(d)]
+            images[i].channel[0] = base + i * self.slot_bytes
+            images[i].pitch[0] = w * 3
+        check(self.lib.nvjpegDecodeBatched(self.handle, self.state, pointers, lengths, images, self.stream.ptr),
+              "nvjpegDecodeBatched")
+        self.stream.synchronize()
+
+
+def main() -> int:
+    plan, data_dir = sys.argv[1], Path(sys.argv[2])
+    from decode_load_probe import Load
+    from gpu_decode_rates import BATCH, load, parallel_rate
+
+    data = load(data_dir)[:3072]
+    lib = library()
+    info_printed = False
+    for backend in ("hardware", "default"):
+        for count in (1, 2, 3):
+            try:
+                decoders = [BatchedDecoder(lib, backend, BATCH, data) for _ in range(count)]
+            except Exception as exc:
+                print(json.dumps({"backend": backend, "decoders": count, "error": str(exc)}), flush=True)
+                break
+            if not info_printed:
+                import io
+
+                import cupy as cp
+                import numpy as np
+                from PIL import Image as PILImage
+
+                first = decoders[0]
+                first(data[:BATCH])
+                w, h = first.sizes[id(data[0])]
+                got = cp.asnumpy(first.out[: w * h * 3]).reshape(h, w, 3).astype(np.int16)
+                want = np.asarray(PILImage.open(io.BytesIO(data[0])).convert("RGB")).astype(np.int16)
+                print(json.dumps({"check_vs_pillow_mean_abs": float(np.abs(got - want).mean()),
+                                  "max_abs": int(np.abs(got - want).max())}), flush=True)
+                print(json.dumps({"hardware_decoder": decoders[0].hardware_info(),
+                                  "connections": os.environ.get("CUDA_DEVICE_MAX_CONNECTIONS", "8 (default)")}),
+                      flush=True)
+                info_printed = True
+            try:
+                alone = parallel_rate(data, decoders)
+                busy = Load(plan, 256)
+                _, engine_alone = busy.measure(lambda: time.sleep(1.0))
+                loaded, meanwhile = busy.measure(lambda: parallel_rate(data, decoders))
+                busy.close()
+            except Exception as exc:
+                print(json.dumps({"backend": backend, "decoders": count, "error": str(exc)}), flush=True)
+                continue
+            print(json.dumps({"backend": backend, "decoders": count, "decode_alone": round(alone),
+                              "decode_under_load": round(loaded), "engine_alone": round(engine_alone),
+                              "engine_meanwhile": round(meanwhile)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

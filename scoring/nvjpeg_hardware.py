@@ -1,0 +1,153 @@
+"""The GPU's hardware JPEG decoder (NVJPG, on A100 and H100 class GPUs) through nvJPEG's batched
+API, called with ctypes: one call decodes a whole batch into interleaved RGB buffers of ours, on a
+stream of ours, with no Python per image beyond filling the call's arrays.
+
+Why not only nvImageCodec: on an H100 its hardware path decoded about 20,000 of our photo-sized
+JPEGs per second with two decoders, while nvJPEG's batched hardware decode, called this way, did
+about 29,000 with one and 44,000 with two, beside ResNet-50 replaying at batch 256 (2026-11-22,
+benchmarks/results/gpu/nvjpeg_batched_probe_h100_2026-11-22.json). nvImageCodec stays for what the
+hardware does not take (scoring/jpeg_header.hardware_decodable) and for whole batches it refuses.
+
+The library is the nvidia-nvjpeg wheel's (a dependency of nvImageCodec's [nvjpeg] extra), else any
+libnvjpeg the loader finds.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+from engine.errors import BatchscoreError
+
+_BACKEND_HARDWARE = 3  # nvjpegBackend_t NVJPEG_BACKEND_HARDWARE
+_OUTPUT_RGBI = 5  # nvjpegOutputFormat_t NVJPEG_OUTPUT_RGBI: interleaved RGB in channel[0]
+_STATUS = {1: "not initialized", 2: "invalid parameter", 3: "bad JPEG", 4: "JPEG not supported",
+           5: "allocator failure", 6: "execution failed", 7: "architecture mismatch", 8: "internal error",
+           9: "not supported by this implementation", 10: "incomplete bitstream"}
+_NAMES = ("libnvjpeg.so.13", "libnvjpeg.so.12", "libnvjpeg.so")
+
+
+class NvjpegUnavailable(BatchscoreError):
+    """No hardware JPEG decoding here: libnvjpeg missing, or the GPU has no hardware decoder."""
+
+
+class HardwareDecodeError(BatchscoreError):
+    """The hardware decoder refused a batch (the caller decodes it another way)."""
+
+
+class _Image(ctypes.Structure):  # nvjpegImage_t
+    _fields_ = [("channel", ctypes.c_void_p * 4), ("pitch", ctypes.c_size_t * 4)]
+
+
+def _status_text(status: int) -> str:
+    return f"nvjpegStatus {status} ({_STATUS.get(status, 'unknown')})"
+
+
+def _candidates() -> list[str]:
+    """The wheel's library first (it need not be on the loader's path), then the loader's search."""
+    found = []
+    try:
+        import nvidia
+
+        for root in getattr(nvidia, "__path__", []):
+            for sub in ("cu13/lib", "cu12/lib", "nvjpeg/lib"):
+                for name in _NAMES[:2]:
+                    path = Path(root) / sub / name
+                    if path.is_file():
+                        found.append(str(path))
+    except ImportError:
+        pass
+    return found + list(_NAMES)
+
+
+_LIBRARY: ctypes.CDLL | None = None
+
+
+def load_library() -> ctypes.CDLL:
+    """libnvjpeg with the signatures used here (loaded once)."""
+    global _LIBRARY
+    if _LIBRARY is not None:
+        return _LIBRARY
+    errors = []
+    for candidate in _candidates():
+        try:
+            lib = ctypes.CDLL(candidate)
+            break
+        except OSError as exc:
+            errors.append(f"{candidate}: {exc}")
+    else:
+        raise NvjpegUnavailable("libnvjpeg cannot be loaded (pip install 'batchscore[gpu]'): " + "; ".join(errors[-2:]))
+    handle_p, void_p = ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p
+    lib.nvjpegCreateEx.argtypes = [ctypes.c_int, void_p, void_p, ctypes.c_uint, handle_p]
+    lib.nvjpegJpegStateCreate.argtypes = [void_p, handle_p]
+    lib.nvjpegJpegStateDestroy.argtypes = [void_p]
+    lib.nvjpegDestroy.argtypes = [void_p]
+    lib.nvjpegGetHardwareDecoderInfo.argtypes = [void_p, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint)]
+    lib.nvjpegDecodeBatchedInitialize.argtypes = [void_p, void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.nvjpegDecodeBatched.argtypes = [void_p, void_p, ctypes.POINTER(ctypes.c_char_p),
+                                        ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(_Image), void_p]
+    _LIBRARY = lib
+    return lib
+
+
+class HardwareJpegDecoder:
+    """One nvJPEG hardware-backend handle and decode state, on the current CUDA device.
+
+    `decode(blobs, targets, stream_ptr)` decodes JPEG bytes (each one `hardware_decodable`) into
+    device buffers: targets[i] = (pointer, row pitch in bytes) of an area >= height x pitch with
+    pitch >= 3 x width. The work is queued on the stream; the caller synchronizes. One batch at a
+    time (the caller's lock)."""
+
+    def __init__(self):
+        self._lib = load_library()
+        self._handle, self._state = ctypes.c_void_p(), ctypes.c_void_p()
+        status = self._lib.nvjpegCreateEx(_BACKEND_HARDWARE, None, None, 0, ctypes.byref(self._handle))
+        if status != 0:
+            raise NvjpegUnavailable(f"this GPU has no hardware JPEG decoder that nvJPEG can use: {_status_text(status)}")
+        status = self._lib.nvjpegJpegStateCreate(self._handle, ctypes.byref(self._state))
+        if status != 0:
+            self._lib.nvjpegDestroy(self._handle)
+            raise NvjpegUnavailable(f"nvjpegJpegStateCreate failed: {_status_text(status)}")
+        self._batch_size = None
+
+    def engines(self) -> tuple[int, int]:
+        """(hardware decode engines, cores per engine), as nvJPEG reports them."""
+        engines, cores = ctypes.c_uint(), ctypes.c_uint()
+        self._lib.nvjpegGetHardwareDecoderInfo(self._handle, ctypes.byref(engines), ctypes.byref(cores))
+        return engines.value, cores.value
+
+    def decode(self, blobs: list[bytes], targets: list[tuple[int, int]], stream_ptr: int) -> None:
+        n = len(blobs)
+        if n == 0:
+            return
+        if n != self._batch_size:  # the batched state is sized per batch size
+            status = self._lib.nvjpegDecodeBatchedInitialize(self._handle, self._state, n, 1, _OUTPUT_RGBI)
+            if status != 0:
+                self._batch_size = None
+                raise HardwareDecodeError(f"nvjpegDecodeBatchedInitialize({n}) failed: {_status_text(status)}")
+            self._batch_size = n
+        pointers = (ctypes.c_char_p * n)(*blobs)  # the bytes objects' own buffers, not copies
+        lengths = (ctypes.c_size_t * n)(*map(len, blobs))
+        images = (_Image * n)()
+        for image, (pointer, pitch) in zip(images, targets):
+            image.channel[0] = pointer
+            image.pitch[0] = pitch
+        status = self._lib.nvjpegDecodeBatched(self._handle, self._state, pointers, lengths, images, stream_ptr)
+        if status != 0:
+            self._batch_size = None  # nvJPEG asks for a re-initialization after a failed batch
+            raise HardwareDecodeError(f"hardware JPEG decode of {n} images failed: {_status_text(status)}")
+
+    def close(self) -> None:
+        if self._state:
+            self._lib.nvjpegJpegStateDestroy(self._state)
+            self._state = ctypes.c_void_p()
+        if self._handle:
+            self._lib.nvjpegDestroy(self._handle)
+            self._handle = ctypes.c_void_p()
+
+
+def hardware_decoding_wanted() -> bool:
+    """$BATCHSCORE_NVJPEG_HARDWARE=0 turns the direct hardware path off (to compare, or to work
+    around a driver that misbehaves); anything else leaves it on where the GPU has the hardware."""
+    return os.environ.get("BATCHSCORE_NVJPEG_HARDWARE", "1").strip().lower() not in ("0", "false", "no", "off")
