@@ -153,6 +153,17 @@ def test_part_columns_types_and_error_rows(tmp_path):
             assert row["top_k_labels"] is None and np.isnan(row["raw"]).all() and len(row["raw"]) == scores.shape[1]
 
 
+def test_only_the_class_names_are_dictionary_encoded(tmp_path):
+    rng = np.random.default_rng(2)
+    spec = OutputSpec(top_k=3, labels=[f"class {i}" for i in range(6)], raw=True)
+    ids = np.array([f"img-{i}" for i in range(50)], dtype=object)
+    info = write_part(tmp_path, "part-00000", ids, rng.standard_normal((50, 6)).astype(np.float32), [None] * 50, spec)
+    group = pq.ParquetFile(tmp_path / info.file).metadata.row_group(0)
+    dictionary = {group.column(j).path_in_schema for j in range(group.num_columns)
+                  if any("DICTIONARY" in e for e in group.column(j).encodings)}
+    assert dictionary == {"top_k_labels.list.element"}  # not the unique ids, not the float scores
+
+
 def test_string_ids_and_no_optional_columns(tmp_path):
     ids = np.array([f"img-{i}" for i in range(5)], dtype=object)
     info = write_part(tmp_path, "part-00000", ids, np.eye(5, dtype=np.float32), [None] * 5, OutputSpec(top_k=1))
