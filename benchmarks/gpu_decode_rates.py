@@ -61,14 +61,15 @@ def parallel_rate(data: list, workers: list) -> float:
 
 
 class EngineLoad:
-    """A thread that replays a plan's CUDA graph back to back; `window()` counts its batches."""
+    """A thread that replays a plan's CUDA graph back to back at `batch` (default: the plan's
+    largest); `measure(run)` gives the engine's images/s while run() ran."""
 
-    def __init__(self, plan_path: str):
+    def __init__(self, plan_path: str, batch: int | None = None):
         import engine
 
         eng = engine.load(plan_path)
         self.context = eng.create_context()
-        self.batch = eng.max_batch or BATCH
+        self.batch = batch or eng.max_batch or BATCH
         self.bucket = self.context.bucket(self.batch)
         for _ in range(2):  # eager, then captured
             self.context.execute(self.bucket)

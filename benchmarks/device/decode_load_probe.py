@@ -18,7 +18,6 @@ import gzip
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,39 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from gpu_decode_rates import BATCH, load, parallel_rate  # noqa: E402
-
-
-class Load:
-    """The plan's CUDA graph replayed back to back on a thread, at one batch size."""
-
-    def __init__(self, plan_path: str, batch: int):
-        import engine
-
-        self.context = engine.load(plan_path).create_context()
-        self.batch = batch
-        self.bucket = self.context.bucket(batch)
-        for _ in range(2):
-            self.context.execute(self.bucket)
-        self.context.stream.synchronize()
-        self.batches = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            self.context.execute(self.bucket)
-            self.context.stream.synchronize()
-            self.batches += 1
-
-    def measure(self, run):
-        first, start = self.batches, time.perf_counter()
-        result = run()
-        return result, (self.batches - first) * self.batch / (time.perf_counter() - start)
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
+from gpu_decode_rates import EngineLoad as Load  # noqa: E402  (the plan's graph replayed back to back)
 
 
 def raw_workers(count: int, backends, options: str, cores: int, failures: list):
