@@ -51,14 +51,14 @@ from scoring.decode import CpuDecoder, Preprocess, PreprocessError, available_co
 from scoring.jpeg_header import hardware_decodable, read_header
 from scoring.resize_kernel import _BLOCK, _COLUMNS, _MAX_GRID_Y, _kernel, fill_table
 
+log = logging.getLogger(__name__)
+
 _INSTALL = "pip install 'batchscore[gpu]'"
 
-# A JPEG is sent to nvImageCodec only if its end-of-image marker is among its last bytes: nvJPEG
+# A JPEG is sent to the GPU decoders only if its end-of-image marker is among its last bytes: nvJPEG
 # may decode a truncated file (grey-filling the rest) where Pillow reports "truncated", and the GPU
 # path must give CpuDecoder's results. FF D9 cannot occur inside entropy-coded data (FF is stuffed
 # there), so finding it near the end is a sound test; files with long trailers just take the CPU path.
-log = logging.getLogger(__name__)
-
 _JPEG_SOI = b"\xff\xd8\xff"
 _JPEG_EOI = b"\xff\xd9"
 _EOI_SEARCH = 64
@@ -190,13 +190,14 @@ class GpuDecoder:
     """Decode and preprocess a batch on the GPU into a caller-owned CuPy buffer.
 
     ``threads``: CPU threads for the CPU fallback (None or 0: one per core), and for nvImageCodec
-    (Huffman decoding and its CPU codecs) up to NVIMGCODEC_MAX_THREADS. ``stream``: a cupy.cuda.Stream for all of this decoder's
-    GPU work (its own non-blocking stream if None); decode_into synchronizes it before returning.
-    ``device_id``: the GPU (default: the stream's, else the current device). ``nvimgcodec_options``:
-    the nvImageCodec Decoder options string (fancy chroma upsampling by default, as libjpeg does).
-``nvimgcodec_backends``: a list of nvimgcodec.Backend to allow, or a preset name (see
-    `backend_preset`): "all" (nvImageCodec's default), "hw" (the GPU's hardware JPEG decoder first,
-    CUDA decoding with CPU Huffman for what it cannot take). ``jpeg_hardware``: False keeps every
+    (Huffman decoding and its CPU codecs) up to NVIMGCODEC_MAX_THREADS. ``stream``: a
+    cupy.cuda.Stream for all of this decoder's GPU work (its own non-blocking stream if None);
+    decode_into synchronizes it before returning. ``device_id``: the GPU (default: the stream's,
+    else the current device). ``nvimgcodec_options``: the nvImageCodec Decoder options string
+    (fancy chroma upsampling by default, as libjpeg does). ``nvimgcodec_backends``: a list of
+    nvimgcodec.Backend to allow, or a preset name (see `backend_preset`): "all" (nvImageCodec's
+    default), "hw" (the GPU's hardware JPEG decoder first, CUDA decoding with CPU Huffman for what
+    it cannot take). ``jpeg_hardware``: False keeps every
     JPEG on nvImageCodec (closest to Pillow: the hardware decoder has no fancy chroma upsampling);
     None uses nvJPEG's batched hardware decode where the GPU has it, unless
     $BATCHSCORE_NVJPEG_HARDWARE=0.

@@ -2,10 +2,11 @@
 API, called with ctypes: one call decodes a whole batch into interleaved RGB buffers of ours, on a
 stream of ours, with no Python per image beyond filling the call's arrays.
 
-Why not only nvImageCodec: on an H100 its hardware path decoded about 20,000 of our photo-sized
-JPEGs per second with two decoders, while nvJPEG's batched hardware decode, called this way, did
-about 29,000 with one and 44,000 with two, beside ResNet-50 replaying at batch 256 (2026-11-22,
-benchmarks/results/gpu/nvjpeg_batched_probe_h100_2026-11-22.json). nvImageCodec stays for what the
+Why not only nvImageCodec: on an H100 beside ResNet-50 replaying at batch 256, two nvImageCodec
+decoders gave about 20,000 of our photo-sized JPEGs per second, while nvJPEG's batched hardware
+decode, called this way, gave 28,000-35,000 with one to three decoders (44,000 once, with two)
+(2026-11-22, benchmarks/results/gpu/nvjpeg_batched_probe_h100_2026-11-22.json; nvImageCodec's:
+decode_queue_probe_h100_2026-11-22.json). End to end the worker went from 17,000 to 22,000 images/s. nvImageCodec stays for what the
 hardware does not take (scoring/jpeg_header.hardware_decodable) and for whole batches it refuses.
 
 The library is the nvidia-nvjpeg wheel's (a dependency of nvImageCodec's [nvjpeg] extra), else any
@@ -104,7 +105,8 @@ class HardwareJpegDecoder:
         self._handle, self._state = ctypes.c_void_p(), ctypes.c_void_p()
         status = self._lib.nvjpegCreateEx(_BACKEND_HARDWARE, None, None, 0, ctypes.byref(self._handle))
         if status != 0:
-            raise NvjpegUnavailable(f"this GPU has no hardware JPEG decoder that nvJPEG can use: {_status_text(status)}")
+            raise NvjpegUnavailable("this GPU has no hardware JPEG decoder that nvJPEG can use: "
+                                    + _status_text(status))
         status = self._lib.nvjpegJpegStateCreate(self._handle, ctypes.byref(self._state))
         if status != 0:
             self._lib.nvjpegDestroy(self._handle)

@@ -53,6 +53,14 @@ class ReportError(ScoringError):
 # ---------------------------------------------------------------------------------------------
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 @dataclass
 class Metrics:
     """One worker's measurements. Times are seconds; `samples`, `watts` and `gpu_util` hold
@@ -80,10 +88,10 @@ class Metrics:
     energy_s: float | None = None
     batch_latency_s: list[float] = field(default_factory=list)  # optional, per batch end to end
     # CPU seconds of the worker's process (every thread; not decode child processes) from its start
-    # to finish(), and the cores it could use: with each worker's stages slowing alike as workers are added, they tell whether the
-    # host's cores were what the workers shared.
+    # to finish(), and the cores it could use: where each worker's stages slow alike as workers are
+    # added, they tell whether the host's cores were what the workers shared.
     cpu_s: float | None = None
-    host_cores: int | None = field(default_factory=lambda: _usable_cores())
+    host_cores: int | None = field(default_factory=_usable_cores)
 
     _SAMPLE_EVERY_S = 0.25
 
@@ -136,13 +144,6 @@ class Metrics:
         m.watts = [(float(t), float(w)) for t, w in m.watts]
         m.gpu_util = [(float(t), float(u)) for t, u in m.gpu_util]
         return m
-
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 # ---------------------------------------------------------------------------------------------
