@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from scoring.decode import available_cores
 from scoring.errors import DatasetError
 
 COLUMN_KINDS = ("hf_struct", "binary", "tensor")
@@ -340,7 +341,7 @@ def _folder_payloads(sources: list[Path], rows: int, column_kind: str, size_rule
 def _synthetic_payloads(rows: int, seed: int, spec: dict, workers: int | None):
     tasks = [(seed, start, min(start + _ROWS_PER_TASK, rows), spec) for start in range(0, rows, _ROWS_PER_TASK)]
     if workers is None:
-        workers = _cpu_count() if rows >= _POOL_MIN_ROWS else 1
+        workers = available_cores() if rows >= _POOL_MIN_ROWS else 1
     workers = min(workers, len(tasks))
     if workers <= 1:
         for task in tasks:
@@ -358,13 +359,6 @@ def _synthetic_payloads(rows: int, seed: int, spec: dict, workers: int | None):
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
             for chunk in pool.map(_synth_range, tasks):
                 yield from chunk
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _synth_range(task) -> list:

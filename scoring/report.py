@@ -34,6 +34,7 @@ from typing import IO, Callable, Iterator
 
 import numpy as np
 
+from scoring.decode import available_cores
 from scoring.errors import ScoringError
 
 log = logging.getLogger(__name__)
@@ -51,14 +52,6 @@ class ReportError(ScoringError):
 # ---------------------------------------------------------------------------------------------
 # Metrics: what one worker measured
 # ---------------------------------------------------------------------------------------------
-
-
-def _usable_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 @dataclass
@@ -91,7 +84,7 @@ class Metrics:
     # to finish(), and the cores it could use: where each worker's stages slow alike as workers are
     # added, they tell whether the host's cores were what the workers shared.
     cpu_s: float | None = None
-    host_cores: int | None = field(default_factory=_usable_cores)
+    host_cores: int | None = field(default_factory=available_cores)
 
     _SAMPLE_EVERY_S = 0.25
 

@@ -32,7 +32,7 @@ from typing import Callable, Iterable
 
 import engine as engine_api
 from scoring.dataset import ImageDataset, Shard, open_dataset
-from scoring.decode import CpuDecoder
+from scoring.decode import CpuDecoder, available_cores
 from scoring.errors import ScoringError
 from scoring.job import JobSpec
 from scoring.outputs import Manifest, OutputSpec, PartWriter
@@ -105,8 +105,7 @@ def resolve_decode_threads(job: JobSpec, workers_on_host: int = 1) -> int:
     """[run] decode_threads, with "auto" = this host's cores shared among its workers."""
     if job.run.decode_threads != "auto":
         return int(job.run.decode_threads)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, workers_on_host))
+    return max(1, available_cores() // max(1, workers_on_host))
 
 
 def resolve_decode(job: JobSpec, on_gpu: bool) -> str:
