@@ -2,13 +2,16 @@
 (nvJPEG batched, no fancy chroma upsampling) and nvImageCodec (fancy upsampling asked for). The
 bounds in tests/scoring/test_gpu_decode.py (CLOSE) come from this.
 
-    python benchmarks/device/hardware_decode_diff.py     -> a line per (preprocess, image set, path)
+    python benchmarks/device/hardware_decode_diff.py [OUT]  -> a line per (preprocess, image set, path),
+                                                                and OUT/hardware_decode_diff.json
 
 Per image: the mean, the 99th percentile and the largest |GPU - CPU| after normalisation; each line
 gives the largest of those over its images, and the mean of the means. Image sets: the test file's
 photo sizes, a 64-row synthetic dataset with grayscale and EXIF-rotated rows (those take
 nvImageCodec), and 512 rows of the scoring dataset.
 """
+import datetime
+import json
 import os
 import sys
 from pathlib import Path
@@ -36,6 +39,7 @@ def main() -> int:
     sets["dataset"] = pq.read_table(made.files[0]).column("image").to_pylist()
     made = make_dataset(out / "photos", 512, row_groups=1, workers=4, overwrite=True)
     sets["dataset512"] = [r["bytes"] for r in pq.read_table(made.files[0]).column("image").to_pylist()]
+    rows = []
     for setting in ("default", "nhwc-fp16-bgr"):
         p = SETTINGS[setting]
         for name, items in sets.items():
@@ -51,8 +55,19 @@ def main() -> int:
                     taken = dec.hardware_images
                 diff = np.abs(rows.astype(np.float64) - cpu.astype(np.float64)).reshape(len(items), -1)
                 means, maxs, p99 = diff.mean(1), diff.max(1), np.percentile(diff, 99, axis=1)
+                rows.append({"preprocess": setting, "images": name, "hardware_path": hw == "1",
+                             "taken_by_hardware": taken, "mean_max_over_images": float(means.max()),
+                             "p99_max_over_images": float(p99.max()), "max": float(maxs.max()),
+                             "mean_of_means": float(means.mean())})
                 print(f"{setting:14s} {name:10s} hw={hw} taken={taken:3d} mean(max over imgs)={means.max():.4f} "
                       f"p99(max)={p99.max():.4f} max={maxs.max():.4f} mean-of-means={means.mean():.4f}", flush=True)
+    from kernels.cuda.device import describe_gpu
+
+    record = {"benchmark": "hardware_decode_diff",
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "device": describe_gpu(), "command": "python " + " ".join(sys.argv),
+              "peer": "CpuDecoder (Pillow) on the same items, same process", "rows": rows}
+    (out / "hardware_decode_diff.json").write_text(json.dumps(record, indent=1) + "\n")
     return 0
 
 

@@ -326,7 +326,7 @@ def _decode_gpu(dec, items, extra_rows: int = 0, fill: float = 0.0):
 # measured on an H100 up to mean 0.0053, max 0.034. The hardware decoder has no fancy upsampling,
 # so rows differ more at sharp colour edges: measured up to mean 0.042, 99th percentile 0.32,
 # max 1.50 on these images and 512 synthetic-dataset rows (2026-11-22; benchmarks/device/
-# hardware_decode_diff.py, benchmarks/results/gpu/hardware_decode_diff_h100_2026-11-22.txt).
+# hardware_decode_diff.py, benchmarks/results/gpu/hardware_decode_diff_h100_2026-11-22.json).
 CLOSE = {"nvimgcodec": {"mean": 0.03, "max": 0.6}, "hardware": {"mean": 0.05, "p99": 0.4, "max": 2.0}}
 
 
