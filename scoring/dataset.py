@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from scoring.encoded_items import EncodedItems
 from scoring.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,11 @@ class Shard:
 @dataclass
 class RowBatch:
     """Up to batch_rows consecutive rows of one shard. items[i] is the encoded image (bytes), the
-    decoded pixels (HWC uint8 array, tensor kind) or None for a null cell."""
+    decoded pixels (HWC uint8 array, tensor kind) or None for a null cell. Encoded rows come as
+    EncodedItems (a sequence over Arrow's buffer; `list(items)` gives the bytes), tensor rows as a list."""
 
     ids: np.ndarray
-    items: list
+    items: Sequence
 
     def __len__(self) -> int:
         return len(self.items)
@@ -398,11 +400,15 @@ def _ids(dataset: ImageDataset, shard: Shard, table: pa.Table, first_row: int) -
     return column.to_numpy(zero_copy_only=False)
 
 
-def _encoded_items(column: pa.ChunkedArray, kind: str) -> list:
+def _encoded_items(column: pa.ChunkedArray, kind: str) -> Sequence:
     """bytes per row, None for a null cell (for "hf_struct" also a struct whose bytes are null).
-    to_numpy builds the bytes objects in C++; to_pylist costs a Python step per row on older pyarrow."""
+    binary and large_binary rows stay in Arrow's buffer (EncodedItems: bytes made when asked, and
+    none at all for the JPEGs a GPU decoder reads in place); other binary types become a list, with
+    the bytes objects built in C++ (to_pylist costs a Python step per row on older pyarrow)."""
     if kind == "hf_struct":
         column = pc.struct_field(column, "bytes")  # null where the struct or its bytes is null
+    if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+        return EncodedItems.from_arrow(column)
     return column.to_numpy(zero_copy_only=False).tolist()
 
 

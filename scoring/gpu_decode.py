@@ -7,9 +7,10 @@ batch does resize + center crop + /255 + mean/std + layout + dtype + channel ord
 Items are what CpuDecoder takes (encoded bytes, HWC/HW uint8 arrays, None) and the per-item results
 are the same: None or a short message, with failed rows zero-filled.
 
-Where each item goes:
+Where each item goes (scoring/decode_route.py decides; for a dataset batch, EncodedItems, in numpy
+over Arrow's buffer, with no Python per JPEG):
 
-- bytes that look like a complete JPEG (SOI ... EOI) whose header the GPU's hardware JPEG decoder
+- bytes that look like a complete JPEG (SOI, then EOI among the last 64 bytes) whose header the GPU's hardware JPEG decoder
   takes as it is (baseline 8-bit YCbCr, common chroma sampling, upright: jpeg_header) -> nvJPEG's
   batched hardware decode, one call per batch on this decoder's stream (scoring/nvjpeg_hardware.py;
   where the GPU has the hardware, and unless $BATCHSCORE_NVJPEG_HARDWARE=0);
@@ -48,22 +49,13 @@ import numpy as np
 
 from engine.errors import BatchscoreError
 from scoring.decode import CpuDecoder, Preprocess, PreprocessError, available_cores
-from scoring.jpeg_header import hardware_decodable, read_header
-from scoring.resize_kernel import _BLOCK, _COLUMNS, _MAX_GRID_Y, _kernel, fill_table
+from scoring.decode_route import BatchRoute, HardwareRows, array_shape, route_batch
+from scoring.encoded_items import EncodedItems
+from scoring.resize_kernel import _BLOCK, _COLUMNS, _MAX_GRID_Y, Sources, _kernel, fill_table
 
 log = logging.getLogger(__name__)
 
 _INSTALL = "pip install 'batchscore[gpu]'"
-
-# A JPEG is sent to the GPU decoders only if its end-of-image marker is among its last bytes: nvJPEG
-# may decode a truncated file (grey-filling the rest) where Pillow reports "truncated", and the GPU
-# path must give CpuDecoder's results. FF D9 cannot occur inside entropy-coded data (FF is stuffed
-# there), so finding it near the end is a sound test; files with long trailers just take the CPU path.
-_JPEG_SOI = b"\xff\xd8\xff"
-_JPEG_EOI = b"\xff\xd9"
-_EOI_SEARCH = 64
-
-
 
 class GpuDecodeError(BatchscoreError):
     """The GPU decoder cannot start here: CuPy or nvImageCodec missing, no GPU, or a bad argument."""
@@ -144,45 +136,6 @@ def _high_priority_stream(cupy):
     on streams of its own. It costs nothing, so it stays."""
     # CUDA clamps a priority beyond the GPU's range to its greatest (CuPy has no call for the range).
     return cupy.cuda.Stream(non_blocking=True, priority=-1000)
-
-
-# ---- item routing -------------------------------------------------------------------------------------
-def looks_like_complete_jpeg(data) -> bool:
-    """True for bytes that start like a JPEG (as Pillow checks) and end with its EOI marker."""
-    if len(data) < 4 or bytes(data[:3]) != _JPEG_SOI:
-        return False
-    tail = bytes(data[-_EOI_SEARCH:])
-    return _JPEG_EOI in tail
-
-
-def hardware_rows(items, rows: list[int], pixel_limit: int | None) -> list[tuple[int, int, int]]:
-    """(row, height, width) of the rows whose JPEGs the hardware decoder takes as they are
-    (jpeg_header.hardware_decodable) and that Pillow would not refuse as too large."""
-    chosen = []
-    for i in rows:
-        header = read_header(items[i])
-        if not hardware_decodable(header):
-            continue
-        if pixel_limit is not None and header.width * header.height > pixel_limit:
-            continue
-        chosen.append((i, header.height, header.width))
-    return chosen
-
-
-def _array_shape(item: np.ndarray):
-    """(height, width, channels) of an array CpuDecoder would accept, else None (CPU gives the message)."""
-    if item.dtype != np.uint8:
-        return None
-    if item.ndim == 2:
-        channels = 1
-    elif item.ndim == 3 and item.shape[2] in (1, 3, 4):
-        channels = item.shape[2]
-    else:
-        return None
-    height, width = item.shape[:2]
-    if height == 0 or width == 0:
-        return None
-    return height, width, channels
 
 
 # ---- the decoder ----------------------------------------------------------------------------------
@@ -269,14 +222,18 @@ class GpuDecoder:
         return nv.DecodeParams(apply_exif_orientation=True, color_spec=rgb, allow_any_depth=False)
 
     # ---- public ---------------------------------------------------------------------------------
-    def decode_into(self, items, out) -> list[str | None]:
+    def decode_into(self, items, out, route: BatchRoute | None = None) -> list[str | None]:
         """Write item i's row into ``out[i]``; return None or an error message per item.
 
-        ``out`` is a C-contiguous CuPy array of shape (>= n,) + preprocess.output_shape and dtype
-        preprocess.np_dtype on this decoder's GPU. Rows of failed items are zero-filled; rows >= n
-        are not touched. When this returns, the rows are written (the stream is synchronized).
+        ``items``: EncodedItems (a dataset batch's rows, straight from Arrow memory) or any iterable
+        of what CpuDecoder takes. ``out`` is a C-contiguous CuPy array of shape (>= n,) +
+        preprocess.output_shape and dtype preprocess.np_dtype on this decoder's GPU. Rows of failed
+        items are zero-filled; rows >= n are not touched. When this returns, the rows are written
+        (the stream is synchronized). ``route``: this decoder's `route(items)`, where a reader
+        thread made it ahead (the same items object).
         """
-        items = list(items)
+        if not isinstance(items, EncodedItems):
+            items = list(items)
         n = len(items)
         with self._lock:
             if self._closed:
@@ -284,12 +241,20 @@ class GpuDecoder:
             self._check_out(out, n)
             if n == 0:
                 return []
+            if route is None or route.items != n:
+                route = self.route(items)
             with self._cupy.cuda.Device(self.device_id):
-                return self._decode_batch(items, out)
+                return self._decode_batch(items, out, route)
+
+    def route(self, items) -> BatchRoute:
+        """Which way each item goes (scoring.decode_route): host work only, so a reader thread may
+        do it ahead, while the decoder threads wait on the GPU, and pass it to decode_into."""
+        return route_batch(items, self._hardware is not None, _pixel_limit())
 
     def decode(self, items):
         """Convenience: allocate a CuPy batch, decode into it, return (batch, errors)."""
-        items = list(items)
+        if not isinstance(items, EncodedItems):
+            items = list(items)
         with self._cupy.cuda.Device(self.device_id):
             out = self._cupy.empty((len(items),) + self.preprocess.output_shape, self.preprocess.np_dtype)
         return out, self.decode_into(items, out)
@@ -321,27 +286,20 @@ class GpuDecoder:
         self.close()
 
     # ---- one batch ------------------------------------------------------------------------------
-    def _decode_batch(self, items: list, out) -> list[str | None]:
+    def _decode_batch(self, items, out, route: BatchRoute) -> list[str | None]:
         n = len(items)
         errors: list[str | None] = [None] * n
-        jpeg_rows, array_rows, cpu_rows = [], [], []
-        for i, item in enumerate(items):
-            if isinstance(item, (bytes, bytearray, memoryview)) and looks_like_complete_jpeg(item):
-                jpeg_rows.append(i)
-            elif isinstance(item, np.ndarray) and _array_shape(item) is not None:
-                array_rows.append(i)
-            else:
-                cpu_rows.append(i)
-
+        cpu_rows = list(route.cpu)
         # Sources for the kernel: (row, device pointer, height, width, pitch, channels, keep size).
         sources: list[tuple] = []
         keep_alive: list = []  # nvImageCodec images and code streams: alive until the stream is done
         try:
-            jpeg_rows = self._decode_on_hardware(items, jpeg_rows, sources, keep_alive)
+            decoded, refused = self._decode_on_hardware(route.hardware)
+            jpeg_rows = sorted(route.jpegs + refused) if refused else route.jpegs
             failed = self._decode_jpegs(items, jpeg_rows, sources, keep_alive)
             cpu_rows.extend(failed)
-            self._upload_arrays(items, array_rows, sources)
-            self._launch(sources, n, out)
+            self._upload_arrays(items, route.arrays, sources)
+            self._launch(Sources.join([decoded, Sources.of(sources)]), n, out)
             # The CPU fallback runs while the GPU works on the kernel.
             if cpu_rows:
                 cpu_rows.sort()
@@ -351,30 +309,28 @@ class GpuDecoder:
             keep_alive.clear()
         return errors
 
-    def _decode_on_hardware(self, items, rows: list[int], sources: list, keep_alive: list) -> list[int]:
-        """The hardware decoder's share of rows, in one batched call into a pooled device buffer;
-        returns the rows left for nvImageCodec (all of them where the hardware refused the batch)."""
-        if self._hardware is None or not rows:
-            return rows
-        chosen = hardware_rows(items, rows, _pixel_limit())
-        if not chosen:
-            return rows
-        pitches = [3 * width for _, _, width in chosen]
-        offsets = np.concatenate([[0], np.cumsum([h * p for (_, h, _), p in zip(chosen, pitches)])])
-        buffer = self._device_buffer("hardware", int(offsets[-1]))
-        base = buffer.data.ptr
-        blobs = [items[i] if isinstance(items[i], bytes) else bytes(items[i]) for i, _, _ in chosen]
+    def _decode_on_hardware(self, chosen: HardwareRows) -> tuple[Sources, list[int]]:
+        """The hardware decoder's rows, in one batched call into a pooled device buffer: (the
+        decoded images as kernel sources, the rows it refused). It refuses all or nothing (one
+        image it cannot take spoils the batch), and a decoder without one refuses them all."""
+        none = Sources.join([])
+        if not len(chosen):
+            return none, []
+        if self._hardware is None:  # routed by a decoder that has one
+            return none, chosen.rows.tolist()
+        pitches = 3 * chosen.widths
+        ends = np.cumsum(chosen.heights * pitches)
+        buffer = self._device_buffer("hardware", int(ends[-1]))
+        outputs = (buffer.data.ptr + ends - chosen.heights * pitches).astype(np.uint64)
         try:
-            self._hardware.decode(blobs, [(base + int(o), p) for o, p in zip(offsets, pitches)], self.stream.ptr)
-        except Exception as exc:  # one image it cannot take spoils the batch: nvImageCodec decodes it all
-            log.debug("hardware JPEG decode refused a batch of %d, decoding it with nvImageCodec: %s", len(blobs), exc)
-            return rows
-        keep_alive.extend(blobs)
-        for (i, height, width), offset, pitch in zip(chosen, offsets, pitches):
-            sources.append((i, base + int(offset), height, width, pitch, 3, False))
+            self._hardware.decode(chosen.pointers, chosen.lengths, outputs, pitches.astype(np.uint64), self.stream.ptr)
+        except Exception as exc:
+            log.debug("hardware JPEG decode refused a batch of %d, decoding it with nvImageCodec: %s", len(chosen), exc)
+            return none, chosen.rows.tolist()
         self.hardware_images += len(chosen)
-        taken = {i for i, _, _ in chosen}
-        return [i for i in rows if i not in taken]
+        k = len(chosen)
+        return Sources(chosen.rows, outputs, chosen.heights, chosen.widths, pitches, np.full(k, 3, np.int64),
+                       np.zeros(k, bool)), []
 
     def _decode_jpegs(self, items, rows: list[int], sources: list, keep_alive: list) -> list[int]:
         """nvImageCodec decode of rows' JPEG bytes; appends the decoded ones to sources, returns the rest."""
@@ -448,7 +404,7 @@ class GpuDecoder:
         """Pack the array items into one pinned buffer and copy it to the device in one transfer."""
         if not rows:
             return
-        shapes = [_array_shape(items[i]) for i in rows]
+        shapes = [array_shape(items[i]) for i in rows]
         sizes = [h * w * c for h, w, c in shapes]
         total = int(sum(sizes))
         host = self._pinned_buffer("arrays", total)
@@ -461,9 +417,9 @@ class GpuDecoder:
             offset += size
         self._h2d(device.data.ptr, host, total)
 
-    def _launch(self, sources: list, n: int, out) -> None:
+    def _launch(self, sources: Sources, n: int, out) -> None:
         """Fill the parameter table, upload it, and run the kernel over every image of the batch."""
-        if not sources:
+        if not len(sources):
             return
         nbytes = n * len(_COLUMNS) * 8
         table = self._pinned_buffer("table", nbytes)[:nbytes].view(np.int64).reshape(n, len(_COLUMNS))

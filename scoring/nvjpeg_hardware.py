@@ -1,6 +1,6 @@
 """The GPU's hardware JPEG decoder (NVJPG, on A100 and H100 class GPUs) through nvJPEG's batched
 API, called with ctypes: one call decodes a whole batch into interleaved RGB buffers of ours, on a
-stream of ours, with no Python per image beyond filling the call's arrays.
+stream of ours, from numpy arrays of addresses and lengths: no Python per image.
 
 Why not only nvImageCodec: on an H100 beside ResNet-50 replaying at batch 256, two nvImageCodec
 decoders gave about 20,000 of our photo-sized JPEGs per second, while nvJPEG's batched hardware
@@ -18,6 +18,8 @@ from __future__ import annotations
 import ctypes
 import os
 from pathlib import Path
+
+import numpy as np
 
 from engine.errors import BatchscoreError
 
@@ -37,8 +39,11 @@ class HardwareDecodeError(BatchscoreError):
     """The hardware decoder refused a batch (the caller decodes it another way)."""
 
 
-class _Image(ctypes.Structure):  # nvjpegImage_t
+class _Image(ctypes.Structure):  # nvjpegImage_t, whose layout the uint64 rows in decode() follow
     _fields_ = [("channel", ctypes.c_void_p * 4), ("pitch", ctypes.c_size_t * 4)]
+
+
+_IMAGE_WORDS = 8  # 64-bit words of an nvjpegImage_t: four pointers, four size_t
 
 
 def _status_text(status: int) -> str:
@@ -86,8 +91,8 @@ def load_library() -> ctypes.CDLL:
     lib.nvjpegDestroy.argtypes = [void_p]
     lib.nvjpegGetHardwareDecoderInfo.argtypes = [void_p, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint)]
     lib.nvjpegDecodeBatchedInitialize.argtypes = [void_p, void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
-    lib.nvjpegDecodeBatched.argtypes = [void_p, void_p, ctypes.POINTER(ctypes.c_char_p),
-                                        ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(_Image), void_p]
+    # data, lengths and images are numpy arrays' memory, passed as addresses
+    lib.nvjpegDecodeBatched.argtypes = [void_p, void_p, void_p, void_p, void_p, void_p]
     _LIBRARY = lib
     return lib
 
@@ -95,10 +100,9 @@ def load_library() -> ctypes.CDLL:
 class HardwareJpegDecoder:
     """One nvJPEG hardware-backend handle and decode state, on the current CUDA device.
 
-    `decode(blobs, targets, stream_ptr)` decodes JPEG bytes (each one `hardware_decodable`) into
-    device buffers: targets[i] = (pointer, row pitch in bytes) of an area >= height x pitch with
-    pitch >= 3 x width. The work is queued on the stream; the caller synchronizes. One batch at a
-    time (the caller's lock)."""
+    `decode(pointers, lengths, outputs, pitches, stream_ptr)` decodes a batch of JPEGs into device
+    buffers. The work is queued on the stream; the caller synchronizes. One batch at a time (the
+    caller's lock)."""
 
     def __init__(self):
         self._lib = load_library()
@@ -119,23 +123,30 @@ class HardwareJpegDecoder:
         self._lib.nvjpegGetHardwareDecoderInfo(self._handle, ctypes.byref(engines), ctypes.byref(cores))
         return engines.value, cores.value
 
-    def decode(self, blobs: list[bytes], targets: list[tuple[int, int]], stream_ptr: int) -> None:
-        n = len(blobs)
+    def decode(self, pointers: np.ndarray, lengths: np.ndarray, outputs: np.ndarray, pitches: np.ndarray,
+               stream_ptr: int) -> None:
+        """Decode n JPEGs: the bytes at pointers[i] (lengths[i] of them, host memory), each
+        `hardware_decodable`, into device memory at outputs[i], rows pitches[i] bytes apart (an
+        area >= height x pitch, pitch >= 3 x width). uint64 arrays; no Python per image."""
+        n = len(pointers)
         if n == 0:
             return
+        if not (len(lengths) == len(outputs) == len(pitches) == n):
+            raise ValueError(f"decode: {n} pointers but {len(lengths)} lengths, {len(outputs)} outputs "
+                             f"and {len(pitches)} pitches")
         if n != self._batch_size:  # the batched state is sized per batch size
             status = self._lib.nvjpegDecodeBatchedInitialize(self._handle, self._state, n, 1, _OUTPUT_RGBI)
             if status != 0:
                 self._batch_size = None
                 raise HardwareDecodeError(f"nvjpegDecodeBatchedInitialize({n}) failed: {_status_text(status)}")
             self._batch_size = n
-        pointers = (ctypes.c_char_p * n)(*blobs)  # the bytes objects' own buffers, not copies
-        lengths = (ctypes.c_size_t * n)(*map(len, blobs))
-        images = (_Image * n)()
-        for image, (pointer, pitch) in zip(images, targets):
-            image.channel[0] = pointer
-            image.pitch[0] = pitch
-        status = self._lib.nvjpegDecodeBatched(self._handle, self._state, pointers, lengths, images, stream_ptr)
+        data = np.ascontiguousarray(pointers, np.uint64)
+        sizes = np.ascontiguousarray(lengths, np.uint64)  # size_t
+        images = np.zeros((n, _IMAGE_WORDS), np.uint64)  # nvjpegImage_t: channel[4], then pitch[4]
+        images[:, 0] = outputs
+        images[:, 4] = pitches
+        status = self._lib.nvjpegDecodeBatched(self._handle, self._state, data.ctypes.data, sizes.ctypes.data,
+                                               images.ctypes.data, stream_ptr)
         if status != 0:
             self._batch_size = None  # nvJPEG asks for a re-initialization after a failed batch
             raise HardwareDecodeError(f"hardware JPEG decode of {n} images failed: {_status_text(status)}")

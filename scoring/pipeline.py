@@ -30,6 +30,7 @@ write on the calling thread) go into a `scoring.report.Metrics`.
 
 from __future__ import annotations
 
+import logging
 import queue
 from concurrent.futures import ThreadPoolExecutor
 import threading
@@ -42,6 +43,8 @@ import numpy as np
 from scoring.dataset import ImageDataset, Shard, read_shard
 from scoring.decode import Preprocess
 from scoring.errors import ScoringError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_SLOTS = 3
 
@@ -115,6 +118,7 @@ class _Read:
     items: list
     first: bool
     last: bool
+    route: object = None  # the decoders' route(items), made on the reader thread (GpuDecoder)
 
 
 class Prefetcher:
@@ -139,6 +143,10 @@ class Prefetcher:
             raise ValueError(f"{len(self.decoders)} decoders need a ring of at least {len(self.decoders) + 1} "
                              f"slots, got {len(ring)}")
         self.dataset, self.ring = dataset, ring
+        # GPU decoders sort a batch's rows (hardware decoder, nvImageCodec, Pillow) on the host: the
+        # reader thread does it, so the decoder threads go from one GPU call to the next.
+        kinds = {type(d) for d in self.decoders}
+        self._route = getattr(self.decoders[0], "route", None) if len(kinds) == 1 else None
         self.shards = [shards] if isinstance(shards, Shard) else shards
         self.batch_rows = batch_rows
         self.stages = {"read": 0.0, "decode": 0.0}
@@ -196,11 +204,13 @@ class Prefetcher:
             while True:
                 start = time.perf_counter()
                 batch = next(batches, None)
-                self.stages["read"] += time.perf_counter() - start
                 if batch is None:
+                    self.stages["read"] += time.perf_counter() - start
                     return seq
+                route = self._route_ahead(batch.items)
+                self.stages["read"] += time.perf_counter() - start
                 first, done = done == 0, done + len(batch)
-                read = _Read(seq, shard, batch.ids, batch.items, first, done >= shard.num_rows)
+                read = _Read(seq, shard, batch.ids, batch.items, first, done >= shard.num_rows, route)
                 while True:
                     if self._stop.is_set():
                         return -1
@@ -213,6 +223,17 @@ class Prefetcher:
         finally:
             batches.close()
 
+    def _route_ahead(self, items):
+        """The decoders' route for a batch, or None (no route method, or it failed: the decoder
+        then routes the batch itself, and any error is raised where decoding errors are)."""
+        if self._route is None:
+            return None
+        try:
+            return self._route(items)
+        except Exception:
+            log.warning("routing a batch ahead failed; its decoder routes it", exc_info=True)
+            return None
+
     # -- the decoder threads -----------------------------------------------------------------
     def _decode_all(self, decoder) -> None:
         while True:
@@ -224,7 +245,10 @@ class Prefetcher:
             try:
                 buffer = self.ring.buffers[index]
                 start = time.perf_counter()
-                errors = decoder.decode_into(read.items, buffer)
+                if read.route is not None:
+                    errors = decoder.decode_into(read.items, buffer, read.route)
+                else:
+                    errors = decoder.decode_into(read.items, buffer)
                 self.stages["decode"] += time.perf_counter() - start
                 slot = Slot(index, buffer, read.ids, errors, len(read.items), read.shard, read.first, read.last)
             except BaseException as exc:

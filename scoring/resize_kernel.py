@@ -11,6 +11,7 @@ See scoring/gpu_decode.py for where the decoded images come from.
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
@@ -243,23 +244,51 @@ def _kernel(layout: str, dtype: str):
         return _kernels[key]
 
 
-def fill_table(table: np.ndarray, sources: list[tuple], preprocess: Preprocess) -> None:
-    """Write the kernel's parameter table: one int64 row per batch row, columns _COLUMNS.
+class Sources(NamedTuple):
+    """The images the kernel computes, one entry per batch row, as columns: row, device pointer,
+    height, width, row pitch in bytes, channels, keep size (a tensor item used as it is)."""
 
-    sources: (row, device pointer, height, width, row pitch in bytes, channels, keep size) for each
-    row the kernel computes; every other row gets MODE 0 and is left alone by the kernel.
-    """
+    rows: np.ndarray
+    pointers: np.ndarray
+    heights: np.ndarray
+    widths: np.ndarray
+    pitches: np.ndarray
+    channels: np.ndarray
+    keep_size: np.ndarray
+
+    @classmethod
+    def of(cls, entries: list[tuple]) -> Sources:
+        """From (row, pointer, height, width, pitch, channels, keep size) tuples."""
+        if not entries:
+            return cls.join([])
+        columns = [np.array(column) for column in zip(*entries)]
+        return cls(*(c.astype(np.uint64 if k == 1 else np.int64) for k, c in enumerate(columns[:-1])),
+                   columns[-1].astype(bool))
+
+    @classmethod
+    def join(cls, parts: list[Sources]) -> Sources:
+        if not parts:
+            return cls(*(np.empty(0, np.uint64 if k == 1 else np.int64) for k in range(6)), np.empty(0, bool))
+        return cls(*(np.concatenate(column) for column in zip(*parts)))
+
+    def __len__(self) -> int:  # images, not fields
+        return len(self.rows)
+
+
+def fill_table(table: np.ndarray, sources: Sources, preprocess: Preprocess) -> None:
+    """Write the kernel's parameter table: one int64 row per batch row, columns _COLUMNS, for the
+    rows in `sources`; every other row gets MODE 0 and is left alone by the kernel."""
     table[:] = 0  # MODE = _MODE_SKIP for every row not listed
-    if not sources:
+    if not len(sources):
         return
-    rows, ptrs, heights, widths, pitches, channels, keep = (np.array(col) for col in zip(*sources))
-    rw, rh, ox, oy = batch_geometry(widths, heights, preprocess, keep_size=keep.astype(bool))
+    rows = sources.rows
+    rw, rh, ox, oy = batch_geometry(sources.widths, sources.heights, preprocess, keep_size=sources.keep_size)
     c = _COL
-    table[rows, c["PTR"]] = ptrs.astype(np.uint64).view(np.int64)
-    table[rows, c["HEIGHT"]] = heights
-    table[rows, c["WIDTH"]] = widths
-    table[rows, c["PITCH"]] = pitches
-    table[rows, c["CHANNELS"]] = channels
+    table[rows, c["PTR"]] = np.asarray(sources.pointers, np.uint64).view(np.int64)
+    table[rows, c["HEIGHT"]] = sources.heights
+    table[rows, c["WIDTH"]] = sources.widths
+    table[rows, c["PITCH"]] = sources.pitches
+    table[rows, c["CHANNELS"]] = sources.channels
     table[rows, c["RESIZED_W"]] = rw
     table[rows, c["RESIZED_H"]] = rh
     table[rows, c["OFFSET_X"]] = ox

@@ -37,20 +37,44 @@ def timed(name: str, fn):
     return wrapper
 
 
+def _timed_iterator(read_shard):
+    """read_shard whose batches are timed one by one (the reader thread's Parquet reads)."""
+    def wrapper(*args, **kwargs):
+        batches = read_shard(*args, **kwargs)
+
+        class Timed:
+            def __iter__(self):
+                return self
+
+            def __next__(self):
+                start = time.perf_counter()
+                try:
+                    return next(batches)
+                finally:
+                    with _lock:
+                        SECONDS["read_batch"] += time.perf_counter() - start
+                        CALLS["read_batch"] += 1
+
+            def close(self):
+                batches.close()
+        return Timed()
+    return wrapper
+
+
 def main() -> int:
     plan, data, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
     from scoring_gpu_e2e import job_dict
 
-    from scoring import gpu_decode, nvjpeg_hardware
+    from scoring import gpu_decode, nvjpeg_hardware, pipeline
     from scoring.job import parse_job
     from scoring.report import steady_rate
     from scoring.worker import open_job_dataset, score_shards
 
     G = gpu_decode.GpuDecoder
-    for name in ("decode_into", "_decode_batch", "_decode_on_hardware", "_decode_jpegs", "_launch",
+    for name in ("decode_into", "route", "_decode_batch", "_decode_on_hardware", "_decode_jpegs", "_launch",
                  "_upload_arrays", "_cpu_fallback"):
         setattr(G, name, timed(name, getattr(G, name)))
-    gpu_decode.hardware_rows = timed("hardware_rows", gpu_decode.hardware_rows)
+    pipeline.read_shard = _timed_iterator(pipeline.read_shard)
     H = nvjpeg_hardware.HardwareJpegDecoder
     H.decode = timed("nvjpeg_decode_batched", H.decode)
     job = parse_job(job_dict(plan, data, out, 256, "fp16", decode="gpu"), check_files=False)

@@ -145,20 +145,6 @@ def test_reference_rejects_pixels_that_are_not_uint8_hwc():
         rk.reference_resize_crop(np.zeros((10, 10, 2), np.uint8), Preprocess())
 
 
-# ---- routing ---------------------------------------------------------------------------------------
-def test_only_complete_jpegs_go_to_nvimagecodec():
-    data = jpeg_bytes(photo(120, 90))
-    assert gd.looks_like_complete_jpeg(data)
-    assert gd.looks_like_complete_jpeg(bytearray(data)) and gd.looks_like_complete_jpeg(memoryview(data))
-    assert gd.looks_like_complete_jpeg(data + b"\0" * 20)  # a little padding after EOI is fine
-    for fraction in (0.2, 0.5, 0.8, 0.99):
-        assert not gd.looks_like_complete_jpeg(data[: int(len(data) * fraction)]), fraction
-    assert not gd.looks_like_complete_jpeg(encode(Image.fromarray(photo(40, 30)), "PNG"))
-    assert not gd.looks_like_complete_jpeg(b"")
-    assert not gd.looks_like_complete_jpeg(b"\xff\xd8")
-    assert not gd.looks_like_complete_jpeg(np.random.default_rng(0).integers(0, 256, 900, np.uint8).tobytes())
-
-
 # ---- the kernel source, compiled for the host --------------------------------------------------------
 _HOST_SHIMS = r"""
 #include <cmath>
@@ -219,7 +205,7 @@ def run_host_kernel(lib, pixels: list[np.ndarray], p: Preprocess, skip_rows=(), 
         h, w, c = arr.shape
         sources.append((i, arr.ctypes.data, h, w, w * c, c, i in tensor_rows and h == p.crop and w == p.crop))
     table = np.zeros((len(pixels), len(rk._COLUMNS)), np.int64)
-    rk.fill_table(table, sources, p)
+    rk.fill_table(table, rk.Sources.of(sources), p)
     if out is None:
         out = np.zeros((len(pixels),) + p.output_shape, np.float32)
     order = np.array([0, 1, 2] if p.channel_order == "RGB" else [2, 1, 0], np.int32)
@@ -277,15 +263,6 @@ def test_nvimgcodec_threads_are_capped_so_its_streams_stay_few(threads, cores, e
     assert gd.nvimgcodec_thread_count(threads, cores) == expected
 
 
-def test_hardware_rows_are_upright_baseline_colour_jpegs_within_the_pixel_limit():
-    items = [jpeg_bytes(photo(120, 90)), jpeg_bytes(photo(120, 90), progressive=True),
-             encode(Image.fromarray(photo(120, 90)).convert("L"), "JPEG"),
-             jpeg_bytes(photo(120, 90), exif=exif_with_orientation(8)), jpeg_bytes(photo(300, 200)),
-             memoryview(jpeg_bytes(photo(64, 48)))]
-    assert gd.hardware_rows(items, list(range(6)), pixel_limit=300 * 200 - 1) == [(0, 90, 120), (5, 48, 64)]
-    assert gd.hardware_rows(items, [4, 0], pixel_limit=None) == [(4, 200, 300), (0, 90, 120)]
-
-
 def test_without_libnvjpeg_the_error_names_the_gpu_extra(monkeypatch):
     from scoring import nvjpeg_hardware as nh
 
@@ -313,11 +290,11 @@ def _gpu_decoder(p: Preprocess, **kw):
     return gd.GpuDecoder(p, **kw)
 
 
-def _decode_gpu(dec, items, extra_rows: int = 0, fill: float = 0.0):
+def _decode_gpu(dec, items, extra_rows: int = 0, fill: float = 0.0, route=None):
     import cupy
 
     out = cupy.full((len(items) + extra_rows,) + dec.preprocess.output_shape, fill, dec.preprocess.np_dtype)
-    errors = dec.decode_into(items, out)
+    errors = dec.decode_into(items, out) if route is None else dec.decode_into(items, out, route)
     return cupy.asnumpy(out), errors
 
 
@@ -340,11 +317,7 @@ def _assert_close_to_cpu_decoder(gpu_row, cpu, p, hardware: bool = False):
 
 def _hardware_taken(dec, items) -> set[int]:
     """The rows this decoder sends to the hardware JPEG decoder."""
-    if dec._hardware is None:
-        return set()
-    jpegs = [i for i, item in enumerate(items)
-             if isinstance(item, (bytes, bytearray, memoryview)) and gd.looks_like_complete_jpeg(item)]
-    return {i for i, _, _ in gd.hardware_rows(items, jpegs, gd._pixel_limit())}
+    return set(dec.route(items).hardware.rows.tolist())
 
 
 @pytest.mark.gpu
@@ -554,13 +527,44 @@ def test_the_hardware_decoder_takes_the_baseline_jpegs_close_to_cpu_decoder(tmp_
         if dec._hardware is None:
             pytest.skip("this GPU has no hardware JPEG decoder (or libnvjpeg is missing)")
         out, errors = _decode_gpu(dec, items)
-        taken = gd.hardware_rows(items, list(range(len(items))), gd._pixel_limit())
+        taken = set(dec.route(items).hardware.rows.tolist())
         assert 0 < len(taken) < len(items) and dec.hardware_images == len(taken)  # grey, rotated: nvImageCodec
     cpu, cpu_errors = CpuDecoder(p).decode(items)
     assert errors == cpu_errors == [None] * len(items)
-    taken = {i for i, _, _ in taken}
     for i in range(len(items)):
         _assert_close_to_cpu_decoder(out[i], cpu[i], p, hardware=i in taken)
+
+
+@pytest.mark.gpu
+def test_a_route_made_ahead_and_arrow_rows_give_the_rows_of_a_list():
+    import pyarrow as pa
+
+    from scoring.encoded_items import EncodedItems
+
+    p = SETTINGS["default"]
+    good = [jpeg_bytes(photo(w, h, seed=w)) for w, h in SIZES[:4] if min(w, h) >= 16]
+    blobs = good[:2] + [jpeg_bytes(photo(300, 200), progressive=True), None, b"junk",
+                        encode(Image.fromarray(photo(50, 40)), "PNG")] + good[2:]
+    arrow = EncodedItems.from_arrow(pa.array(blobs, pa.binary()))
+    k = len(good)
+    with _gpu_decoder(p) as dec, _gpu_decoder(p, jpeg_hardware=False) as plain:
+        route = dec.route(arrow)
+        assert route.items == len(blobs) and route.cpu == [3, 4, 5] and route.arrays == []
+        if dec._hardware is not None:
+            assert route.hardware.rows.tolist() == [0, 1] + list(range(6, 4 + k)) and route.jpegs == [2]
+        else:
+            assert len(route.hardware) == 0 and route.jpegs == [0, 1, 2] + list(range(6, 4 + k))
+        ahead, errors_ahead = _decode_gpu(dec, arrow, route=route)
+        from_list, errors_list = _decode_gpu(dec, blobs)
+        np.testing.assert_array_equal(ahead, from_list)
+        assert errors_ahead == errors_list
+        by_plain, errors_plain = _decode_gpu(plain, arrow, route=route)  # hardware rows go to nvImageCodec
+        assert plain.hardware_images == 0 and errors_plain == errors_list
+    cpu, cpu_errors = CpuDecoder(p).decode(blobs)
+    assert errors_list == cpu_errors
+    for i in [0, 1, 2] + list(range(6, 4 + k)):
+        _assert_close_to_cpu_decoder(by_plain[i], cpu[i], p)
+        _assert_close_to_cpu_decoder(ahead[i], cpu[i], p, hardware=i in set(route.hardware.rows.tolist()))
 
 
 @pytest.mark.gpu

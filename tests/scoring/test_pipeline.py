@@ -56,6 +56,36 @@ def test_two_decoders_hand_over_batches_in_read_order(data):
         Prefetcher(dataset, iter(dataset.shards(10)), [one, two], runner.make_ring(2), batch_rows=4)
 
 
+class _RoutingDecoder(CpuDecoder):
+    """CpuDecoder with GpuDecoder's route() protocol: records where routes are made and which
+    route each batch is decoded with (a failing route for one batch included)."""
+
+    def __init__(self, preprocess):
+        super().__init__(preprocess)
+        self.routed_on, self.used = set(), []
+
+    def route(self, items):
+        self.routed_on.add(threading.current_thread().name)
+        if len(items) == 2:
+            raise RuntimeError("this batch cannot be routed ahead")
+        return ("route", len(items))
+
+    def decode_into(self, items, out, route=None):
+        self.used.append((len(items), route))
+        return super().decode_into(items, out)
+
+
+def test_decoders_with_a_route_get_it_made_on_the_reader_thread(data):
+    _, dataset, plan = data
+    runner = CpuRunner(engine.load(plan), 4, PREPROCESS)
+    decoder = _RoutingDecoder(PREPROCESS)
+    with decoder, Prefetcher(dataset, iter(dataset.shards(10)), decoder, runner.make_ring(2), batch_rows=4) as batches:
+        ids = [i for slot in batches for i in slot.ids]
+    assert ids == [f"img-{i:06d}" for i in range(50)]
+    assert threading.current_thread().name not in decoder.routed_on and len(decoder.routed_on) == 1
+    assert sorted(set(decoder.used)) == [(2, None), (4, ("route", 4))]  # a failed route: the decoder routes
+
+
 def test_closing_early_stops_every_thread(data):
     _, dataset, plan = data
     runner = CpuRunner(engine.load(plan), 4, PREPROCESS)
