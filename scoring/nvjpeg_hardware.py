@@ -24,6 +24,12 @@ import numpy as np
 from engine.errors import BatchscoreError
 
 _BACKEND_HARDWARE = 3  # nvjpegBackend_t NVJPEG_BACKEND_HARDWARE
+# nvjpegCreateEx flags (nvjpeg.h: NVJPEG_FLAGS_*), by name, for trials ($BATCHSCORE_NVJPEG_FLAGS).
+FLAGS = {"no_pipeline": 1, "memory_pools": 1 << 1, "bitstream_strict": 1 << 2, "interpolation": 1 << 5}
+CREATE_FLAGS = 0  # what HardwareJpegDecoder passes unless told otherwise
+# Bytes nvJPEG adds to its device and pinned allocations (fewer reallocations as batches vary),
+# 0: its default; $BATCHSCORE_NVJPEG_PADDING (bytes) overrides it, for trials.
+DEVICE_PADDING = 0
 _OUTPUT_RGBI = 5  # nvjpegOutputFormat_t NVJPEG_OUTPUT_RGBI: interleaved RGB in channel[0]
 _STATUS = {1: "not initialized", 2: "invalid parameter", 3: "bad JPEG", 4: "JPEG not supported",
            5: "allocator failure", 6: "execution failed", 7: "architecture mismatch", 8: "internal error",
@@ -89,6 +95,8 @@ def load_library() -> ctypes.CDLL:
     lib.nvjpegJpegStateCreate.argtypes = [void_p, handle_p]
     lib.nvjpegJpegStateDestroy.argtypes = [void_p]
     lib.nvjpegDestroy.argtypes = [void_p]
+    lib.nvjpegSetDeviceMemoryPadding.argtypes = [ctypes.c_size_t, void_p]
+    lib.nvjpegSetPinnedMemoryPadding.argtypes = [ctypes.c_size_t, void_p]
     lib.nvjpegGetHardwareDecoderInfo.argtypes = [void_p, ctypes.POINTER(ctypes.c_uint), ctypes.POINTER(ctypes.c_uint)]
     lib.nvjpegDecodeBatchedInitialize.argtypes = [void_p, void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     # data, lengths and images are numpy arrays' memory, passed as addresses
@@ -104,10 +112,11 @@ class HardwareJpegDecoder:
     buffers. The work is queued on the stream; the caller synchronizes. One batch at a time (the
     caller's lock)."""
 
-    def __init__(self):
+    def __init__(self, flags: int | None = None, padding: int | None = None):
         self._lib = load_library()
         self._handle, self._state = ctypes.c_void_p(), ctypes.c_void_p()
-        status = self._lib.nvjpegCreateEx(_BACKEND_HARDWARE, None, None, 0, ctypes.byref(self._handle))
+        self.flags = creation_flags() if flags is None else int(flags)
+        status = self._lib.nvjpegCreateEx(_BACKEND_HARDWARE, None, None, self.flags, ctypes.byref(self._handle))
         if status != 0:
             raise NvjpegUnavailable("this GPU has no hardware JPEG decoder that nvJPEG can use: "
                                     + _status_text(status))
@@ -115,6 +124,10 @@ class HardwareJpegDecoder:
         if status != 0:
             self._lib.nvjpegDestroy(self._handle)
             raise NvjpegUnavailable(f"nvjpegJpegStateCreate failed: {_status_text(status)}")
+        padding = int(os.environ.get("BATCHSCORE_NVJPEG_PADDING", DEVICE_PADDING)) if padding is None else int(padding)
+        if padding:
+            self._lib.nvjpegSetDeviceMemoryPadding(padding, self._handle)
+            self._lib.nvjpegSetPinnedMemoryPadding(padding, self._handle)
         self._batch_size = None
 
     def engines(self) -> tuple[int, int]:
@@ -158,6 +171,20 @@ class HardwareJpegDecoder:
         if self._handle:
             self._lib.nvjpegDestroy(self._handle)
             self._handle = ctypes.c_void_p()
+
+
+def creation_flags() -> int:
+    """CREATE_FLAGS, or $BATCHSCORE_NVJPEG_FLAGS where set: names of FLAGS joined by "+" (trials)."""
+    names = os.environ.get("BATCHSCORE_NVJPEG_FLAGS", "").strip()
+    if not names:
+        return CREATE_FLAGS
+    flags = 0
+    for name in names.split("+"):
+        if name.strip() not in FLAGS:
+            raise ValueError(f"BATCHSCORE_NVJPEG_FLAGS: unknown flag {name.strip()!r}; "
+                                    f"use names of {', '.join(FLAGS)} joined by '+'")
+        flags |= FLAGS[name.strip()]
+    return flags
 
 
 def hardware_decoding_wanted() -> bool:

@@ -49,11 +49,11 @@ def main() -> int:
             for hw in ("1", "0"):
                 os.environ["BATCHSCORE_NVJPEG_HARDWARE"] = hw
                 with gd.GpuDecoder(p) as dec:
-                    rows = cupy.zeros((len(items),) + p.output_shape, p.np_dtype)
-                    dec.decode_into(items, rows)
-                    rows = cupy.asnumpy(rows)
+                    got = cupy.zeros((len(items),) + p.output_shape, p.np_dtype)
+                    dec.decode_into(items, got)
+                    got = cupy.asnumpy(got)
                     taken = dec.hardware_images
-                diff = np.abs(rows.astype(np.float64) - cpu.astype(np.float64)).reshape(len(items), -1)
+                diff = np.abs(got.astype(np.float64) - cpu.astype(np.float64)).reshape(len(items), -1)
                 means, maxs, p99 = diff.mean(1), diff.max(1), np.percentile(diff, 99, axis=1)
                 rows.append({"preprocess": setting, "images": name, "hardware_path": hw == "1",
                              "taken_by_hardware": taken, "mean_max_over_images": float(means.max()),
@@ -66,6 +66,7 @@ def main() -> int:
     record = {"benchmark": "hardware_decode_diff",
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "device": describe_gpu(), "command": "python " + " ".join(sys.argv),
+              "nvjpeg_flags": os.environ.get("BATCHSCORE_NVJPEG_FLAGS", ""),
               "peer": "CpuDecoder (Pillow) on the same items, same process", "rows": rows}
     (out / "hardware_decode_diff.json").write_text(json.dumps(record, indent=1) + "\n")
     return 0

@@ -2,7 +2,10 @@
 (ctypes, hardware backend: one call per batch, interleaved RGB out) alone and under engine load.
 
     CUDA_DEVICE_MAX_CONNECTIONS=32 python benchmarks/device/nvjpeg_batched_probe.py PLAN DATA_DIR \
-        -> JSON lines on stdout
+        [BACKENDS [COUNTS]]  -> JSON lines on stdout
+
+BACKENDS: comma-separated names of BACKENDS (default "hardware,default"); COUNTS: decoder counts to
+try (default "1,2,3").
 
 DATA_DIR is a JPEG Parquet dataset (benchmarks/gpu_decode_rates.load reads it). Needs libnvjpeg
 (the nvidia-nvjpeg wheel) on the library path. A probe for the device, not part of batchscore.
@@ -103,14 +106,16 @@ class BatchedDecoder:
 
 def main() -> int:
     plan, data_dir = sys.argv[1], Path(sys.argv[2])
+    backends = sys.argv[3].split(",") if len(sys.argv) > 3 else ["hardware", "default"]
+    counts = [int(c) for c in sys.argv[4].split(",")] if len(sys.argv) > 4 else [1, 2, 3]
     from decode_load_probe import Load
     from gpu_decode_rates import BATCH, load, parallel_rate
 
     data = load(data_dir)[:3072]
     lib = library()
     info_printed = False
-    for backend in ("hardware", "default"):
-        for count in (1, 2, 3):
+    for backend in backends:
+        for count in counts:
             try:
                 decoders = [BatchedDecoder(lib, backend, BATCH, data) for _ in range(count)]
             except Exception as exc:

@@ -2,7 +2,12 @@
 (scoring.worker.score_shards, as a launcher runs it) with the GpuDecoder's phases timed from outside
 (wrapped methods), and the seconds per phase printed beside the worker's own stage times.
 
-    python benchmarks/device/worker_phase_probe.py PLAN DATA_DIR OUT_DIR    -> one JSON on stdout
+    python benchmarks/device/worker_phase_probe.py PLAN DATA_DIR OUT_DIR [--switch-interval S] [--slots N]
+                                                                          -> one JSON on stdout
+
+--switch-interval and --slots override scoring.worker's GPU_WORKER_SWITCH_INTERVAL_S and
+GPU_DECODE_SLOTS for the run (trials); $BATCHSCORE_GPU_DECODERS sets the decoder count. The decoder
+threads' waits (for a read, for a free ring slot) are timed too.
 
 A diagnostic for the device (it patches GpuDecoder's methods in this process only).
 """
@@ -61,8 +66,39 @@ def _timed_iterator(read_shard):
     return wrapper
 
 
+def _timed_poll(pipeline):
+    """Prefetcher._poll timed by what it waits for: a batch read, or a free ring slot."""
+    poll = pipeline.Prefetcher._poll
+
+    def wrapper(self, source):
+        start = time.perf_counter()
+        try:
+            return poll(self, source)
+        finally:
+            name = "wait_read" if source is self._reads else "wait_free_slot" if source is self._free else "wait_other"
+            with _lock:
+                SECONDS[name] += time.perf_counter() - start
+                CALLS[name] += 1
+    return wrapper
+
+
 def main() -> int:
-    plan, data, out = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("plan")
+    parser.add_argument("data", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--switch-interval", type=float)
+    parser.add_argument("--slots", type=int)
+    args = parser.parse_args()
+    plan, data, out = args.plan, args.data, args.out
+    from scoring import worker
+
+    if args.switch_interval is not None:
+        worker.GPU_WORKER_SWITCH_INTERVAL_S = args.switch_interval
+    if args.slots is not None:
+        worker.GPU_DECODE_SLOTS = args.slots
     from scoring_gpu_e2e import job_dict
 
     from scoring import gpu_decode, nvjpeg_hardware, pipeline
@@ -75,6 +111,7 @@ def main() -> int:
                  "_upload_arrays", "_cpu_fallback"):
         setattr(G, name, timed(name, getattr(G, name)))
     pipeline.read_shard = _timed_iterator(pipeline.read_shard)
+    pipeline.Prefetcher._poll = _timed_poll(pipeline)
     H = nvjpeg_hardware.HardwareJpegDecoder
     H.decode = timed("nvjpeg_decode_batched", H.decode)
     job = parse_job(job_dict(plan, data, out, 256, "fp16", decode="gpu"), check_files=False)

@@ -612,3 +612,23 @@ def test_reused_buffers_give_each_batch_its_own_pixels(monkeypatch, hardware):
             assert len(dec._image_pool) >= 4  # the later batches decoded into earlier batches' Images
         elif dec._hardware is not None:
             assert dec.hardware_images == 2 * (len(small) + len(large))
+
+
+@pytest.mark.parametrize("value, flags", [(None, None), ("", None), ("interpolation", 32),
+                                          ("memory_pools+interpolation", 34)])
+def test_nvjpeg_creation_flags_come_from_names(monkeypatch, value, flags):
+    from scoring import nvjpeg_hardware as nh
+
+    if value is None:
+        monkeypatch.delenv("BATCHSCORE_NVJPEG_FLAGS", raising=False)
+    else:
+        monkeypatch.setenv("BATCHSCORE_NVJPEG_FLAGS", value)
+    assert nh.creation_flags() == (nh.CREATE_FLAGS if flags is None else flags)
+
+
+def test_an_unknown_nvjpeg_flag_is_named(monkeypatch):
+    from scoring import nvjpeg_hardware as nh
+
+    monkeypatch.setenv("BATCHSCORE_NVJPEG_FLAGS", "interpolation+fast")
+    with pytest.raises(ValueError, match="unknown flag 'fast'"):
+        nh.creation_flags()
