@@ -34,8 +34,8 @@ so rows match CpuDecoder within about one uint8 level (~0.018 after ImageNet nor
 bit for bit. The kernel and its numpy statement (`reference_resize_crop`) live in scoring/resize_kernel.py.
 
 Two more differences come from the JPEG decoders, not from this module: nvJPEG's IDCT and chroma
-upsampling differ slightly from libjpeg's (nvImageCodec is asked for fancy upsampling; the hardware
-decoder has no such option), and CpuDecoder decodes
+upsampling differ slightly from libjpeg's (nvImageCodec is asked for fancy upsampling and the
+hardware decoder for interpolated upsampling, its equivalent), and CpuDecoder decodes
 JPEGs >= 4x the resize target at a reduced DCT scale (``Image.draft``) where nvJPEG decodes them
 whole.
 """
@@ -151,8 +151,7 @@ class GpuDecoder:
     nvimgcodec.Backend to allow, or a preset name (see `backend_preset`): "all" (nvImageCodec's
     default), "hw" (the GPU's hardware JPEG decoder first, CUDA decoding with CPU Huffman for what
     it cannot take). ``jpeg_hardware``: False keeps every
-    JPEG on nvImageCodec (closest to Pillow: the hardware decoder has no fancy chroma upsampling);
-    None uses nvJPEG's batched hardware decode where the GPU has it, unless
+    JPEG on nvImageCodec; None uses nvJPEG's batched hardware decode where the GPU has it, unless
     $BATCHSCORE_NVJPEG_HARDWARE=0.
 
     One batch at a time (a lock enforces it); buffers and the nvImageCodec decoder are reused.

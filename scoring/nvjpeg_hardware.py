@@ -6,7 +6,10 @@ Why not only nvImageCodec: on an H100 beside ResNet-50 replaying at batch 256, t
 decoders gave about 20,000 of our photo-sized JPEGs per second, while nvJPEG's batched hardware
 decode, called this way, gave 28,000-35,000 with one to three decoders (44,000 once, with two)
 (2026-11-22, benchmarks/results/gpu/nvjpeg_batched_probe_h100_2026-11-22.json; nvImageCodec's:
-decode_queue_probe_h100_2026-11-22.json). End to end the worker went from 17,000 to 22,000 images/s. nvImageCodec stays for what the
+decode_queue_probe_h100_2026-11-22.json). End to end the worker went from 17,000 to 22,000 images/s
+(25,000 once rows stayed in Arrow memory and were routed in numpy). It is created with
+interpolated chroma upsampling (CREATE_FLAGS), which brings its rows as close to Pillow's as
+nvImageCodec's. nvImageCodec stays for what the
 hardware does not take (scoring/jpeg_header.hardware_decodable) and for whole batches it refuses.
 
 The library is the nvidia-nvjpeg wheel's (a dependency of nvImageCodec's [nvjpeg] extra), else any
@@ -25,8 +28,13 @@ from engine.errors import BatchscoreError
 
 _BACKEND_HARDWARE = 3  # nvjpegBackend_t NVJPEG_BACKEND_HARDWARE
 # nvjpegCreateEx flags (nvjpeg.h: NVJPEG_FLAGS_*), by name, for trials ($BATCHSCORE_NVJPEG_FLAGS).
-FLAGS = {"no_pipeline": 1, "memory_pools": 1 << 1, "bitstream_strict": 1 << 2, "interpolation": 1 << 5}
-CREATE_FLAGS = 0  # what HardwareJpegDecoder passes unless told otherwise
+FLAGS = {"none": 0, "no_pipeline": 1, "memory_pools": 1 << 1, "bitstream_strict": 1 << 2, "interpolation": 1 << 5}
+# Chroma upsampling with interpolation (NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION), as libjpeg's
+# "fancy" upsampling: on an H100 it took the hardware path's rows from a mean of 0.042 and a largest
+# 1.50 (normalised) away from Pillow's to 0.0053 and 0.034, nvImageCodec's own distance, at the
+# same speed (benchmarks/results/gpu/hardware_decode_diff_h100_2026-11-22_s6_*.json; 24,536 and
+# 24,874 images/s against 24,564 and 24,574 without it, worker_phase_probe_h100_2026-11-22_s6_trials.json).
+CREATE_FLAGS = FLAGS["interpolation"]
 # Bytes nvJPEG adds to its device and pinned allocations (fewer reallocations as batches vary),
 # 0: its default; $BATCHSCORE_NVJPEG_PADDING (bytes) overrides it, for trials.
 DEVICE_PADDING = 0
@@ -174,7 +182,8 @@ class HardwareJpegDecoder:
 
 
 def creation_flags() -> int:
-    """CREATE_FLAGS, or $BATCHSCORE_NVJPEG_FLAGS where set: names of FLAGS joined by "+" (trials)."""
+    """CREATE_FLAGS, or $BATCHSCORE_NVJPEG_FLAGS where set: names of FLAGS joined by "+" ("none":
+    nvJPEG's defaults, without interpolated upsampling), for trials."""
     names = os.environ.get("BATCHSCORE_NVJPEG_FLAGS", "").strip()
     if not names:
         return CREATE_FLAGS

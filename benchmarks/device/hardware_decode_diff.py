@@ -1,9 +1,10 @@
 """How far the GPU decoders' rows are from CpuDecoder's (Pillow), per path: the hardware JPEG decoder
-(nvJPEG batched, no fancy chroma upsampling) and nvImageCodec (fancy upsampling asked for). The
-bounds in tests/scoring/test_gpu_decode.py (CLOSE) come from this.
+(nvJPEG batched, interpolated chroma upsampling unless $BATCHSCORE_NVJPEG_FLAGS says otherwise)
+and nvImageCodec (fancy upsampling asked for). The bounds in tests/scoring/test_gpu_decode.py
+(CLOSE) come from this.
 
-    python benchmarks/device/hardware_decode_diff.py [OUT]  -> a line per (preprocess, image set, path),
-                                                                and OUT/hardware_decode_diff.json
+    [BATCHSCORE_NVJPEG_FLAGS=none] python benchmarks/device/hardware_decode_diff.py [OUT]
+        -> a line per (preprocess, image set, path), and OUT/hardware_decode_diff.json
 
 Per image: the mean, the 99th percentile and the largest |GPU - CPU| after normalisation; each line
 gives the largest of those over its images, and the mean of the means. Image sets: the test file's
