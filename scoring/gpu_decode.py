@@ -10,10 +10,11 @@ are the same: None or a short message, with failed rows zero-filled.
 Where each item goes (scoring/decode_route.py decides; for a dataset batch, EncodedItems, in numpy
 over Arrow's buffer, with no Python per JPEG):
 
-- bytes that look like a complete JPEG (SOI, then EOI among the last 64 bytes) whose header the GPU's hardware JPEG decoder
-  takes as it is (baseline 8-bit YCbCr, common chroma sampling, upright: jpeg_header) -> nvJPEG's
-  batched hardware decode, one call per batch on this decoder's stream (scoring/nvjpeg_hardware.py;
-  where the GPU has the hardware, and unless $BATCHSCORE_NVJPEG_HARDWARE=0);
+- bytes that look like a complete JPEG (SOI, then EOI among the last 64 bytes) whose header the
+  GPU's hardware JPEG decoder takes as it is (baseline 8-bit YCbCr, common chroma sampling,
+  upright: jpeg_header) -> nvJPEG's batched hardware decode, one call per batch on this
+  decoder's stream (scoring/nvjpeg_hardware.py; where the GPU has the hardware, and unless
+  $BATCHSCORE_NVJPEG_HARDWARE=0);
 - other complete JPEGs, and a whole batch the hardware refused -> nvImageCodec, one batched decode
   on this decoder's stream, RGB (grayscale JPEGs come out RGB), EXIF orientation applied;
 - HWC / HW uint8 arrays (an already-decoded tensor column) -> packed into one pinned buffer, one

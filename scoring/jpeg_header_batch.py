@@ -127,7 +127,8 @@ def read_frame_headers(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -
     return h
 
 
-def _matches(data: np.ndarray, candidate: np.ndarray, at: np.ndarray, ends: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+def _matches(data: np.ndarray, candidate: np.ndarray, at: np.ndarray, ends: np.ndarray,
+             pattern: np.ndarray) -> np.ndarray:
     """True where candidate & (data[at : at + len(pattern)] == pattern), within each row's end."""
     found = np.zeros(len(at), bool)
     where = np.flatnonzero(candidate & (at + len(pattern) <= ends))

@@ -126,8 +126,8 @@ class HardwareJpegDecoder:
         self.flags = creation_flags() if flags is None else int(flags)
         status = self._lib.nvjpegCreateEx(_BACKEND_HARDWARE, None, None, self.flags, ctypes.byref(self._handle))
         if status != 0:
-            raise NvjpegUnavailable("this GPU has no hardware JPEG decoder that nvJPEG can use: "
-                                    + _status_text(status))
+            raise NvjpegUnavailable(f"this GPU has no hardware JPEG decoder that nvJPEG can use with flags "
+                                    f"{self.flags} (nvjpegCreateEx: {_status_text(status)})")
         status = self._lib.nvjpegJpegStateCreate(self._handle, ctypes.byref(self._state))
         if status != 0:
             self._lib.nvjpegDestroy(self._handle)

@@ -306,7 +306,8 @@ class Prefetcher:
         self._stop.set()
         for t in self._threads[1:]:  # decoders notice the stop flag within 0.1 s
             t.join()
-        # The reader notices it too, unless it is parked in the launcher's shard source (a Ray actor's inbox, fed only after a shard in flight is answered), never
+        # The reader notices it too, unless it is parked in the launcher's shard source (a Ray
+        # actor's inbox, fed only after a shard in flight is answered), never
         # return: then it is left to end on its own (a daemon thread): it checks the stop flag
         # before it touches anything.
         reader = self._threads[0]
