@@ -326,9 +326,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="images stored pre-resized: this shorter side, the longer up to 4/3 of it "
                              "(default: photo-like, long side 400-500)")
     parser.add_argument("--iterations", type=int, default=50, help="engine-only timed iterations")
-    parser.add_argument("--decode-processes", default="auto",
+    parser.add_argument("--decode-processes", default="auto", type=_count_or_auto,
                         help="[run] decode_processes of the main run: auto (GPU decode: in the worker's threads) or a count")
-    parser.add_argument("--decode-threads", default="auto",
+    parser.add_argument("--decode-threads", default="auto", type=_count_or_auto,
                         help="[run] decode_threads of the main run: auto (the host's cores) or a count, shared by "
                              "the GPU decoders")
     parser.add_argument("--cpu-processes", type=int, default=None,
@@ -355,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"end to end, decode {args.decode}, {args.rows:,} rows ...", flush=True)
     e2e = _try(lambda: score(job_dict(plan["path"], Path(data["dir"]), out / "runs" / f"decode-{args.decode}",
                                       args.batch, args.precision, decode=args.decode,
-                                      decode_threads=_count_or_auto(args.decode_threads),
-                                      decode_processes=_count_or_auto(args.decode_processes)), out))
+                                      decode_threads=args.decode_threads,
+                                      decode_processes=args.decode_processes), out))
     cpu = None
     if args.cpu_rows > 0:
         cpu_data = prepare_data(out / "data-cpu", args.cpu_rows, short_side=args.short_side)
@@ -390,7 +390,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _count_or_auto(value: str) -> int | str:
-    return value if value == "auto" else int(value)
+    """argparse type: "auto" or a whole number (0 or more), so a typo fails before any work."""
+    if value == "auto":
+        return value
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected \"auto\" or a whole number, got {value!r}")
+    return int(value)
 
 
 def _try(run) -> dict:

@@ -48,6 +48,15 @@ def test_without_a_gpu_exits_with_a_message(tmp_path, script):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("option", ["--decode-threads", "--decode-processes"])
+def test_a_count_that_is_not_a_number_is_refused_before_any_work(tmp_path, option):
+    proc = subprocess.run([sys.executable, str(BENCH / "scoring_gpu_e2e.py"), str(tmp_path / "out"), option, "many"],
+                          capture_output=True, text=True, timeout=120, env=_no_gpu_env())
+    assert proc.returncode == 2 and "expected \"auto\" or a whole number, got 'many'" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+    assert e2e._count_or_auto("auto") == "auto" and e2e._count_or_auto("3") == 3
+
+
 @pytest.mark.parametrize("script", ["scoring_gpu_e2e.py", "scaling_gpu.py", "device/slim_wheels.py", "fp16_numerics.py",
                                     "fp16_top1_peer.py", "fp16_top1_emulated.py"])
 def test_help(script):
