@@ -58,3 +58,10 @@ def test_arrays_the_cpu_decoder_would_refuse_go_to_it_for_its_message():
     assert array_shape(np.zeros((5, 6, 2), np.uint8)) is None
     assert array_shape(np.zeros((0, 6, 3), np.uint8)) is None
     assert array_shape(np.zeros((5, 6, 3), np.int16)) is None
+
+
+def test_batches_without_encoded_rows_and_empty_batches_route():
+    route = route_batch([np.zeros((4, 4, 3), np.uint8), None], hardware=True, pixel_limit=None)
+    assert (route.arrays, route.cpu, route.jpegs, len(route.hardware)) == ([0], [1], [], 0)
+    empty = route_batch(EncodedItems.from_list([]), hardware=True, pixel_limit=None)
+    assert (empty.items, empty.cpu, empty.jpegs, len(empty.hardware)) == (0, [], [], 0)
