@@ -45,8 +45,10 @@ def _variants() -> list[bytes]:
             encode(Image.fromarray(photo(40, 30)), "PNG")]
     sof = base.index(b"\xff\xc0")
     made += [base[:cut] for cut in range(0, sof + 24)]  # truncated anywhere up to past the frame header
+    exif = _exif_variants()
+    made += exif
     rng = np.random.default_rng(0)
-    for source in made[:14]:
+    for source in made[:14] + exif:
         for _ in range(40):  # one byte changed in the header region
             mutated = bytearray(source)
             at = int(rng.integers(0, min(len(source), 400)))
@@ -67,14 +69,55 @@ def test_the_batch_reader_decides_as_the_scalar_reader_on_every_variant():
             assert (heights[i], widths[i]) == (header.height, header.width), i
 
 
-def test_rows_it_cannot_settle_are_the_ones_with_exif_or_many_segments():
+def _exif(entries: list[tuple[int, int]], big_endian: bool = False, ifd: int = 8, count: int | None = None) -> bytes:
+    """An APP1 EXIF segment whose IFD0 holds (tag, SHORT value) entries, in either byte order."""
+    order = ">" if big_endian else "<"
+    tiff = (b"MM" if big_endian else b"II") + struct.pack(order + "HI", 42, ifd) + bytes(ifd - 8)
+    tiff += struct.pack(order + "H", len(entries) if count is None else count)
+    for tag, value in entries:
+        tiff += struct.pack(order + "HHI", tag, 3, 1) + struct.pack(order + "H", value) + b"\0\0"
+    return _segment(0xE1, b"Exif\0\0" + tiff)
+
+
+def _exif_variants() -> list[bytes]:
     base = _jpeg()
-    rows = [base, _jpeg(exif=exif_with_orientation(1)), base[:2] + _segment(0xEC, b"x") * 30 + base[2:]]
+    other = [(0x010F, 1), (0x0110, 2), (0x011A, 72), (0x011B, 72)]  # make, model, resolutions
+    segments = [_exif([(0x0112, 6)], big_endian=True), _exif([(0x0112, 1)], big_endian=True),
+                _exif(other + [(0x0112, 3)]), _exif(other + [(0x0112, 1)], big_endian=True),
+                _exif([]), _exif(other), _exif([(0x0112, 0)]), _exif([(0x0112, 8)], ifd=40),
+                _exif([(0x0112, 6)], count=3),  # says 3 entries, holds one: the walk runs off the block
+                _exif([(0x0112, 6)], ifd=8)[:-6],  # the entry cut short
+                _exif([(0x0112, 6)]) + _exif(other),  # a second block without the tag keeps 6
+                _exif([(0x0112, 6)]) + _exif([(0x0112, 1)]),  # the last one that has it wins
+                _exif([(0x8000 + k, 1) for k in range(jb.MAX_EXIF_ENTRIES + 2)] + [(0x0112, 6)]),
+                _segment(0xE1, b"Exif\0\0XX" + bytes(20)), _segment(0xE1, b"Exif\0\0II")]
+    return [base[:2] + segment + base[2:] for segment in segments]
+
+
+def test_exif_orientations_are_read_as_the_scalar_reader_reads_them():
+    variants = _exif_variants()
+    items = EncodedItems.from_list(variants)
+    headers = jb.read_frame_headers(items.data, items.starts, items.ends)
+    decodable = jb.hardware_decodable_rows(items.data, items.starts, items.ends)[0]
+    for i, data in enumerate(variants):
+        header = read_header(data)
+        assert decodable[i] == hardware_decodable(header), i
+        if headers.state[i] == jb.FOUND:
+            assert headers.orientation[i] == header.orientation, i
+    assert headers.orientation[:4].tolist() == [6, 1, 3, 1] and headers.orientation[10] == 6
+    assert headers.state.tolist().count(jb.UNSETTLED) == 1  # only the block with too many entries
+
+
+def test_rows_it_cannot_settle_are_left_to_the_scalar_reader():
+    base = _jpeg()
+    crowded = _exif([(0x8000 + k, 1) for k in range(jb.MAX_EXIF_ENTRIES + 2)] + [(0x0112, 6)])
+    rows = [base, _jpeg(exif=exif_with_orientation(6)), base[:2] + _segment(0xEC, b"x") * 30 + base[2:],
+            base[:2] + crowded + base[2:]]
     items = EncodedItems.from_list(rows)
     headers = jb.read_frame_headers(items.data, items.starts, items.ends)
-    assert headers.state.tolist() == [jb.FOUND, jb.UNSETTLED, jb.UNSETTLED]
-    assert (headers.width[0], headers.height[0], headers.count[0]) == (120, 90, 3)
-    assert jb.hardware_decodable_rows(items.data, items.starts, items.ends)[0].tolist() == [True, True, True]
+    assert headers.state.tolist() == [jb.FOUND, jb.FOUND, jb.UNSETTLED, jb.UNSETTLED]
+    assert (headers.width[0], headers.height[0], headers.count[0], headers.orientation[1]) == (120, 90, 3, 6)
+    assert jb.hardware_decodable_rows(items.data, items.starts, items.ends)[0].tolist() == [True, False, True, False]
 
 
 def test_an_adobe_marker_decides_rgb_over_the_component_ids():
