@@ -32,8 +32,11 @@ FLAGS = {"none": 0, "no_pipeline": 1, "memory_pools": 1 << 1, "bitstream_strict"
 # Chroma upsampling with interpolation (NVJPEG_FLAGS_UPSAMPLING_WITH_INTERPOLATION), as libjpeg's
 # "fancy" upsampling: on an H100 it took the hardware path's rows from a mean of 0.042 and a largest
 # 1.50 (normalised) away from Pillow's to 0.0053 and 0.034, nvImageCodec's own distance, at the
-# same speed (benchmarks/results/gpu/hardware_decode_diff_h100_2026-11-22_s6_*.json; 24,536 and
-# 24,874 images/s against 24,564 and 24,574 without it, worker_phase_probe_h100_2026-11-22_s6_trials.json).
+# same speed end to end (benchmarks/results/gpu/hardware_decode_diff_h100_2026-11-22_s6_*.json;
+# 25,025 and 25,481 images/s against 23,578 and 24,879 without it, alternating in one call,
+# benchmarks/results/scoring/*_s6_ab_*.json). Beside the model in a bare probe it cost about a fifth
+# of the decoder's own rate (nvjpeg_scaling_probe_h100_2026-11-22.json), a cost the worker, limited
+# at about the same rate by other things, did not show.
 CREATE_FLAGS = FLAGS["interpolation"]
 # Bytes nvJPEG adds to its device and pinned allocations (fewer reallocations as batches vary),
 # 0: its default; $BATCHSCORE_NVJPEG_PADDING (bytes) overrides it, for trials.
@@ -53,11 +56,11 @@ class HardwareDecodeError(BatchscoreError):
     """The hardware decoder refused a batch (the caller decodes it another way)."""
 
 
-class _Image(ctypes.Structure):  # nvjpegImage_t, whose layout the uint64 rows in decode() follow
+class _Image(ctypes.Structure):  # nvjpegImage_t: the layout decode()'s uint64 rows follow
     _fields_ = [("channel", ctypes.c_void_p * 4), ("pitch", ctypes.c_size_t * 4)]
 
 
-_IMAGE_WORDS = 8  # 64-bit words of an nvjpegImage_t: four pointers, four size_t
+_IMAGE_WORDS = ctypes.sizeof(_Image) // 8  # 8 on 64-bit hosts: four pointers, then four size_t
 
 
 def _status_text(status: int) -> str:

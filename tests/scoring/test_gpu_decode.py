@@ -633,3 +633,12 @@ def test_an_unknown_nvjpeg_flag_is_named(monkeypatch):
     monkeypatch.setenv("BATCHSCORE_NVJPEG_FLAGS", "interpolation+fast")
     with pytest.raises(ValueError, match="unknown flag 'fast'"):
         nh.creation_flags()
+
+
+def test_the_nvjpeg_image_rows_have_the_structs_layout():
+    import ctypes
+
+    from scoring import nvjpeg_hardware as nh
+
+    assert nh._IMAGE_WORDS * 8 == ctypes.sizeof(nh._Image) == 64
+    assert nh._Image.pitch.offset == 4 * 8  # decode() writes pitches at word 4
