@@ -9,7 +9,10 @@ images/s of all threads of all processes together.
 --load PLAN replays the plan's CUDA graph at batch 256 back to back in each process meanwhile (the
 JSON gives the engine's images/s too); --mode decoder runs GpuDecoder.decode_into (route made
 beforehand, then nvJPEG, the resize kernel and a stream synchronization) instead of nvJPEG alone;
---mode yuv asks nvJPEG for planar YUV (no colour conversion) instead of interleaved RGB.
+--mode yuv asks nvJPEG for planar YUV (no colour conversion) instead of interleaved RGB;
+--trace OUT records the window of each single-process configuration with CUPTI (torch.profiler:
+this probe only, never batchscore) and writes OUT/trace_summary_<threads>.json (kernel time per
+stream, the top kernels off the engine's stream, runtime calls, copies) beside the gzipped trace.
 
 A probe for the device (it needs a GPU with hardware JPEG decoders), not part of batchscore.
 """
@@ -26,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "benchmarks" / "device"))
 BATCH = 256
 CONFIGS = [(1, 1), (1, 2), (1, 3), (2, 1), (3, 1), (2, 2), (4, 1)]  # (processes, threads each)
 
@@ -55,7 +60,7 @@ def _batches(data_dir: Path, rows: int):
 
 
 def _process(data_dir: str, part: int, parts: int, threads: int, start_at: float, seconds: float, queue,
-             plan: str | None = None, mode: str = "nvjpeg") -> None:
+             plan: str | None = None, mode: str = "nvjpeg", trace: str | None = None) -> None:
     import cupy
     import numpy as np
 
@@ -70,7 +75,6 @@ def _process(data_dir: str, part: int, parts: int, threads: int, start_at: float
     counts = [0] * threads
     load = None
     if plan:
-        sys.path.insert(0, str(ROOT / "benchmarks"))
         from gpu_decode_rates import EngineLoad
 
         load = EngineLoad(plan, BATCH)
@@ -110,11 +114,14 @@ def _process(data_dir: str, part: int, parts: int, threads: int, start_at: float
     workers = [threading.Thread(target=run, args=(k,)) for k in range(threads)]
     for w in workers:
         w.start()
+    profiler = _start_trace() if trace and parts == 1 else None
     while time.time() < start_at:
         time.sleep(0.001)
     engine_first = load.batches if load else 0
     time.sleep(seconds)
     engine = (load.batches - engine_first) * BATCH / seconds if load else None
+    if profiler is not None:
+        _write_trace(profiler, Path(trace), threads)
     for w in workers:
         w.join()
     if load:
@@ -130,6 +137,32 @@ def _decode(decoder, rows, out, stream) -> None:
     outputs = (out.data.ptr + ends - rows.heights * pitches).astype(np.uint64)
     decoder.decode(rows.pointers, rows.lengths, outputs, pitches.astype(np.uint64), stream.ptr)
     stream.synchronize()
+
+
+def _start_trace():
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.init()
+    profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+    profiler.__enter__()
+    return profiler
+
+
+def _write_trace(profiler, out: Path, threads: int) -> None:
+    """Stop the profiler; write the summary (decode_load_probe.summarize_trace) and the gzipped trace."""
+    import gzip
+
+    from decode_load_probe import summarize_trace
+
+    profiler.__exit__(None, None, None)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = out / f"trace_{threads}.json"
+    profiler.export_chrome_trace(str(raw))
+    (out / f"trace_summary_{threads}.json").write_text(json.dumps(summarize_trace(raw, set()), indent=1) + "\n")
+    with open(raw, "rb") as f, gzip.open(out / f"trace_{threads}.json.gz", "wb") as g:
+        g.write(f.read())
+    raw.unlink()
 
 
 def _decode_yuv(decoder, rows, out, stream) -> None:
@@ -164,6 +197,7 @@ def main() -> int:
     parser.add_argument("--load")
     parser.add_argument("--mode", choices=("nvjpeg", "decoder", "yuv"), default="nvjpeg")
     parser.add_argument("--configs", help="PxT,... (processes x threads each) instead of the defaults")
+    parser.add_argument("--trace", help="a folder for CUPTI traces of the single-process configurations")
     args = parser.parse_args()
     context = mp.get_context("spawn")
     configs = CONFIGS if args.load is None and args.mode == "nvjpeg" else [(1, 1), (1, 2), (1, 3)]
@@ -173,7 +207,7 @@ def main() -> int:
         queue = context.Queue()
         start_at = time.time() + 12.0  # every process loads its batches (and plan) and warms up first
         children = [context.Process(target=_process, args=(args.data, p, processes, threads, start_at, args.seconds,
-                                                            queue, args.load, args.mode))
+                                                            queue, args.load, args.mode, args.trace))
                     for p in range(processes)]
         for child in children:
             child.start()
