@@ -313,15 +313,16 @@ class GpuDecoder:
         """The hardware decoder's rows, in one batched call into a pooled device buffer: (the
         decoded images as kernel sources, the rows it refused). It refuses all or nothing (one
         image it cannot take spoils the batch), and a decoder without one refuses them all."""
-        none = Sources.join([])
+        none = Sources.empty()
         if not len(chosen):
             return none, []
         if self._hardware is None:  # routed by a decoder that has one
             return none, chosen.rows.tolist()
         pitches = 3 * chosen.widths
-        ends = np.cumsum(chosen.heights * pitches)
+        sizes = chosen.heights * pitches
+        ends = np.cumsum(sizes)
         buffer = self._device_buffer("hardware", int(ends[-1]))
-        outputs = (buffer.data.ptr + ends - chosen.heights * pitches).astype(np.uint64)
+        outputs = (buffer.data.ptr + ends - sizes).astype(np.uint64)
         try:
             self._hardware.decode(chosen.pointers, chosen.lengths, outputs, pitches.astype(np.uint64), self.stream.ptr)
         except Exception as exc:

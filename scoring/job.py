@@ -64,7 +64,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 DEVICES = ("auto", "cpu", "cuda")
 DECODERS = ("auto", "cpu", "gpu")
 GPU_DECODE_BACKENDS = ("auto", "all", "hw")  # "all" and "hw": scoring.gpu_decode.BACKEND_PRESETS
-JPEG_HARDWARE = ("auto", "off")  # scoring.nvjpeg_hardware; "off": nvImageCodec only, closest to Pillow
+JPEG_HARDWARE = ("auto", "off")  # scoring.nvjpeg_hardware; "off": every JPEG through nvImageCodec
 LAUNCHERS = ("local", "mpi", "ray")
 SECTIONS = ("model", "data", "preprocess", "output", "run")
 

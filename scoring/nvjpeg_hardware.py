@@ -135,7 +135,7 @@ class HardwareJpegDecoder:
         if status != 0:
             self._lib.nvjpegDestroy(self._handle)
             raise NvjpegUnavailable(f"nvjpegJpegStateCreate failed: {_status_text(status)}")
-        padding = int(os.environ.get("BATCHSCORE_NVJPEG_PADDING", DEVICE_PADDING)) if padding is None else int(padding)
+        padding = device_padding() if padding is None else int(padding)
         if padding:
             self._lib.nvjpegSetDeviceMemoryPadding(padding, self._handle)
             self._lib.nvjpegSetPinnedMemoryPadding(padding, self._handle)
@@ -197,6 +197,16 @@ def creation_flags() -> int:
                                     f"use names of {', '.join(FLAGS)} joined by '+'")
         flags |= FLAGS[name.strip()]
     return flags
+
+
+def device_padding() -> int:
+    """DEVICE_PADDING, or $BATCHSCORE_NVJPEG_PADDING (bytes) where set, for trials."""
+    value = os.environ.get("BATCHSCORE_NVJPEG_PADDING", "").strip()
+    if not value:
+        return DEVICE_PADDING
+    if not value.isdigit():
+        raise ValueError(f"BATCHSCORE_NVJPEG_PADDING must be a whole number of bytes, got {value!r}")
+    return int(value)
 
 
 def hardware_decoding_wanted() -> bool:

@@ -36,7 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -115,7 +115,7 @@ class _Read:
     seq: int
     shard: Shard
     ids: np.ndarray
-    items: list
+    items: Sequence  # a RowBatch's items: EncodedItems or a list
     first: bool
     last: bool
     route: object = None  # the decoders' route(items), made on the reader thread (GpuDecoder)

@@ -244,6 +244,9 @@ def _kernel(layout: str, dtype: str):
         return _kernels[key]
 
 
+_SOURCE_DTYPES = (np.int64, np.uint64, np.int64, np.int64, np.int64, np.int64, bool)  # Sources' columns
+
+
 class Sources(NamedTuple):
     """The images the kernel computes, one entry per batch row, as columns: row, device pointer,
     height, width, row pitch in bytes, channels, keep size (a tensor item used as it is)."""
@@ -257,18 +260,20 @@ class Sources(NamedTuple):
     keep_size: np.ndarray
 
     @classmethod
+    def empty(cls) -> Sources:
+        return cls(*(np.empty(0, dtype) for dtype in _SOURCE_DTYPES))
+
+    @classmethod
     def of(cls, entries: list[tuple]) -> Sources:
         """From (row, pointer, height, width, pitch, channels, keep size) tuples."""
         if not entries:
-            return cls.join([])
-        columns = [np.array(column) for column in zip(*entries)]
-        return cls(*(c.astype(np.uint64 if k == 1 else np.int64) for k, c in enumerate(columns[:-1])),
-                   columns[-1].astype(bool))
+            return cls.empty()
+        return cls(*(np.array(column).astype(dtype) for column, dtype in zip(zip(*entries), _SOURCE_DTYPES)))
 
     @classmethod
     def join(cls, parts: list[Sources]) -> Sources:
         if not parts:
-            return cls(*(np.empty(0, np.uint64 if k == 1 else np.int64) for k in range(6)), np.empty(0, bool))
+            return cls.empty()
         return cls(*(np.concatenate(column) for column in zip(*parts)))
 
     def __len__(self) -> int:  # images, not fields

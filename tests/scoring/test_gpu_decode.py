@@ -642,3 +642,22 @@ def test_the_nvjpeg_image_rows_have_the_structs_layout():
 
     assert nh._IMAGE_WORDS * 8 == ctypes.sizeof(nh._Image) == 64
     assert nh._Image.pitch.offset == 4 * 8  # decode() writes pitches at word 4
+
+
+@pytest.mark.parametrize("value, padding", [(None, 0), ("", 0), ("16777216", 16777216)])
+def test_nvjpeg_padding_comes_from_the_environment(monkeypatch, value, padding):
+    from scoring import nvjpeg_hardware as nh
+
+    if value is None:
+        monkeypatch.delenv("BATCHSCORE_NVJPEG_PADDING", raising=False)
+    else:
+        monkeypatch.setenv("BATCHSCORE_NVJPEG_PADDING", value)
+    assert nh.device_padding() == (nh.DEVICE_PADDING if not value else padding)
+
+
+def test_a_padding_that_is_not_a_number_is_named(monkeypatch):
+    from scoring import nvjpeg_hardware as nh
+
+    monkeypatch.setenv("BATCHSCORE_NVJPEG_PADDING", "16MB")
+    with pytest.raises(ValueError, match="BATCHSCORE_NVJPEG_PADDING must be a whole number of bytes, got '16MB'"):
+        nh.device_padding()
