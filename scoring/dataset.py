@@ -240,8 +240,10 @@ def _hidden(relative: Path) -> bool:
 
 def _read_footer(file: str) -> pq.ParquetFile:
     # Memory-mapped, Arrow decodes pages straight from the page cache instead of read()-ing them
-    # into a buffer first: read_shard took 8.5 us per ~30 kB JPEG row instead of 14 (2-core dev
-    # box, 8,192 rows), less CPU and memory traffic for the reader thread beside the decoders.
+    # into a buffer first: read_shard took 8.2 us per ~30 kB JPEG row where a plain read alone took
+    # 12.6 (2-core dev box, 8,192 rows: benchmarks/host_decode_prep.py,
+    # benchmarks/results/host_decode_prep_cpu_2026-11-22.json), less CPU and memory traffic for the
+    # reader thread beside the decoders.
     try:
         return pq.ParquetFile(file, memory_map=True)
     except FileNotFoundError:

@@ -8,8 +8,8 @@ no Python object per row until one is asked for.
 
 Why: a GPU worker gives nvJPEG a batch of JPEGs as addresses and lengths, and reads their headers
 with numpy over the same buffer (scoring.jpeg_header_batch), so the rows it decodes on the GPU never
-become bytes objects. Making them cost about 6 us per 30 kB JPEG (measured on the 2-core dev box)
-on the reader thread, under the GIL that the decoder threads need too. Everything else (Pillow,
+become bytes objects, which cost time on the reader thread under the GIL that the decoder threads
+need too. Everything else (Pillow,
 nvImageCodec, decode processes) reads rows as bytes, made when asked: ``items[i]`` or ``list(items)``.
 
 The object keeps the Arrow array alive, and with it the buffer that `pointers()` points into.
