@@ -34,10 +34,14 @@ FLAGS = {"none": 0, "no_pipeline": 1, "memory_pools": 1 << 1, "bitstream_strict"
 # 1.50 (normalised) away from Pillow's to 0.0053 and 0.034, nvImageCodec's own distance, at the
 # same speed end to end (benchmarks/results/gpu/hardware_decode_diff_h100_2026-11-22_s6_*.json;
 # 25,025 and 25,481 images/s against 23,578 and 24,879 without it, alternating in one call,
-# benchmarks/results/scoring/*_s6_ab_*.json). Beside the model in a bare probe it cost about a fifth
-# of the decoder's own rate (nvjpeg_scaling_probe_h100_2026-11-22.json), a cost the worker, limited
-# at about the same rate by other things, did not show.
-CREATE_FLAGS = FLAGS["interpolation"]
+# benchmarks/results/scoring/*_s6_ab_*.json).
+# No pipelining (NVJPEG_FLAGS_HW_DECODE_NO_PIPELINE): pipelined, nvJPEG copies, converts and waits
+# on an event image by image on streams of its own, and beside the model those waits grow (a CUPTI
+# trace, benchmarks/results/gpu/nvjpeg_scaling_probe_h100_2026-11-22_s7.json). Without it, three
+# threads decoding beside ResNet-50 went from 9,400 to 24,600-30,400 images/s in that probe, and
+# the worker's GPU busy fraction from 0.85-0.92 to 0.946-0.952 at 25,700-25,800 images/s against
+# 22,900-25,000 (same call, benchmarks/results/scoring/*_s7_flags_*.json).
+CREATE_FLAGS = FLAGS["interpolation"] | FLAGS["no_pipeline"]
 # Bytes nvJPEG adds to its device and pinned allocations (fewer reallocations as batches vary),
 # 0: its default; $BATCHSCORE_NVJPEG_PADDING (bytes) overrides it, for trials.
 DEVICE_PADDING = 0

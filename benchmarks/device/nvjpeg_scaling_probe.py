@@ -10,6 +10,8 @@ images/s of all threads of all processes together.
 JSON gives the engine's images/s too); --mode decoder runs GpuDecoder.decode_into (route made
 beforehand, then nvJPEG, the resize kernel and a stream synchronization) instead of nvJPEG alone;
 --mode yuv asks nvJPEG for planar YUV (no colour conversion) instead of interleaved RGB;
+--pinned (nvjpeg mode) copies each batch's JPEG bytes into pinned host memory first, inside the
+timed step, where nvJPEG otherwise copies each image from pageable Arrow memory;
 --trace OUT records the window of each single-process configuration with CUPTI (torch.profiler:
 this probe only, never batchscore) and writes OUT/trace_summary_<threads>.json (kernel time per
 stream, the top kernels off the engine's stream, runtime calls, copies) beside the gzipped trace.
@@ -60,7 +62,7 @@ def _batches(data_dir: Path, rows: int):
 
 
 def _process(data_dir: str, part: int, parts: int, threads: int, start_at: float, seconds: float, queue,
-             plan: str | None = None, mode: str = "nvjpeg", trace: str | None = None) -> None:
+             plan: str | None = None, mode: str = "nvjpeg", trace: str | None = None, pinned: bool = False) -> None:
     import cupy
     import numpy as np
 
@@ -100,8 +102,10 @@ def _process(data_dir: str, part: int, parts: int, threads: int, start_at: float
             stream = cupy.cuda.Stream(non_blocking=True, priority=-1000)
             out = cupy.empty(max(int((b.heights * b.widths * 3).sum()) for b in batches), np.uint8)
 
+            staging = _pinned_staging(cupy, mine) if pinned else None
+
             def step(i):
-                _decode(decoder, mine[i], out, stream)
+                _decode(decoder, mine[i], out, stream, staging)
         step(0)  # warm-up
         while time.time() < start_at:
             time.sleep(0.001)
@@ -129,13 +133,42 @@ def _process(data_dir: str, part: int, parts: int, threads: int, start_at: float
     queue.put((sum(counts), engine))
 
 
-def _decode(decoder, rows, out, stream) -> None:
+def _pinned_staging(cupy, batches):
+    """A pinned host buffer that holds any one batch's JPEG bytes."""
     import numpy as np
 
+    size = 2 * max(int(b.lengths.sum()) for b in batches)
+    memory = cupy.cuda.alloc_pinned_memory(size)
+    return memory, np.frombuffer(memory, np.uint8, size)
+
+
+def _stage(rows, view):
+    """Copy the batch's JPEGs into the pinned `view`; their addresses there. One copy when the
+    batch's bytes lie together in Arrow's buffer (a dataset batch), else one per row."""
+    import ctypes
+
+    import numpy as np
+
+    base = view.ctypes.data
+    low = int(rows.pointers.min())
+    span = int((rows.pointers + rows.lengths).max()) - low
+    if span <= view.size:
+        ctypes.memmove(base, low, span)
+        return rows.pointers - np.uint64(low) + np.uint64(base)
+    offsets = np.concatenate(([0], np.cumsum(rows.lengths)[:-1])).astype(np.uint64)
+    for pointer, length, offset in zip(rows.pointers.tolist(), rows.lengths.tolist(), offsets.tolist()):
+        ctypes.memmove(base + offset, pointer, length)
+    return offsets + np.uint64(base)
+
+
+def _decode(decoder, rows, out, stream, staging=None) -> None:
+    import numpy as np
+
+    pointers = rows.pointers if staging is None else _stage(rows, staging[1])
     pitches = 3 * rows.widths
     ends = np.cumsum(rows.heights * pitches)
     outputs = (out.data.ptr + ends - rows.heights * pitches).astype(np.uint64)
-    decoder.decode(rows.pointers, rows.lengths, outputs, pitches.astype(np.uint64), stream.ptr)
+    decoder.decode(pointers, rows.lengths, outputs, pitches.astype(np.uint64), stream.ptr)
     stream.synchronize()
 
 
@@ -197,6 +230,8 @@ def main() -> int:
     parser.add_argument("--load")
     parser.add_argument("--mode", choices=("nvjpeg", "decoder", "yuv"), default="nvjpeg")
     parser.add_argument("--configs", help="PxT,... (processes x threads each) instead of the defaults")
+    parser.add_argument("--pinned", action="store_true",
+                        help="nvjpeg mode: copy each batch's bytes into pinned memory first (timed), not pageable Arrow memory")
     parser.add_argument("--trace", help="a folder for CUPTI traces of the single-process configurations")
     args = parser.parse_args()
     context = mp.get_context("spawn")
@@ -207,7 +242,7 @@ def main() -> int:
         queue = context.Queue()
         start_at = time.time() + 12.0  # every process loads its batches (and plan) and warms up first
         children = [context.Process(target=_process, args=(args.data, p, processes, threads, start_at, args.seconds,
-                                                            queue, args.load, args.mode, args.trace))
+                                                            queue, args.load, args.mode, args.trace, args.pinned))
                     for p in range(processes)]
         for child in children:
             child.start()
@@ -216,7 +251,7 @@ def main() -> int:
             child.join()
         engine = [round(e) for _, e in results if e is not None]
         print(json.dumps({"processes": processes, "threads_each": threads, "seconds": args.seconds,
-                          "mode": args.mode, "load": args.load,
+                          "mode": args.mode, "load": args.load, "pinned": args.pinned,
                           "nvjpeg_flags": os.environ.get("BATCHSCORE_NVJPEG_FLAGS", "(default)"),
                           "images_per_s": round(sum(n for n, _ in results) / args.seconds),
                           "engine_images_per_s": engine or None}), flush=True)
