@@ -38,9 +38,10 @@ FLAGS = {"none": 0, "no_pipeline": 1, "memory_pools": 1 << 1, "bitstream_strict"
 # No pipelining (NVJPEG_FLAGS_HW_DECODE_NO_PIPELINE): pipelined, nvJPEG copies, converts and waits
 # on an event image by image on streams of its own, and beside the model those waits grow (a CUPTI
 # trace, benchmarks/results/gpu/nvjpeg_scaling_probe_h100_2026-11-22_s7.json). Without it, three
-# threads decoding beside ResNet-50 went from 9,400 to 24,600-30,400 images/s in that probe, and
-# the worker's GPU busy fraction from 0.85-0.92 to 0.946-0.952 at 25,700-25,800 images/s against
-# 22,900-25,000 (same call, benchmarks/results/scoring/*_s7_flags_*.json).
+# threads decoding beside ResNet-50 went from 9,400 to 24,600-30,400 images/s in that probe. End to
+# end the gain is within the spread: 25,700-25,800 images/s (GPU busy 0.946-0.952) against
+# 22,900-25,000 (0.853-0.918) in one call (benchmarks/results/scoring/*_s7_flags_*.json), and
+# 24,100-24,900 (0.889-0.933) in the next (*_s7_ring_*.json).
 CREATE_FLAGS = FLAGS["interpolation"] | FLAGS["no_pipeline"]
 # Bytes nvJPEG adds to its device and pinned allocations (fewer reallocations as batches vary),
 # 0: its default; $BATCHSCORE_NVJPEG_PADDING (bytes) overrides it, for trials.

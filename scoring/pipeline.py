@@ -23,7 +23,8 @@ with no rows still yields one slot (rows = 0, first and last) so its empty part 
 Runners (`CpuRunner` here, `GpuRunner` in scoring/gpu_runner.py) share one interface:
 `make_ring(slots)`, `submit(slot) -> Pending` (`Pending.result()` gives the scores), `lag` (how
 many submitted batches may be outstanding before the caller must collect the oldest: 0 for the
-CPU, 1 for the GPU, whose copies and compute run asynchronously), `capacity` and `num_classes`.
+CPU, 1 for the GPU, whose copies and compute run asynchronously), `capacity`, `num_classes` and
+`ring_preprocess` (what the decoders are made with: the job's, its layout the plan input's).
 The seconds each stage takes (read and decode on the background thread; the runner's stages;
 write on the calling thread) go into a `scoring.report.Metrics`.
 """
@@ -344,6 +345,7 @@ class PlanBinding:
         self.output = engine.outputs[0]
         row = tuple(preprocess.output_shape)
         self.row_shape = row
+        self.ring_preprocess = preprocess  # how decoders write the ring's rows (GpuRunner may change the layout)
         shape = tuple(spec.shape) if spec.shape is not None else None
         if shape is not None:
             fixed_row = tuple(d for d in shape[1:])
@@ -388,7 +390,10 @@ class CpuRunner(PlanBinding):
         self.busy_fraction = None
         self._executor: ThreadPoolExecutor | None = None
 
-    def make_ring(self, slots: int = DEFAULT_SLOTS, allocate=host_empty) -> HostRing:
+    def make_ring(self, slots: int = DEFAULT_SLOTS, allocate=host_empty, layout: str | None = None) -> HostRing:
+        """`layout`: the decoders' rows, which the numpy engine takes only in the job's layout."""
+        if layout not in (None, self.ring_preprocess.layout):
+            raise PipelineError(f"the CPU runner takes {self.ring_preprocess.layout} rows, not {layout}")
         return HostRing(slots, self.capacity, self.row_shape, self.ring_dtype, allocate=allocate)
 
     def submit(self, slot: Slot):

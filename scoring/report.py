@@ -39,7 +39,7 @@ from scoring.errors import ScoringError
 
 log = logging.getLogger(__name__)
 
-STAGES = ("read", "decode", "h2d", "compute", "d2h", "write")
+STAGES = ("read", "decode", "h2d", "input", "compute", "d2h", "write")
 REPORT_FORMAT = 1
 STRAGGLER_THRESHOLD = 0.10  # a worker more than 10% below the median steady images/s is a straggler
 MAX_SERIES_POINTS = 600  # per worker, in report.json
@@ -677,7 +677,7 @@ def combine_scaling(run_dirs, out_dir=None) -> dict:
     return result
 
 
-PER_IMAGE_STAGES = ("read", "decode", "h2d", "compute", "write")  # "load" is once per worker
+PER_IMAGE_STAGES = ("read", "decode", "h2d", "input", "compute", "write")  # "load" is once per worker
 
 
 def stage_us_per_image(report: dict) -> dict[str, float]:

@@ -167,7 +167,7 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
         if dataset is None:
             dataset = open_job_dataset(job)
         if decoders:
-            ring = _shared_ring(runner, decode, decoders, cleanup)
+            ring = _shared_ring(job, runner, decode, decoders, cleanup)
         else:
             decoders, ring = _thread_decoders(job, decode, threads, runner)
             for decoder in decoders:
@@ -205,7 +205,7 @@ def _process_decoders(job: JobSpec, decode: str, threads: int, on_gpu: bool) -> 
     return [ProcessDecoder(recipe, processes, name="CPU decode process")]
 
 
-def _shared_ring(runner, decode: str, decoders: list, cleanup: contextlib.ExitStack):
+def _shared_ring(job: JobSpec, runner, decode: str, decoders: list, cleanup: contextlib.ExitStack):
     """The ring for decoders in child processes: its buffers are shared with them, and they are
     told where. The children exit before the buffers are freed."""
     from scoring.decode_processes import SharedBuffers
@@ -218,7 +218,8 @@ def _shared_ring(runner, decode: str, decoders: list, cleanup: contextlib.ExitSt
         shared.close()
 
     cleanup.callback(close_all)
-    ring = runner.make_ring(ring_slots(decode, len(decoders)), allocate=shared.allocate)
+    # The children were made before the plan loaded: their rows are in the job's layout.
+    ring = runner.make_ring(ring_slots(decode, len(decoders)), allocate=shared.allocate, layout=job.preprocess.layout)
     for decoder in decoders:
         decoder.attach(shared)
     return ring
@@ -231,10 +232,11 @@ def _thread_decoders(job: JobSpec, decode: str, threads: int, runner) -> tuple[l
         # Several decoders, each on its own stream with its share of the CPU threads: one batch's
         # host-side work (Huffman decoding, Python) overlaps another's GPU work.
         count, backends = gpu_decoders(job), nvimgcodec_backends(job)
-        decoders = [GpuDecoder(job.preprocess, max(1, threads // count), nvimgcodec_backends=backends,
+        decoders = [GpuDecoder(runner.ring_preprocess, max(1, threads // count), nvimgcodec_backends=backends,
                                jpeg_hardware=jpeg_hardware(job)) for _ in range(count)]
         return decoders, runner.make_ring(ring_slots(decode, count), on_device=True)
-    return [CpuDecoder(job.preprocess, threads)], runner.make_ring(ring_slots(decode, 1))
+    # The decoders write rows in the ring's layout (the plan input's, on a GPU: see GpuRunner).
+    return [CpuDecoder(runner.ring_preprocess, threads)], runner.make_ring(ring_slots(decode, 1))
 
 
 def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics: Metrics, on_gpu: bool,

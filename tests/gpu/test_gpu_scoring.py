@@ -60,7 +60,7 @@ def test_gpu_scoring_matches_the_cpu_backend(work, tmp_path, decode):
             tol = 1e-4 if decode == "cpu" else 5e-2
             assert np.linalg.norm(g - r) <= tol * max(1.0, np.linalg.norm(r)), (key, g, r)
     assert metrics.busy_fraction is not None and 0 < metrics.busy_fraction <= 1
-    assert metrics.stages["compute"] > 0
+    assert metrics.stages["compute"] > 0 and metrics.stages["input"] > 0
 
 
 def _dataset_shards(job):

@@ -14,7 +14,7 @@ from scoring.decode import CpuDecoder, Preprocess
 from scoring.job import parse_job
 from scoring.make_data import make_dataset
 from scoring.outputs import Manifest, read_predictions
-from scoring.pipeline import CpuRunner, Prefetcher
+from scoring.pipeline import CpuRunner, PipelineError, Prefetcher
 from scoring.worker import score_shards
 from tests.scoring.test_run_local import CROP, tiny_network
 
@@ -54,6 +54,15 @@ def test_two_decoders_hand_over_batches_in_read_order(data):
     assert ids == [f"img-{i:06d}" for i in range(50)]
     with pytest.raises(ValueError, match="2 decoders need a ring of at least 3 slots"):
         Prefetcher(dataset, iter(dataset.shards(10)), [one, two], runner.make_ring(2), batch_rows=4)
+
+
+def test_the_cpu_runner_takes_rows_in_the_jobs_layout_only(data):
+    _, _, plan = data
+    runner = CpuRunner(engine.load(plan), 4, PREPROCESS)
+    assert runner.ring_preprocess is PREPROCESS
+    assert runner.make_ring(2, layout="NCHW").buffers[0].shape == (4,) + PREPROCESS.output_shape
+    with pytest.raises(PipelineError, match="takes NCHW rows, not NHWC"):
+        runner.make_ring(2, layout="NHWC")
 
 
 class _RoutingDecoder(CpuDecoder):

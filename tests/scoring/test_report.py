@@ -36,7 +36,7 @@ def metrics():
                 stages={"read": 1.0, "decode": 6.0, "compute": 4.0},
                 watts=[(0.0, 300.0), (5.0, 320.0)], batch_latency_s=[0.1] * 9 + [0.5]),
         _worker(1, 100, start=1.0, wall=9.0, startup=2.0, busy_fraction=0.6,
-                stages={"read": 1.0, "decode": 5.0, "compute": 3.0, "h2d": 0.5},
+                stages={"read": 1.0, "decode": 5.0, "compute": 3.0, "input": 0.2, "h2d": 0.5},
                 watts=[(0.0, 200.0)], energy_j=2500.0, energy_s=10.0),
         _worker(2, 60, wall=10.0, startup=1.5, gpu_util=[(0.0, 40.0), (1.0, 60.0)]),
     ]
@@ -117,7 +117,7 @@ def test_stages_seconds_and_fractions(metrics):
     data = build_report({}, metrics)
     total_wall = sum(m.wall_s for m in metrics)  # 29 worker-seconds
     st = data["stages"]
-    assert list(st) == ["read", "decode", "h2d", "compute"]  # pipeline order
+    assert list(st) == ["read", "decode", "h2d", "input", "compute"]  # pipeline order
     assert st["decode"]["seconds"] == pytest.approx(11.0)
     assert st["decode"]["fraction"] == pytest.approx(11.0 / total_wall)
     assert st["h2d"]["seconds"] == pytest.approx(0.5)

@@ -1,0 +1,72 @@
+"""GpuRunner's ring layout: the decoders write rows in the plan input's memory layout, so the copy
+into the input binding is straight. The choice is a pure function of the binding's strides (checked
+here on numpy views, no GPU); the GPU test feeds NHWC rows to an FP16 plan and compares the scores
+with the engine's own run on the same rows in NCHW."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from scoring.decode import Preprocess
+from scoring.gpu_runner import _dense, ring_preprocess
+
+CROP = 8
+
+
+def _channels_last(n=2, c=3, h=CROP, w=CROP, dtype=np.float16):
+    """An NCHW-shaped view of NHWC memory, as an FP16 plan binds its image input."""
+    return np.empty((n, h, w, c), dtype).transpose(0, 3, 1, 2)
+
+
+def test_an_nchw_job_writes_nhwc_rows_for_a_channels_last_input():
+    pre = Preprocess(resize_shorter=10, crop=CROP, dtype="float16")
+    ring = ring_preprocess(pre, _channels_last())
+    assert ring.layout == "NHWC" and ring.output_shape == (CROP, CROP, 3)
+    assert (ring.crop, ring.mean, ring.std, ring.dtype) == (pre.crop, pre.mean, pre.std, pre.dtype)
+
+
+@pytest.mark.parametrize("binding, layout", [
+    (np.empty((2, 3, CROP, CROP), np.float32), "NCHW"),      # an NCHW plan (FP32 without TF32)
+    (np.empty((2, CROP, CROP, 3), np.float16), "NHWC"),      # the job asks NHWC and the plan takes it
+    (_channels_last(c=1), "NCHW"),                           # one channel: both layouts are the same memory
+])
+def test_the_job_layout_stays_where_the_binding_already_has_it(binding, layout):
+    pre = Preprocess(resize_shorter=10, crop=CROP, layout=layout, dtype="float16")
+    assert ring_preprocess(pre, binding) is pre
+
+
+@pytest.mark.parametrize("array, dense", [
+    (np.empty((2, 3, 4, 5)), True),
+    (_channels_last(), True),
+    (np.empty((2, 3, 4, 6))[..., :5], False),   # rows padded
+    (np.empty((4, 3, 4, 5))[::2], False),       # every other image
+    (np.empty((2, 1, 4, 5))[:, :, ::-1], False),  # negative strides
+])
+def test_a_straight_copy_needs_memory_without_gaps(array, dense):
+    assert _dense(array) is dense
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["float16", "float32"])  # a straight copy; a converting one
+def test_nhwc_slots_give_an_fp16_plan_the_scores_of_nchw_rows(tmp_path, dtype):
+    import cupy as cp
+
+    import engine
+    from scoring.gpu_runner import GpuRunner
+    from scoring.pipeline import Slot
+    from tests.scoring.test_run_local import CROP as TINY_CROP, tiny_network
+
+    config = engine.BuildConfig(max_batch=16, device="cuda", precision="fp16")
+    plan = engine.build(tiny_network().graph(), config).save(tmp_path / "tiny_fp16.plan")
+    eng = engine.load(plan)
+    runner = GpuRunner(eng, 16, Preprocess(resize_shorter=TINY_CROP, crop=TINY_CROP, dtype=dtype))
+    assert runner.ring_preprocess.layout == "NHWC"
+    ring = runner.make_ring(2, on_device=True)
+    assert ring.buffers[0].shape == (16, TINY_CROP, TINY_CROP, 3)
+    rows = np.random.default_rng(3).standard_normal((16, 3, TINY_CROP, TINY_CROP)).astype(np.float16).astype(dtype)
+    ring.buffers[0][...] = cp.asarray(np.ascontiguousarray(rows.transpose(0, 2, 3, 1)))
+    got = runner.submit(Slot(0, ring.buffers[0], np.arange(16), [None] * 16, 16)).result()
+    want = eng.create_context().run({eng.inputs[0].name: rows.astype(np.float32)})[eng.outputs[0].name]
+    np.testing.assert_allclose(got, np.asarray(want, np.float32).reshape(16, -1), rtol=1e-3, atol=1e-3)
+    runner.close()
