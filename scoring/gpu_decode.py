@@ -86,6 +86,9 @@ def _import_cupy():
 
 
 BACKEND_PRESETS = ("all", "hw")
+# The ways a row is decoded: nvJPEG's hardware decoder, nvImageCodec, an already-decoded tensor
+# uploaded as it is, Pillow on the CPU (the rows that could not be decoded at all among them).
+DECODE_PATHS = ("hardware", "nvimgcodec", "tensor", "cpu")
 
 # nvImageCodec's CPU threads per decoder, at most. Each of its threads decodes on CUDA streams of its
 # own, and CUDA spreads a context's streams over CUDA_DEVICE_MAX_CONNECTIONS hardware work queues
@@ -196,7 +199,8 @@ class GpuDecoder:
         self._reuse_images = True
         with cupy.cuda.Device(self.device_id):
             self._hardware = _hardware_decoder(self.device_id, jpeg_hardware)
-        self.hardware_images = 0  # decoded by the hardware path (the rest: nvImageCodec, Pillow)
+        # Rows per decode path since this decoder was made (the report's "decoded by").
+        self.decoded_by = dict.fromkeys(DECODE_PATHS, 0)
 
     def _make_nvimgcodec_decoder(self, options: str, backends):
         nv = self._nv
@@ -222,6 +226,11 @@ class GpuDecoder:
         return nv.DecodeParams(apply_exif_orientation=True, color_spec=rgb, allow_any_depth=False)
 
     # ---- public ---------------------------------------------------------------------------------
+    @property
+    def hardware_images(self) -> int:
+        """Rows the GPU's hardware JPEG decoder has decoded."""
+        return self.decoded_by["hardware"]
+
     def decode_into(self, items, out, route: BatchRoute | None = None) -> list[str | None]:
         """Write item i's row into ``out[i]``; return None or an error message per item.
 
@@ -299,6 +308,7 @@ class GpuDecoder:
             failed = self._decode_jpegs(items, jpeg_rows, sources, keep_alive)
             cpu_rows.extend(failed)
             self._upload_arrays(items, route.arrays, sources)
+            self._count(nvimgcodec=len(jpeg_rows) - len(failed), tensor=len(route.arrays), cpu=len(cpu_rows))
             self._launch(Sources.join([decoded, Sources.of(sources)]), n, out)
             # The CPU fallback runs while the GPU works on the kernel.
             if cpu_rows:
@@ -328,10 +338,14 @@ class GpuDecoder:
         except Exception as exc:
             log.debug("hardware JPEG decode refused a batch of %d, decoding it with nvImageCodec: %s", len(chosen), exc)
             return none, chosen.rows.tolist()
-        self.hardware_images += len(chosen)
+        self._count(hardware=len(chosen))
         k = len(chosen)
         return Sources(chosen.rows, outputs, chosen.heights, chosen.widths, pitches, np.full(k, 3, np.int64),
                        np.zeros(k, bool)), []
+
+    def _count(self, **rows: int) -> None:
+        for path, count in rows.items():
+            self.decoded_by[path] += count
 
     def _decode_jpegs(self, items, rows: list[int], sources: list, keep_alive: list) -> list[int]:
         """nvImageCodec decode of rows' JPEG bytes; appends the decoded ones to sources, returns the rest."""

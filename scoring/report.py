@@ -85,6 +85,8 @@ class Metrics:
     # added, they tell whether the host's cores were what the workers shared.
     cpu_s: float | None = None
     host_cores: int | None = field(default_factory=available_cores)
+    # GPU decoding: rows per decode path (scoring.gpu_decode.DECODE_PATHS); empty where not counted.
+    decoded_by: dict[str, int] = field(default_factory=dict)
 
     _SAMPLE_EVERY_S = 0.25
 
@@ -241,6 +243,7 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
             "cpu_s": m.cpu_s,
             "cpu_cores_busy": (m.cpu_s / m.wall_s if m.cpu_s is not None and m.wall_s > 0 else None),
             "host_cores": m.host_cores,
+            "decoded_by": dict(m.decoded_by) or None,
         })
 
     # A straggler is slow once it runs, not late to start: with shards handed out dynamically, a
@@ -311,6 +314,7 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
         "cpu_us_per_image": (1e6 * cpu_s / images if cpu_s is not None and images else None),
         "cpu_cores_busy": (cpu_s / wall_s if cpu_s is not None and wall_s > 0 else None),
         "host_cores": host_cores,
+        "decoded_by": _sum_counts(m.decoded_by for m in metrics),
     }
     series = {str(m.worker): _downsample([(t + m.started_at - t0, n) for t, n in m.samples])
               for m in metrics}
@@ -323,6 +327,15 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
         "stages": stages,
         "series": {"t0": t0, "workers": series},
     }
+
+
+def _sum_counts(counts) -> dict[str, int] | None:
+    """Counts by key summed over the workers that have any; None where none has."""
+    total: dict[str, int] = {}
+    for one in counts:
+        for key, n in one.items():
+            total[key] = total.get(key, 0) + int(n)
+    return total or None
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -433,6 +446,19 @@ def _job_value(key: str, value) -> str:
     return f"`{value}`" if isinstance(value, str) else str(value)
 
 
+DECODE_PATH_NAMES = {"hardware": "the GPU's hardware JPEG decoder", "nvimgcodec": "nvImageCodec",
+                     "tensor": "none (decoded tensors)", "cpu": "Pillow on the CPU"}
+
+
+def _decoded_by_text(counts: dict[str, int]) -> str:
+    """Where the rows were decoded, largest share first: "the GPU's hardware JPEG decoder 99.9%, ..."."""
+    total = sum(counts.values())
+    if not total:
+        return "-"
+    shares = sorted(((n, key) for key, n in counts.items() if n), reverse=True)
+    return ", ".join(f"{DECODE_PATH_NAMES.get(key, key)} {_fmt_pct(n / total, 1)} ({n:,})" for n, key in shares)
+
+
 def render_markdown(data: dict) -> str:
     s, workers, job = data["summary"], data["workers"], data.get("job") or {}
     title = job.get("name") or "batch scoring"
@@ -474,6 +500,8 @@ def render_markdown(data: dict) -> str:
         of = f" of {s['host_cores']}" if s.get("host_cores") else ""
         rows.append(["Worker CPU", f"{s['cpu_us_per_image']:,.0f} µs per image; {s['cpu_cores_busy']:.1f} cores "
                                    f"busy on average{of}"])
+    if s.get("decoded_by"):
+        rows.append(["Decoded by", _decoded_by_text(s["decoded_by"])])
     if s.get("bottleneck"):
         b = s["bottleneck"]
         rows.append(["Busiest stage", f"{b} ({_fmt_pct(data['stages'][b]['fraction'])} of worker time)"])

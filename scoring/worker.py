@@ -288,6 +288,9 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
     for name, seconds in runner.stages.items():
         metrics.add_stage(name, seconds)
     metrics.busy_fraction = runner.busy_fraction
+    for decoder in decoders:  # GPU decoders in this process count their rows per decode path
+        for path, count in getattr(decoder, "decoded_by", {}).items():
+            metrics.decoded_by[path] = metrics.decoded_by.get(path, 0) + count
     metrics.finish()
     return metrics
 

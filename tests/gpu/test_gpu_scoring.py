@@ -61,6 +61,10 @@ def test_gpu_scoring_matches_the_cpu_backend(work, tmp_path, decode):
             assert np.linalg.norm(g - r) <= tol * max(1.0, np.linalg.norm(r)), (key, g, r)
     assert metrics.busy_fraction is not None and 0 < metrics.busy_fraction <= 1
     assert metrics.stages["compute"] > 0 and metrics.stages["input"] > 0
+    if decode == "gpu":  # every row counted once, on some path; the corrupt ones on the CPU's
+        assert sum(metrics.decoded_by.values()) == 150 and metrics.decoded_by["cpu"] >= 3
+    else:
+        assert metrics.decoded_by == {}
 
 
 def _dataset_shards(job):

@@ -414,6 +414,8 @@ def test_gpu_bad_and_odd_items_give_exactly_cpu_decoders_results():
     with _gpu_decoder(p) as dec:
         out, errors = _decode_gpu(dec, items, fill=5.0)
         hardware = dec._hardware is not None  # `good`, the one clean JPEG, then went to the hardware decoder
+        counts = dict(dec.decoded_by)
+    assert counts == {"hardware": int(hardware), "nvimgcodec": int(not hardware), "tensor": 0, "cpu": len(items) - 1}
     cpu, cpu_errors = CpuDecoder(p).decode(items)
     assert errors == cpu_errors
     assert errors[-1] is None and errors[0] == "missing image (null value)"

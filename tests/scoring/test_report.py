@@ -225,6 +225,21 @@ def test_no_matplotlib_still_writes_json_and_markdown(tmp_path, monkeypatch, met
     assert rep.png_path is None and rep.md_path.is_file() and not (tmp_path / "throughput.png").exists()
 
 
+def test_decode_paths_are_summed_over_the_workers_that_counted_them(metrics, tmp_path):
+    metrics[0].decoded_by = {"hardware": 95, "nvimgcodec": 3, "tensor": 0, "cpu": 2}
+    metrics[1].decoded_by = {"hardware": 100, "nvimgcodec": 0, "tensor": 0, "cpu": 0}
+    data = build_report({}, metrics)
+    assert data["summary"]["decoded_by"] == {"hardware": 195, "nvimgcodec": 3, "tensor": 0, "cpu": 2}
+    assert [w["decoded_by"] for w in data["workers"]][2] is None  # worker 2 counted nothing
+    text = write_report(tmp_path, {}, metrics).md_path.read_text()
+    assert ("| Decoded by | the GPU's hardware JPEG decoder 97.5% (195), nvImageCodec 1.5% (3), "
+            "Pillow on the CPU 1.0% (2) |") in text
+    for m in metrics:
+        m.decoded_by = {}
+    assert build_report({}, metrics)["summary"]["decoded_by"] is None
+    assert "Decoded by" not in write_report(tmp_path, {}, metrics).md_path.read_text()
+
+
 # -- Metrics helpers --------------------------------------------------------------------------
 
 def test_metrics_helpers_and_round_trip():
@@ -235,6 +250,7 @@ def test_metrics_helpers_and_round_trip():
     m.add_stage("compute", 0.25)
     m.tick(64, 1)
     m.tick(128, 1)  # within 0.25 s of the last sample: not kept
+    m.decoded_by = {"hardware": 120, "cpu": 8}
     m.finish()
     assert m.stages["compute"] == 0.5 and "decode" in m.stages
     assert m.images == 128 and m.errors == 1 and m.startup_s is not None
