@@ -72,3 +72,17 @@ def test_bench_builds_an_onnx_model_for_this_machine(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["rows"][0]["batch"] == 2 and result["device"]["kind"] in ("cpu", "cuda")
+
+
+@pytest.mark.parametrize("energy_j, energy_s, watts, expected", [
+    (600.0, 1.5, [(0.0, 80.0), (0.5, 150.0)], 400.0),   # the energy counter over the window wins
+    (None, None, [(0.0, 80.0), (0.5, 150.0)], 115.0),    # no counter: the mean of the samples
+    (None, None, [], None),                              # nothing read at all
+])
+def test_bench_power_prefers_the_energy_counter(energy_j, energy_s, watts, expected):
+    from types import SimpleNamespace
+
+    from launchers.bench import mean_watts
+
+    sampler = SimpleNamespace(energy_j=energy_j, energy_s=energy_s, watts=watts)
+    assert mean_watts(sampler) == (pytest.approx(expected) if expected is not None else None)
