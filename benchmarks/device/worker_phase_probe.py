@@ -1,6 +1,7 @@
 """Where a GPU worker's decoders spend their time: one worker scores a JPEG dataset in this process
 (scoring.worker.score_shards, as a launcher runs it) with the GpuDecoder's phases timed from outside
-(wrapped methods), and the seconds per phase printed beside the worker's own stage times.
+(wrapped methods), and the seconds per phase printed beside the worker's own stage times; the
+calling thread's submit, input copy, graph launch and result waits are timed the same way.
 
     python benchmarks/device/worker_phase_probe.py PLAN DATA_DIR OUT_DIR [--switch-interval S] [--slots N]
                                                                           -> one JSON on stdout
@@ -114,6 +115,15 @@ def main() -> int:
     pipeline.Prefetcher._poll = _timed_poll(pipeline)
     H = nvjpeg_hardware.HardwareJpegDecoder
     H.decode = timed("nvjpeg_decode_batched", H.decode)
+    # The calling thread's side: submit (which waits for the previous batch's graph), the copy into
+    # the binding and the graph launch (host time between them is GPU time if the stream is idle).
+    from engine.gpu_runtime import GpuContext
+    from scoring.gpu_runner import GpuPending, GpuRunner
+
+    for name in ("submit", "_copy_in"):
+        setattr(GpuRunner, name, timed(f"runner.{name}", getattr(GpuRunner, name)))
+    GpuContext.execute = timed("context.execute", GpuContext.execute)
+    GpuPending.result = timed("pending.result", GpuPending.result)
     job = parse_job(job_dict(plan, data, out, 256, "fp16", decode="gpu"), check_files=False)
     dataset = open_job_dataset(job)
     shards = dataset.shards(4096)
