@@ -3,7 +3,8 @@
 A worker fills one `Metrics` (images, errors, seconds per stage, throughput samples, GPU power);
 the driver hands them all to `write_report`, which writes three files into the output directory:
 
-    report.json     every number: totals, images/s, stage seconds, GPU busy, watts, stragglers
+    report.json     every number: totals, images/s, stage seconds, GPU busy, watts, stragglers,
+                    and where GPU decoding sent the rows (decoded_by)
     report.md       a short summary table, then one row per worker, then the stages
     throughput.png  images/s over time, one line per worker plus the total
 
