@@ -124,21 +124,9 @@ class _NoSampler:
         return False
 
 
-def mean_watts(sampler) -> float | None:
-    """The GPU's average power over a stopped sampler's window: from the energy counter where the
-    GPU has one, else the mean of the power samples. NVML's power reading is itself averaged over
-    about a second, so on a run of a second or two the samples lag far behind (an H100 replaying
-    ResNet-50 read 223 W that way)."""
-    energy_j, energy_s = getattr(sampler, "energy_j", None), getattr(sampler, "energy_s", None)
-    if energy_j is not None and energy_s:
-        return float(energy_j / energy_s)
-    samples = [w for _, w in getattr(sampler, "watts", [])]
-    return float(np.mean(samples)) if samples else None
-
-
 def _sampler_factory():
     try:
-        from scoring.report import nvml_power_sampler
+        from scoring.report import average_watts, nvml_power_sampler
     except ImportError:
         return _NoSampler
 
@@ -152,7 +140,7 @@ def _sampler_factory():
             return self.inner.__exit__(*exc)
 
         def mean_watts(self):
-            return mean_watts(self.inner)
+            return average_watts(self.inner)
 
     return Sampler
 

@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 _INSTALL = "pip install 'batchscore[gpu]'"
 
+
 class GpuDecodeError(BatchscoreError):
     """The GPU decoder cannot start here: CuPy or nvImageCodec missing, no GPU, or a bad argument."""
 

@@ -34,7 +34,6 @@ MAX_EXIF_ENTRIES = 64
 FOUND, NOT_A_HEADER, UNSETTLED = 0, 1, 2
 
 
-
 def _table(markers) -> np.ndarray:
     """A 256-entry lookup: table[byte] is True for the given marker bytes (faster than np.isin)."""
     table = np.zeros(256, bool)

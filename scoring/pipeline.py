@@ -308,9 +308,9 @@ class Prefetcher:
         for t in self._threads[1:]:  # decoders notice the stop flag within 0.1 s
             t.join()
         # The reader notices it too, unless it is parked in the launcher's shard source (a Ray
-        # actor's inbox, fed only after a shard in flight is answered), never
-        # return: then it is left to end on its own (a daemon thread): it checks the stop flag
-        # before it touches anything.
+        # actor's inbox, fed only after a shard in flight is answered), which may never return:
+        # then it is left to end on its own (a daemon thread): it checks the stop flag before it
+        # touches anything.
         reader = self._threads[0]
         while reader.is_alive() and not self._waiting_for_shard:
             reader.join(0.05)

@@ -168,10 +168,14 @@ def _percentiles(values: list[float]) -> dict | None:
     return {"p50_s": float(p50), "p90_s": float(p90), "p99_s": float(p99), "batches": len(values)}
 
 
-def _avg_watts(m: Metrics) -> float | None:
-    if m.energy_j is not None and m.energy_s:
-        return m.energy_j / m.energy_s
-    return _mean(w for _, w in m.watts)
+def average_watts(source) -> float | None:
+    """A GPU's average power over a window, from a Metrics or a stopped PowerSampler: the energy
+    counter's difference where the GPU has one, else the mean of the power samples. NVML's power
+    reading is itself averaged over about a second, so over a run of a second or two the samples
+    lag far behind (an H100 replaying ResNet-50 at 687 W read 223 W that way in `bench`)."""
+    if source.energy_j is not None and source.energy_s:
+        return source.energy_j / source.energy_s
+    return _mean(w for _, w in source.watts)
 
 
 def _busy(m: Metrics) -> tuple[float | None, str | None]:
@@ -223,7 +227,7 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
     workers = []
     for m in metrics:
         busy, busy_source = _busy(m)
-        watts = _avg_watts(m)
+        watts = average_watts(m)
         ips = m.images / m.wall_s if m.wall_s > 0 else 0.0
         workers.append({
             "worker": m.worker,
@@ -315,7 +319,7 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
         "cpu_us_per_image": (1e6 * cpu_s / images if cpu_s is not None and images else None),
         "cpu_cores_busy": (cpu_s / wall_s if cpu_s is not None and wall_s > 0 else None),
         "host_cores": host_cores,
-        "decoded_by": _sum_counts(m.decoded_by for m in metrics),
+        "decoded_by": sum_counts(m.decoded_by for m in metrics),
     }
     series = {str(m.worker): _downsample([(t + m.started_at - t0, n) for t, n in m.samples])
               for m in metrics}
@@ -330,8 +334,8 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
     }
 
 
-def _sum_counts(counts) -> dict[str, int] | None:
-    """Counts by key summed over the workers that have any; None where none has."""
+def sum_counts(counts) -> dict[str, int] | None:
+    """Dicts of counts summed by key; None where none has any."""
     total: dict[str, int] = {}
     for one in counts:
         for key, n in one.items():

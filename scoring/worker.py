@@ -37,7 +37,7 @@ from scoring.errors import ScoringError
 from scoring.job import JobSpec
 from scoring.outputs import Manifest, OutputSpec, PartWriter
 from scoring.pipeline import DEFAULT_SLOTS, CpuRunner, Prefetcher, Slot
-from scoring.report import Metrics
+from scoring.report import Metrics, sum_counts
 
 log = logging.getLogger(__name__)
 
@@ -288,9 +288,8 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
     for name, seconds in runner.stages.items():
         metrics.add_stage(name, seconds)
     metrics.busy_fraction = runner.busy_fraction
-    for decoder in decoders:  # GPU decoders in this process count their rows per decode path
-        for path, count in getattr(decoder, "decoded_by", {}).items():
-            metrics.decoded_by[path] = metrics.decoded_by.get(path, 0) + count
+    # GPU decoders in this process count their rows per decode path
+    metrics.decoded_by = sum_counts(getattr(decoder, "decoded_by", {}) for decoder in decoders) or {}
     metrics.finish()
     return metrics
 

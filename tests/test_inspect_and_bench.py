@@ -82,7 +82,7 @@ def test_bench_builds_an_onnx_model_for_this_machine(tmp_path):
 def test_bench_power_prefers_the_energy_counter(energy_j, energy_s, watts, expected):
     from types import SimpleNamespace
 
-    from launchers.bench import mean_watts
+    from scoring.report import average_watts
 
     sampler = SimpleNamespace(energy_j=energy_j, energy_s=energy_s, watts=watts)
-    assert mean_watts(sampler) == (pytest.approx(expected) if expected is not None else None)
+    assert average_watts(sampler) == (pytest.approx(expected) if expected is not None else None)
