@@ -311,12 +311,43 @@ def test_ray_programs_get_their_executable_bit_back(tmp_path):
     assert modes == {"ray/core/src/ray/gcs/gcs_server": 0o755, "ray/_raylet.so": 0o644, "ray/__init__.py": 0o644}
 
 
-def test_the_device_scaling_call_parses_and_refuses_to_run_outside_the_device_tool(tmp_path):
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "device" / "scaling_call.sh"
+@pytest.mark.parametrize("name", ["scaling_call.sh", "power_clock_call.sh"])
+def test_the_device_calls_parse_and_refuse_to_run_outside_the_device_tool(tmp_path, name):
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "device" / name
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
     result = subprocess.run(["bash", str(script), "1,2"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert result.returncode != 0 and "run this through the device tool" in result.stderr
+
+
+def test_the_power_log_summary_takes_each_runs_last_busy_stretch_after_it_settles(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks" / "device"))
+    from power_clock_summary import main
+
+    def line(t, watts, mhz, util, reason="0x4"):
+        return f"2026/11/22 08:00:{t:06.3f}, {watts} W, {mhz} MHz, 2619 MHz, 40, {util} %, {reason}"
+
+    rows = [line(0.0, 80, 345, 0),
+            line(1.0, 300, 1900, 100), line(2.0, 690, 1800, 100), line(2.6, 688, 1760, 100),  # bench
+            line(3.0, 120, 1980, 0),
+            line(4.0, 400, 1980, 100), line(4.2, 120, 1980, 0),             # e2e's own short timing
+            line(5.0, 350, 1965, 90), line(6.0, 600, 1965, 60, "0x0"), line(6.6, 640, 1950, 95),
+            line(7.0, 130, 1980, 0)]
+    (tmp_path / "smi.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "marks.txt").write_text("bench_start 2026/11/22 08:00:00.500\nbench_end 2026/11/22 08:00:02.800\n"
+                                        "e2e_end 2026/11/22 08:00:08.000\n")
+    (tmp_path / "bench.json").write_text(json.dumps({"rows": [{"images_per_s": 31000.0, "watts": 689.0,
+                                                               "images_per_s_per_w": 45.0}]}))
+    stages = {"compute": {"seconds": 3.5}}
+    (tmp_path / "scoring_gpu_e2e.json").write_text(json.dumps({
+        "date": "2026-11-22T08:00:09", "device": {"name": "GPU"}, "engine_only": {"images_per_s": 32000.0},
+        "end_to_end": {"steady_images_per_s": 26000.0, "busy_fraction": 0.94, "stages": stages}}))
+    assert main([str(tmp_path)]) == 0
+    out = json.loads((tmp_path / "power_clocks.json").read_text())
+    bench, scoring = out["engine_only_bench"]["nvidia_smi"], out["end_to_end"]["nvidia_smi"]
+    assert bench["watts"] == [688.0, 690.0] and bench["sm_mhz"] == [1760, 1800]  # the first second left out
+    assert scoring["watts"] == [600.0, 640.0] and scoring["sm_mhz"] == [1950, 1965]
+    assert scoring["throttle_reasons"] == ["0x0", "0x4"] and len(out["samples"]) == len(rows)
 
 
 def test_zoo_conditioning_measures_the_residual_gamma_and_active_shift_effects(tmp_path):

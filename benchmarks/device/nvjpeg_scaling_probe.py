@@ -234,6 +234,8 @@ def main() -> int:
                         help="nvjpeg mode: copy each batch's bytes into pinned memory first (timed), not pageable Arrow memory")
     parser.add_argument("--trace", help="a folder for CUPTI traces of the single-process configurations")
     args = parser.parse_args()
+    if args.pinned and args.mode != "nvjpeg":
+        parser.error("--pinned applies to --mode nvjpeg only")
     context = mp.get_context("spawn")
     configs = CONFIGS if args.load is None and args.mode == "nvjpeg" else [(1, 1), (1, 2), (1, 3)]
     if args.configs:
