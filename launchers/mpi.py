@@ -18,9 +18,11 @@ Every rank runs the same command. What happens, in order:
    dispatcher thread that answers the other ranks' "next shard" requests while its main thread
    scores shards like every other rank. Rank 0 scores too because on a GPU host each rank owns a
    GPU; a dedicated dispatcher rank would leave one idle. The dispatcher costs next to nothing: it
-   polls with a short sleep (a blocking MPI receive would spin a core at 100%), and every other
-   wait in this file polls the same way, so a rank that waits does not steal a core from the
-   ones still scoring.
+   polls with a sleep that doubles from 1 ms to 20 ms while no request comes (a blocking MPI
+   receive would spin a core at 100%; a steady 2 ms poll woke rank 0's interpreter 500 times a
+   second, each wake taking the GIL from its decoders and compute thread), and every other wait in
+   this file polls every 2 ms while it expects one message, so a rank that waits does not steal a
+   core from the ones still scoring. A rank asks early (below), so a reply 20 ms late costs nothing.
    A rank asks for shard k+1 from score_shards' prefetch thread as soon as it has read the last
    batch of shard k, while shard k (and perhaps k-1) is still being computed and written on its
    main thread; so a rank may hold up to 3 shards. The shards a rank has finished (recorded in
@@ -66,7 +68,13 @@ from launchers.common import job_info, nothing_to_do, pending_work, raise_if_fai
 from launchers.local import _plan_for
 
 TAG_SETUP, TAG_REQUEST, TAG_REPLY = 11, 12, 13
-POLL_S = 0.002
+POLL_S = 0.002  # a wait for one expected message
+DISPATCH_POLL_S = (0.001, 0.02)  # the dispatcher's sleep: right after a request, and at most
+
+
+def next_dispatch_poll(sleep_s: float) -> float:
+    """The dispatcher's next sleep after an empty poll: twice the last, up to DISPATCH_POLL_S[1]."""
+    return min(2 * sleep_s, DISPATCH_POLL_S[1])
 
 
 def _timeout(name: str, default: float) -> float:
@@ -228,11 +236,14 @@ class _Dispatcher:
             MPI = _import_mpi()
             status = MPI.Status()
             peers = set(range(1, self.size))
+            sleep_s = DISPATCH_POLL_S[0]
             while not peers <= self.finished:
                 msg = self.comm.improbe(source=MPI.ANY_SOURCE, tag=TAG_REQUEST, status=status)
                 if msg is None:
-                    time.sleep(POLL_S)
+                    time.sleep(sleep_s)
+                    sleep_s = next_dispatch_poll(sleep_s)
                     continue
+                sleep_s = DISPATCH_POLL_S[0]  # more requests tend to follow one
                 request = msg.recv()
                 rank = status.Get_source()
                 kind = request[0]

@@ -53,6 +53,7 @@ from scoring.decode import CpuDecoder, Preprocess, PreprocessError, available_co
 from scoring.decode_route import BatchRoute, HardwareRows, array_shape, route_batch
 from scoring.encoded_items import EncodedItems
 from scoring.resize_kernel import _BLOCK, _COLUMNS, _MAX_GRID_Y, Sources, _kernel, fill_table
+from scoring.stream_priority import stream_priority
 
 log = logging.getLogger(__name__)
 
@@ -133,14 +134,13 @@ def _import_nvimgcodec():
     return nvimgcodec
 
 
-def _high_priority_stream(cupy):
-    """The decoder's stream, at the GPU's highest priority, so that our resize kernel starts ahead of
-    the model's queued thread blocks. With ResNet-50 replaying back to back on an H100, two decoders
-    fell from 19,600 to about 2,600 images/s whether this stream had high priority or not
-    (benchmarks/results/gpu/decode_rates_engine_load*.json): nvImageCodec does most of its GPU work
-    on streams of its own. It costs nothing, so it stays."""
-    # CUDA clamps a priority beyond the GPU's range to its greatest (CuPy has no call for the range).
-    return cupy.cuda.Stream(non_blocking=True, priority=-1000)
+def _decode_stream(cupy):
+    """The decoder's stream, at stream_priority("decode") (the greatest by default), so that our
+    resize kernel starts ahead of the model's queued thread blocks. With ResNet-50 replaying back
+    to back on an H100, two nvImageCodec decoders fell from 19,600 to about 2,600 images/s whether
+    this stream had high priority or not (benchmarks/results/gpu/decode_rates_engine_load*.json):
+    nvImageCodec does most of its GPU work on streams of its own."""
+    return cupy.cuda.Stream(non_blocking=True, priority=stream_priority("decode"))
 
 
 # ---- the decoder ----------------------------------------------------------------------------------
@@ -181,7 +181,7 @@ class GpuDecoder:
             device_id = cupy.cuda.Device().id
         self.device_id = int(device_id)
         with cupy.cuda.Device(self.device_id):
-            self.stream = _high_priority_stream(cupy) if stream is None else stream
+            self.stream = _decode_stream(cupy) if stream is None else stream
             self._kernel = _kernel(self.preprocess.layout, self.preprocess.dtype)
         self._decoder = self._make_nvimgcodec_decoder(nvimgcodec_options, nvimgcodec_backends)
         self._params = self._make_decode_params()

@@ -38,6 +38,7 @@ import numpy as np
 
 from scoring.decode import Preprocess
 from scoring.pipeline import DEFAULT_SLOTS, HostRing, PlanBinding, Slot
+from scoring.stream_priority import stream_priority
 
 STEADY_AFTER = 3  # batches left out of the busy fraction at the start
 
@@ -88,7 +89,8 @@ class GpuRunner(PlanBinding):
 
         super().__init__(engine, batch, preprocess)
         self.cp = cp
-        self.context = engine.create_context()
+        # The engine's stream at stream_priority("engine"): the least by default, below the decoders'.
+        self.context = engine.create_context(cp.cuda.Stream(non_blocking=True, priority=stream_priority("engine")))
         self.stream = self.context.stream
         self.copy_stream = cp.cuda.Stream(non_blocking=True)
         self.bucket = self.context.bucket(self.capacity)

@@ -28,7 +28,7 @@
     decode = "auto"                # auto | cpu | gpu
     decode_threads = "auto"        # or a count
     decode_processes = "auto"      # decoders in child processes: auto | 0 | a count (see scoring.worker)
-    gpu_decoders = "auto"          # GPU decoders per worker: auto (2) | a count
+    gpu_decoders = "auto"          # GPU decoders per worker: auto (3) | a count
     gpu_decode_backends = "auto"   # nvImageCodec backends: auto ("all") | all | hw (scoring.gpu_decode)
     jpeg_hardware = "auto"         # nvJPEG's batched hardware JPEG decode where the GPU has it | off
     fail_fast = false              # stop at the first bad image instead of writing an error row

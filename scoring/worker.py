@@ -52,12 +52,21 @@ GPU_DECODE_SLOTS = 4  # device slots per GPU decoder beyond the first: decoding 
 GPU_WORKER_SWITCH_INTERVAL_S = 0.0005
 
 
+# Three decoders: ResNet-50 FP16 on an H100 scored 25,306, 26,408 and 26,088 images/s steady with
+# three against 24,717-25,927 with two in the same calls, 25,859 with four (2026-11-22, session 8:
+# benchmarks/results/scoring/scoring_gpu_e2e_h100_2026-11-22_s8_{base,d3a,p2b,p3a,p3b,p4}.json;
+# the p* runs staged the JPEG bytes in pinned memory, a trial that changed nothing and was dropped).
+# On 4 x H200 a single GPU went from 30,121 to 30,858-31,450, while 4 GPUs did not gain
+# (benchmarks/results/scaling/h200x4_2026-11-22_s8/NOTES.md).
+DEFAULT_GPU_DECODERS = 3
+
+
 def gpu_decoders(job: JobSpec) -> int:
     """GPU decoders per worker: [run] gpu_decoders; "auto" is $BATCHSCORE_GPU_DECODERS where set
-    (for tuning on a new machine without editing the job), else 2."""
+    (for tuning on a new machine without editing the job), else DEFAULT_GPU_DECODERS."""
     if job.run.gpu_decoders != "auto":
         return int(job.run.gpu_decoders)
-    value = os.environ.get("BATCHSCORE_GPU_DECODERS", "2")
+    value = os.environ.get("BATCHSCORE_GPU_DECODERS", str(DEFAULT_GPU_DECODERS))
     if not value.isdigit() or int(value) < 1:
         raise ScoringError(f"BATCHSCORE_GPU_DECODERS must be a positive integer, got {value!r}")
     return int(value)

@@ -7,6 +7,9 @@
 #   checked on nvidia-h200-x4 with 1,2,4 (2026-11-22, results in benchmarks/results/scaling/h200x4_2026-11-21_s3/,
 #   and with 600000 rows in h200x4_2026-11-22_s4*/); a fourth argument passes more options, e.g.
 #       bash benchmarks/device/scaling_call.sh 1,2,4 600000 560 "--pin-cpus"
+#   and a fifth repeats the whole set of runs (sets r1, r2, ... on the same data and plan), since
+#   single runs at 4 GPUs spread by several percent:
+#       bash benchmarks/device/scaling_call.sh 1,2,4 600000 560 "" 2
 #
 # .whl_all is made on the development machine by benchmarks/device/slim_wheels.py. Each run is
 # bounded (--run-timeout), and the reports found so far are copied out shortly before the call's
@@ -16,6 +19,7 @@ COUNTS=${1:-1,2,4,8}
 ROWS=${2:-300000}
 LIMIT=${3:-540}   # seconds this script may take (the device allows 600 per call)
 MORE=${4:-}       # more scaling_gpu.py options, e.g. "--decode-threads 16"
+REPEATS=${5:-1}   # sets of runs, each in /tmp/scale/rN
 : "${OUT:?run this through the device tool, which sets OUT}"
 
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_all/*.whl || exit 1
@@ -27,20 +31,33 @@ nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c
 
 copy_out() {  # one archive: the device tool brings back a limited number of files
     rm -rf /tmp/outscale && mkdir -p /tmp/outscale
-    cp /tmp/scale/scaling_gpu.json /tmp/outscale/ 2>/dev/null
-    for launcher in mpi ray; do
-        mkdir -p "/tmp/outscale/$launcher"
-        cp /tmp/scale/$launcher/scaling.* "/tmp/outscale/$launcher/" 2>/dev/null
-        for report in /tmp/scale/$launcher/workers-*/report.json; do
-            [ -f "$report" ] || continue
-            run=$(basename "$(dirname "$report")")
-            cp "$report" "/tmp/outscale/$launcher/$run-report.json"
+    for set in /tmp/scale/r*; do
+        [ -d "$set" ] || continue
+        name=$(basename "$set")
+        cp "$set/scaling_gpu.json" "/tmp/outscale/$name-scaling_gpu.json" 2>/dev/null
+        for launcher in mpi ray; do
+            mkdir -p "/tmp/outscale/$name/$launcher"
+            cp "$set"/$launcher/scaling.* "/tmp/outscale/$name/$launcher/" 2>/dev/null
+            for report in "$set"/$launcher/workers-*/report.json; do
+                [ -f "$report" ] || continue
+                run=$(basename "$(dirname "$report")")
+                cp "$report" "/tmp/outscale/$name/$launcher/$run-report.json"
+            done
         done
     done
     tar -czf "$OUT/scale.tgz" -C /tmp/outscale .
-    cp /tmp/scale/scaling_gpu.json "$OUT/" 2>/dev/null
+    cp /tmp/outscale/*-scaling_gpu.json "$OUT/" 2>/dev/null
 }
 (sleep $((LIMIT - 15)); copy_out) &
-timeout $((LIMIT - 20)) python3 benchmarks/scaling_gpu.py /tmp/scale --rows "$ROWS" --counts "$COUNTS" \
-    --launchers mpi,ray --run-timeout 150 $MORE 2>&1 | grep -v Warn | tail -30
+started=$(date +%s)
+for r in $(seq 1 "$REPEATS"); do
+    left=$((LIMIT - 20 - $(date +%s) + started))
+    [ "$left" -gt 30 ] || { echo "no time left for set r$r"; break; }
+    timeout "$left" python3 benchmarks/scaling_gpu.py "/tmp/scale/r$r" --rows "$ROWS" --counts "$COUNTS" \
+        --launchers mpi,ray --run-timeout 150 $MORE 2>&1 | grep -v Warn | tail -30
+    # later sets take the first set's data and plan (scaling_gpu.py looks in OUTDIR/.. too)
+    [ -e /tmp/scale/data ] || ln -s /tmp/scale/r1/data /tmp/scale/data
+    [ -e /tmp/scale/data.json ] || ln -s /tmp/scale/r1/data.json /tmp/scale/data.json
+    [ -e /tmp/scale/plan ] || ln -s /tmp/scale/r1/plan /tmp/scale/plan
+done
 copy_out

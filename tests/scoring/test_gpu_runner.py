@@ -70,3 +70,24 @@ def test_nhwc_slots_give_an_fp16_plan_the_scores_of_nchw_rows(tmp_path, dtype):
     want = eng.create_context().run({eng.inputs[0].name: rows.astype(np.float32)})[eng.outputs[0].name]
     np.testing.assert_allclose(got, np.asarray(want, np.float32).reshape(16, -1), rtol=1e-3, atol=1e-3)
     runner.close()
+
+
+@pytest.mark.gpu
+def test_the_engine_stream_takes_its_priority_from_stream_priority(tmp_path, monkeypatch):
+    import cupy as cp
+
+    import engine
+    from scoring.gpu_runner import GpuRunner
+    from tests.scoring.test_run_local import CROP as TINY_CROP, tiny_network
+
+    plan = engine.build(tiny_network().graph(), engine.BuildConfig(max_batch=4, device="cuda", precision="fp16"))
+    eng = engine.load(plan.save(tmp_path / "tiny_fp16.plan"))
+    least = cp.cuda.Stream(non_blocking=True).priority
+    priorities = {}
+    for setting in ("", "-1000"):  # the default (the least), then the greatest
+        monkeypatch.setenv("BATCHSCORE_ENGINE_STREAM_PRIORITY", setting)
+        runner = GpuRunner(eng, 4, Preprocess(resize_shorter=TINY_CROP, crop=TINY_CROP))
+        priorities[setting] = runner.stream.priority
+        runner.close()
+    assert priorities[""] == least and priorities["-1000"] < least
+

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from launchers.local import run_local
-from launchers.mpi import _Dispatcher, _Finished, host_gpus, pin_gpu
+from launchers.mpi import DISPATCH_POLL_S, _Dispatcher, _Finished, host_gpus, next_dispatch_poll, pin_gpu
 from scoring.dataset import Shard
 from scoring.report import Progress
 from scoring.job import load_job
@@ -220,3 +220,13 @@ def test_killed_rank_fails_the_job_and_a_rerun_resumes(work):
     assert len(ids) == len(set(ids)) == 240
     assert sorted(ids) == sorted(source_ids(work / "big"))
     assert Manifest(out).verify().ok
+
+
+def test_the_dispatcher_backs_off_while_no_request_comes():
+    first, most = DISPATCH_POLL_S
+    sleeps = [first]
+    while len(sleeps) < 10:
+        sleeps.append(next_dispatch_poll(sleeps[-1]))
+    assert sleeps[:3] == [first, 2 * first, 4 * first]
+    assert sleeps[-1] == most == max(sleeps)  # it stops growing at the bound
+    assert sum(1 / s for s in sleeps[-3:]) / 3 == pytest.approx(1 / most)  # idle: 50 wakes a second, not 500

@@ -188,10 +188,10 @@ def test_gpu_decoder_settings_come_from_the_job_then_the_environment(monkeypatch
     monkeypatch.delenv("BATCHSCORE_GPU_DECODERS", raising=False)
     monkeypatch.delenv("BATCHSCORE_NVIMGCODEC_BACKENDS", raising=False)
     auto = _run_settings()
-    assert gpu_decoders(auto) == 2 and nvimgcodec_backends(auto) == "all"
-    monkeypatch.setenv("BATCHSCORE_GPU_DECODERS", "3")
+    assert gpu_decoders(auto) == 3 and nvimgcodec_backends(auto) == "all"
+    monkeypatch.setenv("BATCHSCORE_GPU_DECODERS", "2")
     monkeypatch.setenv("BATCHSCORE_NVIMGCODEC_BACKENDS", "hw")
-    assert gpu_decoders(auto) == 3 and nvimgcodec_backends(auto) == "hw"  # "auto" takes the environment's
+    assert gpu_decoders(auto) == 2 and nvimgcodec_backends(auto) == "hw"  # "auto" takes the environment's
     given = _run_settings(gpu_decoders=1, gpu_decode_backends="all")
     assert gpu_decoders(given) == 1 and nvimgcodec_backends(given) == "all"  # the job's own win
     from scoring.worker import jpeg_hardware
