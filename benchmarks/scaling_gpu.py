@@ -1,13 +1,17 @@
 """Multi-GPU scaling of end-to-end scoring under MPI and Ray, in one call on a multi-GPU machine.
 
     python benchmarks/scaling_gpu.py OUTDIR [--rows 100000] [--counts 1,2,4] [--launchers mpi,ray]
-                                            [--batch 256] [--model resnet50] [--precision fp16]
+                                            [--batch 256] [--model resnet50] [--precision fp16] [--weak]
 
 1. The dataset and plan of scoring_gpu_e2e.py: OUTDIR/data and OUTDIR/plan/, or those of OUTDIR/..
    when they match (same rows; a plan built for this GPU), else made here. The plan is built in a
    child process, so this driver holds no GPU memory while the workers run.
 2. For each launcher and worker count, one fresh run (its output directory is removed first: no
-   resume) into OUTDIR/<launcher>/workers-N, with its job file and log beside it:
+   resume) into OUTDIR/<launcher>/workers-N, with its job file and log beside it. With --weak, N
+   workers score N copies of the dataset (OUTDIR/data-xN, symbolic links), so each worker's steady
+   window lasts as long at every count: a worker's first and last second run slower (the ring
+   filling, the last shard draining), and in a window of 5 s they alone cost several percent that
+   a long job never sees. Without it every count scores the same --rows.
        mpi  mpirun --allow-run-as-root -np N --bind-to none -x PYTHONPATH ... python -m launchers.cli
             run JOB --launcher mpi
        ray  python -m launchers.cli run JOB --launcher ray --workers N    (starts a local cluster)
@@ -170,6 +174,23 @@ def add_scaling(runs: list[dict], launcher_dir: Path) -> dict | None:
             "files": result["files"]}
 
 
+def repeated_dataset(data_dir: Path, copies: int, where: Path) -> Path:
+    """`where` holding `copies` copies of the dataset's Parquet files as symbolic links (c0-part-...,
+    c1-part-...): a dataset `copies` times as long at no cost, each copy's rows with their own shard
+    keys. Made afresh each time; `where` itself when copies is 1 is the dataset's own folder."""
+    if copies == 1:
+        return data_dir
+    files = sorted(data_dir.glob("*.parquet"))
+    if not files:
+        raise SystemExit(f"no Parquet files in {data_dir} to repeat")
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    for copy in range(copies):
+        for file in files:
+            (where / f"c{copy}-{file.name}").symlink_to(file.resolve())
+    return where
+
+
 def run_one(out: Path, launcher: str, workers: int, plan: str, data: Path, args, env: dict) -> dict:
     where = out / launcher
     run_dir = where / f"workers-{workers}"
@@ -259,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pin-cpus", action="store_true",
                         help="[run] pin_cpus = true: each worker on the CPU cores next to its GPU")
     parser.add_argument("--run-timeout", type=int, default=240, help="seconds one run may take (default 240)")
+    parser.add_argument("--weak", action="store_true",
+                        help="weak scaling: N workers score N copies of the --rows dataset (symbolic links), so "
+                             "every worker's steady window is as long as the single worker's")
     parser.add_argument("--e2e", type=Path, help="scoring_gpu_e2e.json with the single-GPU figure "
                         "(default: OUTDIR/../scoring_gpu_e2e.json, else OUTDIR/scoring_gpu_e2e.json)")
     args = parser.parse_args(argv)
@@ -289,12 +313,16 @@ def main(argv: list[str] | None = None) -> int:
             if n > gpus:
                 runs.append({"workers": n, "skipped": f"this machine has {gpus} GPU{'s' * (gpus != 1)}"})
                 continue
-            runs.append(run_one(out, launcher, n, plan["path"], Path(data["dir"]), args, env))
+            source = Path(data["dir"])
+            if args.weak:  # every worker scores about --rows rows: N copies of the dataset for N workers
+                source = repeated_dataset(source, n, out / f"data-x{n}")
+            runs.append(run_one(out, launcher, n, plan["path"], source, args, env))
         launchers[launcher] = {"runs": runs, "scaling": add_scaling(runs, out / launcher)}
 
     record = {
         **run_header("scaling_gpu", device, versions("mpi4py", "ray")), "mpirun": _mpirun_version(),
         "model": args.model, "precision": args.precision, "batch": args.batch, "rows": args.rows,
+        "weak": args.weak, "rows_per_run": {n: args.rows * (n if args.weak else 1) for n in args.counts},
         "decode": args.decode, "decode_threads": args.decode_threads or "cores shared among the workers",
         "pin_cpus": args.pin_cpus,
         "counts": args.counts, "dataset": data, "plan": plan,

@@ -431,3 +431,20 @@ def test_fp16_top1_emulated_runs_the_layers_each_bound_puts_in_fp32(tmp_path):
                           "--fp16-layer-bound", "1e-3,0"], capture_output=True, text=True, timeout=120,
                          env=_no_gpu_env())
     assert bad.returncode == 2 and "--fp16-layer-bound" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_weak_scaling_repeats_the_dataset_with_links_and_distinct_shards(tmp_path):
+    from scoring.dataset import open_dataset
+    from scoring.make_data import make_dataset
+
+    made = make_dataset(tmp_path / "data", 40, row_groups=2, files=2, image_size=(24, 20), workers=1)
+    assert scaling_gpu.repeated_dataset(tmp_path / "data", 1, tmp_path / "data-x1") == tmp_path / "data"
+    where = scaling_gpu.repeated_dataset(tmp_path / "data", 3, tmp_path / "data-x3")
+    links = sorted(where.iterdir())
+    assert len(links) == 3 * len(made.files) and all(link.is_symlink() for link in links)
+    tripled = open_dataset(where)
+    shards = tripled.shards(10)
+    assert sum(s.num_rows for s in shards) == 3 * 40
+    assert len({s.key for s in shards}) == len(shards)  # each copy's rows are shards of their own
+    again = scaling_gpu.repeated_dataset(tmp_path / "data", 2, tmp_path / "data-x3")  # made afresh
+    assert len(list(again.iterdir())) == 2 * len(made.files)
