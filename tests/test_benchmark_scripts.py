@@ -58,7 +58,8 @@ def test_a_count_that_is_not_a_number_is_refused_before_any_work(tmp_path, optio
 
 
 @pytest.mark.parametrize("script", ["scoring_gpu_e2e.py", "scaling_gpu.py", "device/slim_wheels.py", "fp16_numerics.py",
-                                    "fp16_top1_peer.py", "fp16_top1_emulated.py", "host_decode_prep.py"])
+                                    "fp16_top1_peer.py", "fp16_top1_emulated.py", "fp16_sensitivity.py",
+                                    "host_decode_prep.py"])
 def test_help(script):
     proc = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True,
                           timeout=120, env=_no_gpu_env())
@@ -448,3 +449,21 @@ def test_weak_scaling_repeats_the_dataset_with_links_and_distinct_shards(tmp_pat
     assert len({s.key for s in shards}) == len(shards)  # each copy's rows are shards of their own
     again = scaling_gpu.repeated_dataset(tmp_path / "data", 2, tmp_path / "data-x3")  # made afresh
     assert len(list(again.iterdir())) == 2 * len(made.files)
+
+
+def test_fp16_sensitivity_ranks_layers_by_their_effect_on_the_logits(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "fp16_sensitivity.py"), str(tmp_path / "out"),
+                           "--models", "resnet18", "--images", "16", "--batch", "16", "--calib-images", "16",
+                           "--sets", "fp16,classifier", "--mac-targets", "0.5", "--grouped-targets", "0.5"],
+                          capture_output=True, text=True, timeout=600, env=_no_gpu_env())
+    assert proc.returncode == 0, proc.stderr
+    (model,) = json.loads((tmp_path / "out" / "fp16_sensitivity.json").read_text())["models"]
+    calibration = model["calibration"]
+    assert 0 < calibration["none_fp16"] < calibration["all_fp16"] < 1e-2  # FP32 layers shrink the error
+    rows = {row["set"]: row for row in model["rows"]}
+    assert {"fp16", "classifier", "macs<=0.5"} <= set(rows)  # build<=0.5: the same set (no concat), kept once
+    assert rows["fp16"]["fp32_layer_count"] == 0 and rows["fp16"]["fp32_mac_fraction"] == 0.0
+    assert rows["classifier"]["fp32_layer_count"] >= 1
+    half = rows["macs<=0.5"]
+    assert 0 < half["fp32_mac_fraction"] <= 0.5 and half["rel_l2_median"] < rows["fp16"]["rel_l2_median"]
+    assert all(0.0 <= row["top1_agree"] <= 1.0 and row["images"] == 16 for row in rows.values())
