@@ -20,9 +20,11 @@ Every rank runs the same command. What happens, in order:
    GPU; a dedicated dispatcher rank would leave one idle. The dispatcher costs next to nothing: it
    polls with a sleep that doubles from 1 ms to 20 ms while no request comes (a blocking MPI
    receive would spin a core at 100%; a steady 2 ms poll woke rank 0's interpreter 500 times a
-   second, each wake taking the GIL from its decoders and compute thread), and every other wait in
-   this file polls every 2 ms while it expects one message, so a rank that waits does not steal a
-   core from the ones still scoring. A rank asks early (below), so a reply 20 ms late costs nothing.
+   second, the backoff about 50 while the ranks score), and every other wait in this file polls
+   every 2 ms while it expects one message, so a rank that waits does not steal a core from the
+   ones still scoring. A rank asks early (below), so a reply up to 20 ms late is hidden behind the
+   batches it still holds. (On 4 x H200 rank 0 still scored slower than the others in most runs,
+   with either poll: benchmarks/results/scaling/h200x4_2026-11-22_s8_weak/NOTES.md.)
    A rank asks for shard k+1 from score_shards' prefetch thread as soon as it has read the last
    batch of shard k, while shard k (and perhaps k-1) is still being computed and written on its
    main thread; so a rank may hold up to 3 shards. The shards a rank has finished (recorded in
