@@ -36,6 +36,7 @@ def pending_work(job) -> PendingWork:
     shards = dataset.shards(job.data.shard_rows)
     _check_same_sharding(out_dir, dataset, shards, job.data.shard_rows)
     manifest = Manifest(out_dir)
+    manifest.compact()  # journals a killed worker left behind; no worker records yet
     done = manifest.done()
     _remove_stale_temps(out_dir)
     return PendingWork(out_dir, dataset, shards, done, [s for s in shards if s.key not in done], manifest.path)
@@ -63,12 +64,15 @@ def shards_named(keys) -> str:
 
 
 def raise_if_failed(failures: list[str], out_dir: Path, total: int) -> None:
-    """Workers failed: say which, how much is safely done, and that a rerun resumes."""
-    if not failures:
-        return
+    """Every worker has ended: fold their manifest journals into manifest.json (a killed worker
+    could not fold its own); then, if some failed, say which, how much is safely done, and that a
+    rerun resumes."""
     from scoring.outputs import Manifest
 
     manifest = Manifest(out_dir)
+    manifest.compact()
+    if not failures:
+        return
     finished = len(manifest.done())
     raise WorkerFailed(" ".join(failures) + f" {finished} of {total} shards are finished and recorded in "
                        f"{manifest.path}; run the same command again to score the remaining {total - finished}.")

@@ -4,8 +4,10 @@ concurrent readers and writers) and reading the results back with pyarrow.datase
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import pytest
 
 from scoring import outputs
 from scoring.errors import OutputError
-from scoring.outputs import Manifest, OutputSpec, PartInfo, PartWriter, read_predictions, top_k
+from scoring.outputs import JOURNAL_DIR, Manifest, OutputSpec, PartInfo, PartWriter, read_predictions, top_k
 
 # ---------------------------------------------------------------------------------------------
 # top-k
@@ -286,11 +288,16 @@ def test_manifest_records_resumes_and_verifies(tmp_path):
                         [None, "bad", None, None]) for i in range(3)]
     for info in infos:
         manifest.record(info)
-    # A fresh Manifest (a rerun) sees the same thing.
+    # A fresh Manifest (a rerun) sees the same thing, from the journal before it is folded...
     again = Manifest(tmp_path)
     assert again.done() == {"part-00000", "part-00001", "part-00002"}
     assert again.parts()["part-00001"] == infos[1]
     assert again.rows == 12
+    assert not (tmp_path / "manifest.json").exists()  # record() appends; it rewrites nothing
+    # ... and from manifest.json after: close() folds the journal in and removes it.
+    manifest.close()
+    assert not list((tmp_path / JOURNAL_DIR).iterdir())
+    assert Manifest(tmp_path).parts() == again.parts()
     data = json.loads((tmp_path / "manifest.json").read_text())
     assert data["rows"] == 12 and data["errors"] == 3
     assert [p["sha256"] for p in data["parts"]] == [i.sha256 for i in infos]
@@ -320,7 +327,9 @@ def test_a_damaged_manifest_is_a_clear_error(tmp_path):
         Manifest(tmp_path).done()
 
 
-def test_manifest_survives_a_concurrent_reader(tmp_path):
+def test_a_reader_never_misses_a_record_while_journals_are_folded(tmp_path):
+    # The writer folds its journal every few records, as a worker does at its end; a reader that
+    # looked at manifest.json before the journals could miss the records being moved between them.
     info = write_part(tmp_path, "part-00000", np.arange(4), np.ones((4, 3), np.float32), [None] * 4)
     manifest = Manifest(tmp_path)
     manifest.record(info)
@@ -328,43 +337,81 @@ def test_manifest_survives_a_concurrent_reader(tmp_path):
     reads, failures = [0], []
 
     def reader():
-        path = tmp_path / "manifest.json"
+        seen = 0
         while not stop.is_set():
             try:
-                json.loads(path.read_text())
-                Manifest(tmp_path).done()
+                count = len(Manifest(tmp_path).done())
+                if count < seen:
+                    failures.append(f"{count} records after {seen}")
+                seen = count
                 reads[0] += 1
-            except Exception as exc:  # a half-written manifest would land here
+            except Exception as exc:  # a half-written manifest.json would land here
                 failures.append(repr(exc))
 
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        for i in range(60):
+        for i in range(1, 120):
             manifest.record(PartInfo(key=f"part-{i:05d}", file=info.file, rows=4, errors=0, sha256=info.sha256))
+            if i % 7 == 0:
+                manifest.close()
     finally:
         stop.set()
         thread.join()
     assert not failures and reads[0] > 0
-    assert len(manifest.done()) == 60
+    assert len(manifest.done()) == 120
+    manifest.close()
+    assert len(json.loads((tmp_path / "manifest.json").read_text())["parts"]) == 120
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def _record_many(out_dir: str, worker: int, count: int) -> None:
+def test_a_torn_journal_line_is_skipped_and_compact_folds_every_journal(tmp_path, caplog):
+    # A worker killed mid-record leaves half a line: the shard it named is scored again, and the
+    # records before it stand.
+    info = write_part(tmp_path, "part-00000", np.arange(4), np.ones((4, 3), np.float32), [None] * 4)
+    Manifest(tmp_path).record(info)  # never closed: a killed worker's journal
+    journals = list((tmp_path / JOURNAL_DIR).iterdir())
+    assert len(journals) == 1
+    with open(journals[0], "a") as f:
+        f.write('{"key":"part-00001","file":"parts/part-000')
+    with caplog.at_level(logging.WARNING):
+        assert Manifest(tmp_path).done() == {"part-00000"}
+    assert "line 2 does not parse" in caplog.text and journals[0].name in caplog.text
+    other = Manifest(tmp_path)  # a second writer, also never closed
+    other.record(replace(info, key="part-00002"))
+    Manifest(tmp_path).compact()  # a launcher, once no worker runs
+    assert not (tmp_path / JOURNAL_DIR).exists()
+    data = json.loads((tmp_path / "manifest.json").read_text())
+    assert [p["key"] for p in data["parts"]] == ["part-00000", "part-00002"]
+
+
+def test_compact_with_nothing_recorded_writes_no_manifest(tmp_path):
+    Manifest(tmp_path).compact()
+    Manifest(tmp_path).close()
+    assert list(tmp_path.iterdir()) == []
+
+
+def _record_many(out_dir: str, worker: int, count: int, close: bool) -> None:
     manifest = Manifest(out_dir)
     for i in range(count):
         manifest.record(PartInfo(key=f"w{worker}-{i:03d}", file="parts/x.parquet", rows=1, errors=0, sha256="0"))
+    if close:
+        manifest.close()
 
 
 def test_workers_in_separate_processes_lose_no_record(tmp_path):
+    # Three workers fold their journals as they end, while the fourth (killed, say) leaves its own.
     context = multiprocessing.get_context("spawn")  # fork after pyarrow started its threads can hang
-    procs = [context.Process(target=_record_many, args=(str(tmp_path), w, 30)) for w in range(2)]
+    procs = [context.Process(target=_record_many, args=(str(tmp_path), w, 30, w < 3)) for w in range(4)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(30)
-    assert [p.exitcode for p in procs] == [0, 0]
-    assert len(Manifest(tmp_path).done()) == 60
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert len(Manifest(tmp_path).done()) == 120
+    assert len(list((tmp_path / JOURNAL_DIR).iterdir())) == 1
+    Manifest(tmp_path).compact()
+    assert len(json.loads((tmp_path / "manifest.json").read_text())["parts"]) == 120
 
 
 # ---------------------------------------------------------------------------------------------

@@ -123,7 +123,7 @@ def test_killed_actor_is_replaced_and_output_is_exactly_once(cluster, work):
     def killer():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if (out / "manifest.json").is_file() and Manifest(out).done():
+            if Manifest(out).done():
                 pids = _actor_pids()
                 if pids:
                     os.kill(pids[0], signal.SIGKILL)
@@ -167,7 +167,7 @@ def test_actor_killed_while_holding_two_shards(cluster, work, monkeypatch, capsy
     def wait(refs, *args, **kwargs):
         if (not killed and books and len(books[0].held.get(0, {})) == 2 and len(refs) == 2
                 and not real_wait(list(refs), num_returns=1, timeout=0)[0]
-                and (out / "manifest.json").is_file() and Manifest(out).done()):
+                and Manifest(out).done()):
             pids = [p for p in _actor_pids() if p not in stale]
             if pids:
                 os.kill(pids[0], signal.SIGKILL)

@@ -11,6 +11,7 @@ inference negligible.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import re
@@ -37,7 +38,7 @@ from scoring.decode import CpuDecoder
 from scoring.errors import JobError
 from scoring.job import load_job
 from scoring.make_data import make_dataset
-from scoring.outputs import Manifest, read_predictions
+from scoring.outputs import JOURNAL_DIR, Manifest, read_predictions
 from scoring.worker import score_shards
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -278,7 +279,7 @@ def test_killed_worker_fails_the_job_and_a_rerun_resumes(work, data, shard_rows,
     deadline = time.monotonic() + 60
     try:
         while killed is None and proc.poll() is None and time.monotonic() < deadline:
-            if (out / "manifest.json").is_file() and Manifest(out).done():
+            if Manifest(out).done():
                 pids = _worker_pids(proc.pid)
                 if pids:
                     os.kill(pids[0], signal.SIGKILL)
@@ -294,6 +295,9 @@ def test_killed_worker_fails_the_job_and_a_rerun_resumes(work, data, shard_rows,
     assert "run the same command again" in stderr and "Traceback" not in stderr
     finished = Manifest(out).done()
     assert 0 < len(finished) < shards
+    # The killed worker could not fold its manifest journal; the launcher did, once all had ended.
+    assert not (out / JOURNAL_DIR).exists()
+    assert {p["key"] for p in json.loads((out / "manifest.json").read_text())["parts"]} == finished
     # The shards it held, when it held any (a kill can land between two shards): "shards a, b".
     held = re.search(r"killed by SIGKILL(?: while scoring (shards?) ([^;]+))?;", stderr)
     assert held is not None, stderr
@@ -310,5 +314,6 @@ def test_killed_worker_fails_the_job_and_a_rerun_resumes(work, data, shard_rows,
     assert len(ids) == len(set(ids)) == 120
     assert sorted(ids) == sorted(source_ids(work / data))
     assert len(Manifest(out).done()) == shards
+    assert len(json.loads((out / "manifest.json").read_text())["parts"]) == shards
     assert Manifest(out).verify().ok
     assert not list((out / "parts").glob(".*.tmp")), "the rerun clears temps that killed workers left"
