@@ -33,9 +33,10 @@ Every rank runs the same command. What happens, in order:
    after its last request go with its metrics (or its error), so rank 0 counts every finished
    shard exactly once.
 4. Each rank writes its own part files through scoring.worker.score_shards and records them in
-   the shared manifest (which locks). When no shard is left each rank sends its Metrics
-   (`to_dict`) to rank 0, which writes the report. On the other ranks a lock keeps the two
-   threads' conversations with rank 0 apart: a request and its reply, or the final report.
+   the manifest (in a journal of its own, so no rank waits for another). When no shard is left
+   each rank sends its Metrics (`to_dict`) to rank 0, which folds the journals into
+   manifest.json and writes the report. On the other ranks a lock keeps the two threads'
+   conversations with rank 0 apart: a request and its reply, or the final report.
 
 Failures:
 - A rank whose worker raises (a bad row with fail_fast, a bug) reports it to rank 0 and stops;
@@ -339,7 +340,7 @@ def _run_root(comm, job, workers, quiet, plan, local_size, gpu):
             finished = 0
         print(f"batchscore run: error: mpirun stopped this job (rank 0 got SIGTERM), most likely because "
               f"another rank died: mpirun's own message names it. {finished} of {total} shards are finished and "
-              f"recorded in {work.manifest_path}; run the same command again to score the remaining "
+              f"recorded in the manifest of {out_dir}; run the same command again to score the remaining "
               f"{total - finished}.", file=sys.stderr, flush=True)
         os._exit(1)
 

@@ -177,7 +177,13 @@ def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int) -> Iterator
                 f"{shard.num_rows} rows in row groups {start}..{stop - 1}, the file now has "
                 f"{meta.num_row_groups} row groups and {have} rows there. Open the dataset again.")
         columns = [dataset.image_column] + ([dataset.id_column] if dataset.id_column else [])
-        batches = pf.iter_batches(batch_size=batch_rows, row_groups=range(start, stop), columns=columns)
+        # On the calling thread, not Arrow's CPU pool: that pool is as large as the host (128
+        # threads in each of 8 mpi ranks on 8 x H200) unless OMP_NUM_THREADS caps it, which Ray
+        # sets to 1 in its actors and mpirun does not, so the launchers read differently. Two
+        # columns gain nothing from it: 20,000 JPEG rows read at 81-85k rows/s without against
+        # 68-80k with on the 2-core dev box (page cache, three runs each, alternating).
+        batches = pf.iter_batches(batch_size=batch_rows, row_groups=range(start, stop), columns=columns,
+                                  use_threads=False)
         next_row = shard.first_row
         pending: list[pa.RecordBatch] = []
         pending_rows = 0

@@ -467,3 +467,17 @@ def test_fp16_sensitivity_ranks_layers_by_their_effect_on_the_logits(tmp_path):
     half = rows["macs<=0.5"]
     assert 0 < half["fp32_mac_fraction"] <= 0.5 and half["rel_l2_median"] < rows["fp16"]["rel_l2_median"]
     assert all(0.0 <= row["top1_agree"] <= 1.0 and row["images"] == 16 for row in rows.values())
+
+
+def test_manifest_records_times_concurrent_recorders_and_checks_every_part_is_recorded(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(BENCH / "manifest_records.py"), str(out), "--workers", "1,3",
+                           "--shards", "30", "--repeats", "1"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120, env=_no_gpu_env())
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((out / "manifest_records.json").read_text())
+    assert record["benchmark"] == "manifest_records" and record["command"] and record["code"]["revision"]
+    assert [f["workers"] for f in record["figures"]] == [1, 3] and [f["parts"] for f in record["figures"]] == [30, 30]
+    for figure in record["figures"]:
+        assert 0 <= figure["mean_worker_inside_record_s"] <= figure["max_worker_inside_record_s"] < figure["wall_s"]
+    assert not (out / "work").exists()  # the recording directory is removed

@@ -260,6 +260,24 @@ def test_read_shard_yields_its_rows_in_full_batches(tmp_path):
     assert [item for b in batches for item in b.items] == [fake_bytes(r) for r in range(10, 20)]
 
 
+def test_read_shard_reads_on_its_own_thread_whatever_the_launcher(tmp_path, monkeypatch):
+    # Arrow's CPU pool is sized by OMP_NUM_THREADS, which Ray caps in its actors and mpirun does
+    # not: read_shard keeps out of it, so every launcher reads the same way. What it asks Arrow
+    # for is the only place that shows, hence the look at the call.
+    binary_file(tmp_path / "a.parquet", range(0, 10), row_group_rows=[5, 5])
+    asked = []
+    real = pq.ParquetFile.iter_batches
+
+    def iter_batches(self, *args, **kwargs):
+        asked.append(kwargs.get("use_threads", True))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", iter_batches)
+    ds = open_dataset(tmp_path)
+    rows = [i for shard in ds.shards(5) for b in read_shard(ds, shard, 4) for i in b.ids.tolist()]
+    assert rows == list(range(10)) and asked == [False, False]
+
+
 def test_read_shard_rejects_a_bad_batch_size(tmp_path):
     ds = open_dataset(binary_file(tmp_path / "a.parquet", range(3)))
     with pytest.raises(ValueError, match="batch_rows"):

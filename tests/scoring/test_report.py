@@ -495,3 +495,26 @@ def test_combine_scaling_gives_each_stages_time_per_image(tmp_path):
     compute_cells = [line.split("|")[4].strip() for line in table.splitlines()
                      if line.startswith("| 1 |") or line.startswith("| 4 |")][-2:]
     assert all("x)" not in cell for cell in compute_cells)  # unchanged per image: no ratio shown
+
+
+def test_the_scaling_plot_draws_each_measure_against_its_own_linear_line(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    drawn = {}
+
+    def keep(fig, path):  # look at the figure instead of only its PNG
+        ax = fig.axes[0]
+        drawn["lines"] = {line.get_label(): line.get_ydata() for line in ax.get_lines()}
+        drawn["labels"] = [(text.get_text(), text.get_color()) for text in ax.texts]
+
+    monkeypatch.setattr(report, "_save", keep)
+    result = {"baseline_workers": 1, "baseline_images_per_s": 100.0, "baseline_steady_images_per_s": 300.0,
+              "runs": [{"workers": 1, "images_per_s": 100.0, "efficiency": 1.0,
+                        "steady_images_per_s": 300.0, "steady_efficiency": 1.0},
+                       {"workers": 4, "images_per_s": 300.0, "efficiency": 0.75,
+                        "steady_images_per_s": 1140.0, "steady_efficiency": 0.95}]}
+    assert report.plot_scaling(result, tmp_path / "scaling.png")
+    lines = drawn["lines"]
+    assert list(lines["linear, launch to end"]) == [0.0, 400.0]
+    assert list(lines["linear, steady state"]) == [0.0, 1200.0]
+    assert list(lines["measured, steady state"]) == [300.0, 1140.0]
+    assert ("75%", "C0") in drawn["labels"] and ("95%", "C1") in drawn["labels"]
