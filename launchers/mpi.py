@@ -22,12 +22,14 @@ Every rank runs the same command. What happens, in order:
    receive would spin a core at 100%; a steady 2 ms poll woke rank 0's interpreter 500 times a
    second, the backoff about 50 while the ranks score), and every other wait in this file polls
    every 2 ms while it expects one message, so a rank that waits does not steal a core from the
-   ones still scoring. A rank asks early (below), so a reply up to 20 ms late is hidden behind the
-   batches it still holds. (On 4 x H200 rank 0 still scored slower than the others in most runs,
-   with either poll: benchmarks/results/scaling/h200x4_2026-11-22_s8_weak/NOTES.md.)
-   A rank asks for shard k+1 from score_shards' prefetch thread as soon as it has read the last
-   batch of shard k, while shard k (and perhaps k-1) is still being computed and written on its
-   main thread; so a rank may hold up to 3 shards. The shards a rank has finished (recorded in
+   ones still scoring. A rank asks ahead (below), so a reply up to 20 ms late arrives while it
+   still reads the shard before. (On 4 x H200 rank 0 still scored slower than the others in most
+   runs, with either poll: benchmarks/results/scaling/h200x4_2026-11-22_s8_weak/NOTES.md.)
+   A rank other than 0 keeps SHARDS_AHEAD requests out beyond the shard its prefetch thread
+   reads: as that thread starts reading shard k, it asks for shard k+1+SHARDS_AHEAD. Shard k-1
+   (and perhaps k-2) may still be computed and written on its main thread meanwhile; so with one
+   request ahead a rank may hold up to 4 shards. Rank 0 takes its shards by a direct call, with
+   no wait worth hiding. The shards a rank has finished (recorded in
    the manifest) since its last request ride along with its next request as a list, taken
    atomically from what the main thread has collected: none, one or several. Those finished
    after its last request go with its metrics (or its error), so rank 0 counts every finished
@@ -73,6 +75,13 @@ from launchers.local import _plan_for
 TAG_SETUP, TAG_REQUEST, TAG_REPLY = 11, 12, 13
 POLL_S = 0.002  # a wait for one expected message
 DISPATCH_POLL_S = (0.001, 0.02)  # the dispatcher's sleep: right after a request, and at most
+# A rank asks for its next shard before it starts reading the one in hand, so rank 0's answer is
+# there when the reader gets to it. Asked only once the reader needed it, the answer took up to a
+# dispatcher poll (20 ms) plus this rank's poll, while the decoders ran dry: on 8 x H200 with
+# shards of 3,750 rows (0.13 s of work) mpi's steady efficiency at 8 GPUs was 85-88% and Ray's,
+# whose actors hold two shards, 96% (benchmarks/results/scaling/h200x8_2026-11-22_s9_weak_journals/).
+# Whether this closes that gap has not been measured yet.
+SHARDS_AHEAD = 1
 
 
 def next_dispatch_poll(sleep_s: float) -> float:
@@ -397,10 +406,14 @@ def _run_rank(comm, job, rank: int, local_size: int) -> None:
     link = _RootLink(comm, _timeout("BATCHSCORE_MPI_REPLY_TIMEOUT", 300))
 
     def feed():  # runs on score_shards' prefetch thread
+        for _ in range(1 + shards_ahead()):
+            link.ask()
         while True:
-            shard = link.next_shard()
+            shard = link.answer()
             if shard is None:
+                link.drain()  # the replies still to come: None too, and rank 0 waits until they arrive
                 return
+            link.ask()  # before reading this one: its answer is there when the reader needs it
             yield shard
 
     try:
@@ -421,30 +434,61 @@ def _run_rank(comm, job, rank: int, local_size: int) -> None:
 
 class _RootLink:
     """A rank's conversation with rank 0, used from two threads: score_shards' prefetch thread asks
-    for shards, the main thread sends the final report. One exchange at a time (a request and its
-    reply hold the lock together), so the report never overtakes a request whose reply is still
-    to come: rank 0 answers every request it gets before the rank's report, and once the report
-    is sent no request follows (the rank may be leaving)."""
+    for shards and takes the answers (in the order asked: one dispatcher thread answers, and MPI
+    keeps the order of messages between two ranks), the main thread sends the final report. The
+    report waits for every answer still to come: rank 0 waits until each of its replies has
+    arrived, and once the report is sent no request follows (the rank may be leaving)."""
 
     def __init__(self, comm, reply_timeout: float):
         self.comm, self.reply_timeout = comm, reply_timeout
         self.finished = _Finished()
         self.lock = threading.Lock()
         self.closed = False
+        self.unanswered = 0
 
-    def next_shard(self):
+    def ask(self) -> None:
+        """Ask rank 0 for a shard (the answer comes later), with the shards finished since the last ask."""
         with self.lock:
             if self.closed:
-                return None
+                return
             self.comm.send(("next", self.finished.take()), dest=0, tag=TAG_REQUEST)
-            shard, _ = _poll_recv(self.comm, 0, TAG_REPLY, self.reply_timeout, "rank 0 to hand out the next shard")
-            return shard
+            self.unanswered += 1
+
+    def answer(self):
+        """The answer to the oldest request not yet answered: a shard, or None (no more)."""
+        with self.lock:
+            if self.unanswered == 0:
+                return None
+            return self._receive()
+
+    def drain(self) -> None:
+        with self.lock:
+            while self.unanswered:
+                self._receive()
+
+    def _receive(self):
+        shard, _ = _poll_recv(self.comm, 0, TAG_REPLY, self.reply_timeout, "rank 0 to hand out the next shard")
+        self.unanswered -= 1
+        return shard
 
     def report(self, report: tuple) -> None:
-        """Send ("metrics", dict) or ("error", message) with the shards finished since the last request."""
+        """Send ("metrics", dict) or ("error", message) with the shards finished since the last request,
+        once every request has its answer (after an error a shard may be among them: the job
+        fails, and a rerun scores what the manifest does not have)."""
         with self.lock:
+            while self.unanswered:
+                self._receive()
             self.closed = True
             self.comm.send(report + (self.finished.take(),), dest=0, tag=TAG_REQUEST)
+
+
+def shards_ahead() -> int:
+    """Requests a rank other than 0 keeps out beyond the shard it reads: [env] BATCHSCORE_MPI_SHARDS_AHEAD,
+    default SHARDS_AHEAD (0: ask for a shard only when the reader needs it, as before)."""
+    value = os.environ.get("BATCHSCORE_MPI_SHARDS_AHEAD", str(SHARDS_AHEAD))
+    if not value.isdigit():
+        raise JobError(f"BATCHSCORE_MPI_SHARDS_AHEAD must be a whole number, got {value!r}")
+    return int(value)
 
 
 def _device_name(device: str, gpu: str | None) -> str:

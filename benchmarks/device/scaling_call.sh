@@ -10,6 +10,10 @@
 #   and a fifth repeats the whole set of runs (sets r1, r2, ... on the same data and plan), since
 #   single runs at 4 GPUs spread by several percent:
 #       bash benchmarks/device/scaling_call.sh 1,2,4 600000 560 "" 2
+#   $SETS_ENV, when set, gives each set an environment, in turn, for an A/B of a knob in one call
+#   (BATCHSCORE_* variables reach every mpi rank, and each set's scaling_gpu.json records them):
+#       SETS_ENV="BATCHSCORE_MPI_SHARDS_AHEAD=0 BATCHSCORE_MPI_SHARDS_AHEAD=1" \
+#           bash benchmarks/device/scaling_call.sh 1,8 300000 540 "--weak --launchers mpi" 4
 #
 # .whl_all is made on the development machine by benchmarks/device/slim_wheels.py. Each run is
 # bounded (--run-timeout), and the reports found so far are copied out shortly before the call's
@@ -20,6 +24,7 @@ ROWS=${2:-300000}
 LIMIT=${3:-540}   # seconds this script may take (the device allows 600 per call)
 MORE=${4:-}       # more scaling_gpu.py options, e.g. "--decode-threads 16"
 REPEATS=${5:-1}   # sets of runs, each in /tmp/scale/rN
+read -ra SET_ENVS <<< "${SETS_ENV:-}"  # set rN runs with SET_ENVS[(N-1) % count], when given
 : "${OUT:?run this through the device tool, which sets OUT}"
 
 python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_all/*.whl || exit 1
@@ -53,8 +58,13 @@ started=$(date +%s)
 for r in $(seq 1 "$REPEATS"); do
     left=$((LIMIT - 20 - $(date +%s) + started))
     [ "$left" -gt 30 ] || { echo "no time left for set r$r"; break; }
-    timeout "$left" python3 benchmarks/scaling_gpu.py "/tmp/scale/r$r" --rows "$ROWS" --counts "$COUNTS" \
-        --launchers mpi,ray --run-timeout 150 $MORE 2>&1 | grep -v Warn | tail -30
+    set_env=()
+    if [ "${#SET_ENVS[@]}" -gt 0 ]; then
+        set_env=("${SET_ENVS[$(( (r - 1) % ${#SET_ENVS[@]} ))]}")
+        echo "=== set r$r: ${set_env[*]}"
+    fi
+    env "${set_env[@]}" timeout "$left" python3 benchmarks/scaling_gpu.py "/tmp/scale/r$r" --rows "$ROWS" \
+        --counts "$COUNTS" --launchers mpi,ray --run-timeout 150 $MORE 2>&1 | grep -v Warn | tail -30
     # later sets take the first set's data and plan (scaling_gpu.py looks in OUTDIR/.. too)
     [ -e /tmp/scale/data ] || ln -s /tmp/scale/r1/data /tmp/scale/data
     [ -e /tmp/scale/data.json ] || ln -s /tmp/scale/r1/data.json /tmp/scale/data.json

@@ -54,12 +54,14 @@ def _mpi_missing() -> str | None:
 needs_mpi = pytest.mark.skipif(_mpi_missing() is not None, reason=str(_mpi_missing()))
 
 
-def mpirun(np_: int, job: Path, *extra: str, env_mark: str | None = None) -> list[str]:
+def mpirun(np_: int, job: Path, *extra: str, env_mark: str | None = None, env: dict | None = None) -> list[str]:
     cmd = [_mpirun(), "-np", str(np_), "--oversubscribe"]
     if os.geteuid() == 0:
         cmd.append("--allow-run-as-root")
     if env_mark:
         cmd += ["-x", f"BATCHSCORE_TEST_MARK={env_mark}"]
+    for name, value in (env or {}).items():
+        cmd += ["-x", f"{name}={value}"]
     return cmd + [sys.executable, "-m", "launchers.cli", "run", str(job), "--launcher", "mpi", *extra]
 
 
@@ -158,6 +160,32 @@ def test_small_shards_two_ranks_count_each_shard_once(work):
     ids = pq.read_table(out / "parts").column("id").to_pylist()
     assert len(ids) == len(set(ids)) == 96
     same_predictions(local.output.dir, out)
+
+
+@needs_mpi
+@pytest.mark.parametrize("ahead", ["0", "3"])
+def test_ranks_that_ask_ahead_score_every_shard_once(work, ahead):
+    # 0: a rank asks only when its reader needs a shard; 3: three requests out beyond the shard it
+    # reads, more than a rank's share of the 12 shards at the end (the answers there are None).
+    job_file = write_job(work, f"mpiahead{ahead}", "small", shard_rows=8, batch=4)
+    run = subprocess.run(mpirun(3, job_file, env={"BATCHSCORE_MPI_SHARDS_AHEAD": ahead}), cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "scored 96 rows (3 errors)" in run.stdout
+    out = load_job(job_file).output.dir
+    assert len(Manifest(out).done()) == 12 and Manifest(out).verify().ok
+    ids = pq.read_table(out / "parts").column("id").to_pylist()
+    assert len(ids) == len(set(ids)) == 96
+
+
+@needs_mpi
+def test_a_bad_shards_ahead_setting_fails_the_job_naming_it(work):
+    job_file = write_job(work, "mpiaheadbad", "small", shard_rows=8, batch=4)
+    run = subprocess.run(mpirun(2, job_file, "--quiet", env={"BATCHSCORE_MPI_SHARDS_AHEAD": "two"}), cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert "BATCHSCORE_MPI_SHARDS_AHEAD must be a whole number, got 'two'" in run.stderr
+    assert "Traceback" not in run.stderr
 
 
 @needs_mpi
