@@ -31,8 +31,8 @@ An actor that dies (SIGKILL, the OOM killer, a lost node: `RayActorError`) is re
 actor, and every shard it held goes back to the front of the queue. Output stays exactly-once:
 part files are written atomically by shard key (a dead actor leaves at most a hidden temp file,
 which readers ignore), and a shard is recorded in the manifest only once its part is complete.
-A shard that finished just before its actor died is not scored again: the new actor finds
-it in the manifest. A shard whose actor dies `max_retries` times (3) fails the job. An actor that
+A shard that finished just before its actor died is not scored again: the new actor, told
+that the shard is a retry, finds it in the manifest. A shard whose actor dies `max_retries` times (3) fails the job. An actor that
 raises (a bad row with fail_fast, a bug) stops the hand-out; the job then fails with its message
 once the shards in flight are finished, and a rerun does only the rest.
 
@@ -193,11 +193,13 @@ class ShardScorer:
                        ("error", f"worker {self.worker_id} ({self.host}) stopped before scoring shard {key}"))
         self.stopped.set()
 
-    def score(self, shard):
-        """Score one shard; ("done", key, rows, errors) once it is recorded, or ("error", message)."""
+    def score(self, shard, retry: bool = False):
+        """Score one shard; ("done", key, rows, errors) once it is recorded, or ("error", message).
+        `retry`: its last actor died, perhaps after recording it, so the manifest is read first
+        (only then: reading it costs time in proportion to the shards recorded so far)."""
         from scoring.outputs import Manifest
 
-        part = Manifest(self.job.output.dir).parts().get(shard.key)
+        part = Manifest(self.job.output.dir).parts().get(shard.key) if retry else None
         if part is not None:  # finished by an actor that died before it could say so
             return ("done", shard.key, part.rows, part.errors)
         waiter = _Waiter()
@@ -365,7 +367,7 @@ def _run(ray, job, workers, quiet, plan, max_retries):
             while inflight or (book.pending and not failures):
                 while not failures and (given := book.hand_out()) is not None:
                     i, shard = given
-                    inflight[actors[i].score.remote(shard)] = (i, shard)
+                    inflight[actors[i].score.remote(shard, book.deaths[shard.key] > 0)] = (i, shard)
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
                 for ref in ready:
                     if ref not in inflight:  # settled with its actor's death
