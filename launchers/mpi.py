@@ -26,10 +26,11 @@ Every rank runs the same command. What happens, in order:
    still reads the shard before. (On 4 x H200 rank 0 still scored slower than the others in most
    runs, with either poll: benchmarks/results/scaling/h200x4_2026-11-22_s8_weak/NOTES.md.)
    A rank other than 0 keeps SHARDS_AHEAD requests out beyond the shard its prefetch thread
-   reads: as that thread starts reading shard k, it asks for shard k+1+SHARDS_AHEAD. Shard k-1
-   (and perhaps k-2) may still be computed and written on its main thread meanwhile; so with one
-   request ahead a rank may hold up to 4 shards. Rank 0 takes its shards by a direct call, with
-   no wait worth hiding. The shards a rank has finished (recorded in
+   reads: just before that thread starts reading shard k, it asks for shard k+SHARDS_AHEAD (with
+   0, it asks for shard k only then, and the reader waits for the answer). Shard k-1 (and perhaps
+   k-2) may still be computed and written on its main thread meanwhile; so with one request ahead
+   a rank may hold up to 4 shards. Rank 0 takes its shards by a direct call, with no wait worth
+   hiding. The shards a rank has finished (recorded in
    the manifest) since its last request ride along with its next request as a list, taken
    atomically from what the main thread has collected: none, one or several. Those finished
    after its last request go with its metrics (or its error), so rank 0 counts every finished
@@ -405,19 +406,9 @@ def _run_rank(comm, job, rank: int, local_size: int) -> None:
     threads = resolve_decode_threads(job, local_size)
     link = _RootLink(comm, _timeout("BATCHSCORE_MPI_REPLY_TIMEOUT", 300))
 
-    def feed():  # runs on score_shards' prefetch thread
-        for _ in range(1 + shards_ahead()):
-            link.ask()
-        while True:
-            shard = link.answer()
-            if shard is None:
-                link.drain()  # the replies still to come: None too, and rank 0 waits until they arrive
-                return
-            link.ask()  # before reading this one: its answer is there when the reader needs it
-            yield shard
-
     try:
-        m = score_shards(job, setup["plan"], feed(), rank, dataset=setup["dataset"],
+        feed = shards_from(link, shards_ahead())  # iterated on score_shards' prefetch thread
+        m = score_shards(job, setup["plan"], feed, rank, dataset=setup["dataset"],
                          device=_device_name(setup["device"], os.environ.get("CUDA_VISIBLE_DEVICES")),
                          decode_threads=threads, on_shard=link.finished.on_shard)
         report = ("metrics", m.to_dict())
@@ -430,6 +421,19 @@ def _run_rank(comm, job, rank: int, local_size: int) -> None:
         link.report(report)
     except Exception:
         _abort(comm, f"rank {rank} could not report to rank 0: {report[1] if report[0] == 'error' else ''}")
+
+
+def shards_from(link, ahead: int):
+    """The shards rank 0 hands this rank, keeping `ahead` requests out beyond the one being read."""
+    for _ in range(ahead):  # asked before the reader needs them: their answers wait here
+        link.ask()
+    while True:
+        link.ask()
+        shard = link.answer()  # the oldest request's
+        if shard is None:
+            link.drain()  # the replies still to come: None too, and rank 0 waits until they arrive
+            return
+        yield shard
 
 
 class _RootLink:

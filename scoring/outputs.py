@@ -621,7 +621,8 @@ class Manifest:
 
     A journal line is written and flushed, not fsynced: the part file it names is fsynced before
     it, and a record lost to a power cut only means that shard is scored again. For the same reason
-    a line that does not parse (the torn end of a killed writer's journal) is skipped with a warning.
+    a line without its newline (being written, or torn by a kill) is not read, and a whole line that
+    does not parse is skipped with a warning.
     """
 
     def __init__(self, out_dir: str | os.PathLike) -> None:
@@ -679,12 +680,14 @@ class Manifest:
                 text = journal.read_text(encoding="utf-8")
             except FileNotFoundError:  # folded meanwhile: manifest.json, read next, has its records
                 continue
-            for number, line in enumerate(text.splitlines(), 1):
+            # The text after the last newline is a line being written, or the torn end of a
+            # killed writer's journal: not a record yet.
+            for number, line in enumerate(text.split("\n")[:-1], 1):
                 try:
                     info = PartInfo.from_dict(json.loads(line))
                 except (ValueError, KeyError, TypeError, AttributeError):
-                    log.warning("manifest journal %s line %d does not parse (a writer killed mid-line?); "
-                                "skipped: that shard is scored again", journal, number)
+                    log.warning("manifest journal %s line %d does not parse; skipped: that shard is scored "
+                                "again", journal, number)
                     continue
                 parts[info.key] = info
         return parts

@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from launchers.local import run_local
-from launchers.mpi import DISPATCH_POLL_S, _Dispatcher, _Finished, host_gpus, next_dispatch_poll, pin_gpu
+from launchers.mpi import (DISPATCH_POLL_S, _Dispatcher, _Finished, host_gpus, next_dispatch_poll, pin_gpu,
+                           shards_from)
 from scoring.dataset import Shard
 from scoring.report import Progress
 from scoring.job import load_job
@@ -107,6 +108,35 @@ def test_two_ranks_score_like_one_local_worker(work):
 
 def _shards(n: int) -> list[Shard]:
     return [Shard(k, "f.parquet", (k, k + 1), 8 * k, 8) for k in range(n)]
+
+
+class _CountingLink:
+    """_RootLink's interface over a list of answers, counting the requests out: MPI is the boundary."""
+
+    def __init__(self, answers: int):
+        self.answers = list(range(answers))
+        self.out = 0  # requests sent and not yet answered
+        self.asked = 0
+
+    def ask(self):
+        self.out += 1
+        self.asked += 1
+
+    def answer(self):
+        self.out -= 1
+        return self.answers.pop(0) if self.answers else None
+
+    def drain(self):
+        while self.out:
+            self.answer()
+
+
+@pytest.mark.parametrize("ahead", [0, 1, 3])
+def test_a_rank_keeps_the_asked_number_of_requests_out_while_it_reads(ahead):
+    link = _CountingLink(5)
+    out_while_reading = [link.out for _ in shards_from(link, ahead)]
+    assert out_while_reading == [ahead] * 5  # 0: asked only when the reader needs the next one
+    assert link.out == 0 and link.asked == 5 + 1 + ahead  # every request answered (the last ones None)
 
 
 def test_finished_shards_are_taken_once_each():

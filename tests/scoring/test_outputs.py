@@ -366,8 +366,9 @@ def test_a_reader_never_misses_a_record_while_journals_are_folded(tmp_path):
 
 
 def test_a_torn_journal_line_is_skipped_and_compact_folds_every_journal(tmp_path, caplog):
-    # A worker killed mid-record leaves half a line: the shard it named is scored again, and the
-    # records before it stand.
+    # A worker killed mid-record leaves half a line (no newline): not a record, and no warning
+    # either, since a reader sees the same while a live writer appends. A whole line that does not
+    # parse is skipped with a warning. Either way that shard is scored again; the others stand.
     info = write_part(tmp_path, "part-00000", np.arange(4), np.ones((4, 3), np.float32), [None] * 4)
     Manifest(tmp_path).record(info)  # never closed: a killed worker's journal
     journals = list((tmp_path / JOURNAL_DIR).iterdir())
@@ -376,13 +377,18 @@ def test_a_torn_journal_line_is_skipped_and_compact_folds_every_journal(tmp_path
         f.write('{"key":"part-00001","file":"parts/part-000')
     with caplog.at_level(logging.WARNING):
         assert Manifest(tmp_path).done() == {"part-00000"}
+    assert not caplog.text
+    with open(journals[0], "a") as f:
+        f.write('\n' + json.dumps(replace(info, key="part-00003").to_dict()) + '\n')
+    with caplog.at_level(logging.WARNING):
+        assert Manifest(tmp_path).done() == {"part-00000", "part-00003"}
     assert "line 2 does not parse" in caplog.text and journals[0].name in caplog.text
     other = Manifest(tmp_path)  # a second writer, also never closed
     other.record(replace(info, key="part-00002"))
     Manifest(tmp_path).compact()  # a launcher, once no worker runs
     assert not (tmp_path / JOURNAL_DIR).exists()
     data = json.loads((tmp_path / "manifest.json").read_text())
-    assert [p["key"] for p in data["parts"]] == ["part-00000", "part-00002"]
+    assert [p["key"] for p in data["parts"]] == ["part-00000", "part-00002", "part-00003"]
 
 
 def test_compact_with_nothing_recorded_writes_no_manifest(tmp_path):
