@@ -4,7 +4,8 @@ A worker scores a shard batch by batch and hands each batch to a `PartWriter`; `
 `out_dir/parts/<shard_key>.parquet` under a temporary name in the same directory and renames it into
 place, so a part file under its final name is always complete. The worker then records the part in
 the `Manifest` (a line in its own journal under `out_dir/manifest.journal/`, folded into
-`out_dir/manifest.json` when the worker ends), and a rerun skips every shard the manifest lists.
+`out_dir/manifest.json` by the launcher once the workers have ended), and a rerun skips every shard
+the manifest lists.
 
 One row per input row, in input order, with these columns:
 
@@ -613,11 +614,13 @@ class Manifest:
     efficiency at 8 GPUs went from 91-92% to 96% with journals, mpi's stayed at 85-88% (one
     machine each; benchmarks/results/scaling/h200x8_2026-11-22_s9_weak*/NOTES.md).
 
-    close() folds the writer's own journal into manifest.json (re-read, merged and rewritten through
-    a temporary file and os.replace, under an advisory lock) and removes it; compact() folds every
-    journal, for a launcher before its workers start and after they end (a killed worker leaves its
-    journal behind; its records stand). parts() reads the journals before manifest.json, so a
-    reader never misses a record that a concurrent fold moves from one to the other.
+    close() closes the writer's journal. compact() folds every journal into manifest.json (re-read,
+    merged and rewritten through a temporary file and os.replace, under an advisory lock) and
+    removes them: a launcher calls it before its workers start and after they have all ended, so
+    no journal is folded while its writer may still append, and no two folds race (the lock may
+    not hold across hosts on a network filesystem; a single folder needs none). Until then a
+    reader gets the journals' records too, and parts() reads the journals before manifest.json,
+    so a reader never misses a record that a fold moves from one to the other.
 
     A journal line is written and flushed, not fsynced: the part file it names is fsynced before
     it, and a record lost to a power cut only means that shard is scored again. For the same reason
@@ -707,22 +710,17 @@ class Manifest:
             self._journal.flush()
 
     def close(self) -> None:
-        """Fold this writer's journal into manifest.json. Recording again afterwards starts a new one."""
+        """Close this writer's journal (its records stay there until compact()). Recording again
+        afterwards starts a new one."""
         with self._lock:
-            if self._journal is None:
-                return
-            self._journal.close()
-            journal, self._journal, self._journal_path = self._journal_path, None, None
-        self._fold([journal])
+            if self._journal is not None:
+                self._journal.close()
+                self._journal = self._journal_path = None
 
     def compact(self) -> None:
-        """Fold every journal into manifest.json: only while no worker records into this directory
-        (so the journal directory goes too; a writer's own close() leaves it for the others)."""
-        self._fold(self._journals())
-        with contextlib.suppress(OSError):  # not there, or not empty
-            self.journal_dir.rmdir()
-
-    def _fold(self, journals: list[Path]) -> None:
+        """Fold every journal into manifest.json and remove them: only while no worker records
+        into this directory (a launcher, before its workers start and after they end)."""
+        journals = self._journals()
         if not journals:
             return
         with self._locked():
@@ -731,6 +729,8 @@ class Manifest:
                 self._write(parts)
             for journal in journals:  # after manifest.json holds their records
                 journal.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: a writer that should not be there
+            self.journal_dir.rmdir()
 
     def _write(self, parts: dict[str, PartInfo]) -> None:
         data = {

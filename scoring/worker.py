@@ -294,7 +294,7 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
         runner.close()
         sampler.stop()
         sampler.record_into(metrics)
-        manifest.close()  # its records into manifest.json: they are all of finished parts
+        manifest.close()  # the launcher folds the journal into manifest.json once every worker has ended
     for name, seconds in runner.stages.items():
         metrics.add_stage(name, seconds)
     metrics.busy_fraction = runner.busy_fraction

@@ -294,9 +294,11 @@ def test_manifest_records_resumes_and_verifies(tmp_path):
     assert again.parts()["part-00001"] == infos[1]
     assert again.rows == 12
     assert not (tmp_path / "manifest.json").exists()  # record() appends; it rewrites nothing
-    # ... and from manifest.json after: close() folds the journal in and removes it.
+    # ... and from manifest.json after: a launcher's compact() folds the journal in and removes it.
     manifest.close()
-    assert not list((tmp_path / JOURNAL_DIR).iterdir())
+    assert (tmp_path / JOURNAL_DIR).is_dir() and not (tmp_path / "manifest.json").exists()  # close() folds nothing
+    Manifest(tmp_path).compact()
+    assert not (tmp_path / JOURNAL_DIR).exists()
     assert Manifest(tmp_path).parts() == again.parts()
     data = json.loads((tmp_path / "manifest.json").read_text())
     assert data["rows"] == 12 and data["errors"] == 3
@@ -328,8 +330,9 @@ def test_a_damaged_manifest_is_a_clear_error(tmp_path):
 
 
 def test_a_reader_never_misses_a_record_while_journals_are_folded(tmp_path):
-    # The writer folds its journal every few records, as a worker does at its end; a reader that
-    # looked at manifest.json before the journals could miss the records being moved between them.
+    # Every few records the writer pauses and the journals are folded, as a launcher does between
+    # runs; a reader that looked at manifest.json before the journals could miss the records being
+    # moved from one to the other.
     info = write_part(tmp_path, "part-00000", np.arange(4), np.ones((4, 3), np.float32), [None] * 4)
     manifest = Manifest(tmp_path)
     manifest.record(info)
@@ -355,12 +358,14 @@ def test_a_reader_never_misses_a_record_while_journals_are_folded(tmp_path):
             manifest.record(PartInfo(key=f"part-{i:05d}", file=info.file, rows=4, errors=0, sha256=info.sha256))
             if i % 7 == 0:
                 manifest.close()
+                manifest.compact()
     finally:
         stop.set()
         thread.join()
     assert not failures and reads[0] > 0
     assert len(manifest.done()) == 120
     manifest.close()
+    manifest.compact()
     assert len(json.loads((tmp_path / "manifest.json").read_text())["parts"]) == 120
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
@@ -406,7 +411,7 @@ def _record_many(out_dir: str, worker: int, count: int, close: bool) -> None:
 
 
 def test_workers_in_separate_processes_lose_no_record(tmp_path):
-    # Three workers fold their journals as they end, while the fourth (killed, say) leaves its own.
+    # Three workers close their journals as they end; the fourth (killed, say) leaves its own open.
     context = multiprocessing.get_context("spawn")  # fork after pyarrow started its threads can hang
     procs = [context.Process(target=_record_many, args=(str(tmp_path), w, 30, w < 3)) for w in range(4)]
     for p in procs:
@@ -415,9 +420,10 @@ def test_workers_in_separate_processes_lose_no_record(tmp_path):
         p.join(30)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0]
     assert len(Manifest(tmp_path).done()) == 120
-    assert len(list((tmp_path / JOURNAL_DIR).iterdir())) == 1
+    assert len(list((tmp_path / JOURNAL_DIR).iterdir())) == 4  # one each
     Manifest(tmp_path).compact()
     assert len(json.loads((tmp_path / "manifest.json").read_text())["parts"]) == 120
+    assert not (tmp_path / JOURNAL_DIR).exists()
 
 
 # ---------------------------------------------------------------------------------------------
