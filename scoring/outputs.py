@@ -609,7 +609,7 @@ class Manifest:
     The first design rewrote the whole manifest.json under a host-wide lock at every shard, on the
     worker's main thread. The 8 x H200 scaling run records 640 shards of 3,750 rows in about 10 s;
     on the 2-core dev box 640 such records kept each of 8 recording processes inside record() for
-    6.2 s, against 0.00 s with journals (`python benchmarks/manifest_records.py OUT`,
+    6.2 s, against 0.01 s with journals (`python benchmarks/manifest_records.py OUT`,
     benchmarks/results/manifest_records_cpu_2026-11-22_s9_*.json). On the H200s, Ray's steady
     efficiency at 8 GPUs went from 91-92% to 96% with journals, mpi's stayed at 85-88% (one
     machine each; benchmarks/results/scaling/h200x8_2026-11-22_s9_weak*/NOTES.md).
