@@ -63,9 +63,9 @@ def shards_named(keys) -> str:
     return f"shard{'s' * (len(keys) != 1)} {', '.join(keys)}"
 
 
-def raise_if_failed(failures: list[str], out_dir: Path, total: int) -> None:
-    """Every worker has ended: fold their manifest journals into manifest.json (a killed worker
-    could not fold its own); then, if some failed, say which, how much is safely done, and that a
+def end_of_workers(failures: list[str], out_dir: Path, total: int) -> None:
+    """Every worker has ended: fold their manifest journals into manifest.json (only now does no
+    worker append to one); then, if some failed, say which, how much is safely done, and that a
     rerun resumes."""
     from scoring.outputs import Manifest
 

@@ -41,7 +41,7 @@ from multiprocessing.connection import wait
 from pathlib import Path
 
 from engine.errors import BatchscoreError
-from launchers.common import job_info, nothing_to_do, pending_work, raise_if_failed, shards_named
+from launchers.common import job_info, nothing_to_do, pending_work, end_of_workers, shards_named
 from scoring.errors import JobError
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,7 @@ def _drive(job, plan_path, dataset, todo, n, device, threads, quiet):
                     p.join()
             for c in conns:
                 c.close()
-    raise_if_failed(failures, Path(job.output.dir), len(dataset.shards(job.data.shard_rows)))
+    end_of_workers(failures, Path(job.output.dir), len(dataset.shards(job.data.shard_rows)))
     return [Metrics.from_dict(results[i]) for i in sorted(results)]
 
 

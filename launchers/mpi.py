@@ -70,7 +70,7 @@ import traceback
 from engine.errors import BatchscoreError
 from scoring.errors import JobError
 
-from launchers.common import job_info, nothing_to_do, pending_work, raise_if_failed
+from launchers.common import job_info, nothing_to_do, pending_work, end_of_workers
 from launchers.local import _plan_for
 
 TAG_SETUP, TAG_REQUEST, TAG_REPLY = 11, 12, 13
@@ -390,7 +390,7 @@ def _run_root(comm, job, workers, quiet, plan, local_size, gpu):
     finally:
         signal.signal(signal.SIGTERM, previous)
 
-    raise_if_failed(failures, out_dir, len(shards))
+    end_of_workers(failures, out_dir, len(shards))
     info = job_info(job, work, plan_path, "mpi", device, started, ranks=size,
                     hosts=sorted({m.get("host", "") for m in metrics.values()}), decode_threads=threads)
     return write_report(out_dir, info, [Metrics.from_dict(metrics[r]) for r in sorted(metrics)])

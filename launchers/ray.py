@@ -68,7 +68,7 @@ import numpy as np
 from engine.errors import BatchscoreError
 from scoring.errors import JobError
 
-from launchers.common import job_info, nothing_to_do, pending_work, raise_if_failed, shards_named
+from launchers.common import job_info, nothing_to_do, pending_work, end_of_workers, shards_named
 from launchers.local import _plan_for
 
 log = logging.getLogger(__name__)
@@ -408,7 +408,7 @@ def _run(ray, job, workers, quiet, plan, max_retries):
         for a in actors.values():
             ray.kill(a, no_restart=True)
 
-    raise_if_failed(failures, out_dir, len(shards))
+    end_of_workers(failures, out_dir, len(shards))
     info = job_info(job, work, plan_path, "ray", device, started, shards_retried=retried,
                     decode_threads=job.run.decode_threads)
     return write_report(out_dir, info, [Metrics.from_dict(results[i]) for i in sorted(results)])
