@@ -180,8 +180,10 @@ def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int) -> Iterator
         # On the calling thread, not Arrow's CPU pool: that pool is as large as the host (128
         # threads in each of 8 mpi ranks on 8 x H200) unless OMP_NUM_THREADS caps it, which Ray
         # sets to 1 in its actors and mpirun does not, so the launchers read differently. Two
-        # columns gain nothing from it: 20,000 JPEG rows read at 81-85k rows/s without against
-        # 68-80k with on the 2-core dev box (page cache, three runs each, alternating).
+        # columns gain nothing from it: on the 2-core dev box `python benchmarks/outputs_io.py OUT
+        # --rows 20000` read 92,800 rows/s without against 73,400 with (the code of 2dc5f59, run
+        # alternately; a first pair gave 96,100 and 72,200): benchmarks/results/outputs_io_cpu_
+        # 2026-11-22_s9_{reads_without_arrow_pool,before_2dc5f59}.json.
         batches = pf.iter_batches(batch_size=batch_rows, row_groups=range(start, stop), columns=columns,
                                   use_threads=False)
         next_row = shard.first_row
