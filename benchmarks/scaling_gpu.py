@@ -48,7 +48,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from scoring_gpu_e2e import (EXIT_NO_GPU, SHARD_ROWS, device_info, host_cores, job_dict,  # noqa: E402
-                             no_gpu_message, prepare_data, prepare_plan, run_header, versions, write_json)
+                             knobs_in_effect, no_gpu_message, prepare_data, prepare_plan, run_header,
+                             versions, write_json)
 from scoring.report import steady_images_per_s  # noqa: E402
 
 LAUNCHERS = ("mpi", "ray")
@@ -111,7 +112,7 @@ def run_command(launcher: str, workers: int, job_path: Path, env: dict) -> list[
     cli = [sys.executable, "-m", "launchers.cli", "run", str(job_path), "--launcher", launcher, "--quiet"]
     if launcher == "ray":
         return cli + ["--workers", str(workers)]
-    names = ["PYTHONPATH", "LD_LIBRARY_PATH", "PATH"] + sorted(v for v in env if v.startswith("BATCHSCORE_"))
+    names = ["PYTHONPATH", "LD_LIBRARY_PATH", "PATH"] + sorted(knobs_in_effect(env))
     forward = [arg for var in names if env.get(var) for arg in ("-x", var)]
     more = ["--oversubscribe"] if workers > host_cores() else []  # only on a small test machine
     return [mpirun_path() or "mpirun", "--allow-run-as-root", "-np", str(workers), "--bind-to", "none",

@@ -247,8 +247,18 @@ def run_header(benchmark: str, device: dict, package_versions: dict) -> dict:
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": device, "versions": package_versions, "host": platform.node(), "host_cores": host_cores(),
         "command": shlex.join([Path(sys.executable).name] + sys.argv),
-        "env": {k: v for k, v in os.environ.items() if k.startswith("BATCHSCORE_")},  # tuning knobs in effect
+        "env": knobs_in_effect(os.environ),
     }
+
+
+# Native thread pools read these at load (OpenBLAS, Arrow's CPU pool): Ray caps them at 1 in its
+# actors and mpirun leaves them alone, so a run records them beside our own knobs.
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def knobs_in_effect(environ) -> dict:
+    """The settings of this environment that change a run: BATCHSCORE_* and the thread-pool caps."""
+    return {k: v for k, v in environ.items() if k.startswith("BATCHSCORE_") or k in THREAD_VARS}
 
 
 def write_json(path: Path, record: dict) -> None:

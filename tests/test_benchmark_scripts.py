@@ -107,11 +107,13 @@ def test_pre_resized_images_have_the_asked_shorter_side(tmp_path):
 
 
 def test_mpi_and_ray_commands():
-    env = {"PYTHONPATH": "/tmp/site:/repo", "LD_LIBRARY_PATH": "/x", "BATCHSCORE_NVIMGCODEC_BACKENDS": "hw"}
+    env = {"PYTHONPATH": "/tmp/site:/repo", "LD_LIBRARY_PATH": "/x", "BATCHSCORE_NVIMGCODEC_BACKENDS": "hw",
+           "OMP_NUM_THREADS": "1", "HOME": "/root"}
     mpi = scaling_gpu.run_command("mpi", 4, Path("job.toml"), env)
     assert mpi[1:6] == ["--allow-run-as-root", "-np", "4", "--bind-to", "none"]
     assert ["-x", "PYTHONPATH"] == mpi[mpi.index("PYTHONPATH") - 1: mpi.index("PYTHONPATH") + 1]
     assert "BATCHSCORE_NVIMGCODEC_BACKENDS" in mpi  # our settings reach every rank
+    assert "OMP_NUM_THREADS" in mpi and "HOME" not in mpi  # and the thread-pool caps, nothing else
     assert mpi[mpi.index(sys.executable):] == [sys.executable, "-m", "launchers.cli", "run", "job.toml",
                                                "--launcher", "mpi", "--quiet"]
     ray = scaling_gpu.run_command("ray", 2, Path("job.toml"), env)

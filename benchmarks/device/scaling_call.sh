@@ -11,7 +11,8 @@
 #   single runs at 4 GPUs spread by several percent:
 #       bash benchmarks/device/scaling_call.sh 1,2,4 600000 560 "" 2
 #   $SETS_ENV, when set, gives each set an environment, in turn, for an A/B of a knob in one call
-#   (BATCHSCORE_* variables reach every mpi rank, and each set's scaling_gpu.json records them):
+#   (BATCHSCORE_* and OMP/OPENBLAS/MKL_NUM_THREADS reach every mpi rank; each set's scaling_gpu.json
+#   records them):
 #       SETS_ENV="BATCHSCORE_MPI_SHARDS_AHEAD=0 BATCHSCORE_MPI_SHARDS_AHEAD=1" \
 #           bash benchmarks/device/scaling_call.sh 1,8 300000 540 "--weak --launchers mpi" 4
 #
