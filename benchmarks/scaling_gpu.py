@@ -115,8 +115,17 @@ def run_command(launcher: str, workers: int, job_path: Path, env: dict) -> list[
     names = ["PYTHONPATH", "LD_LIBRARY_PATH", "PATH"] + sorted(knobs_in_effect(env))
     forward = [arg for var in names if env.get(var) for arg in ("-x", var)]
     more = ["--oversubscribe"] if workers > host_cores() else []  # only on a small test machine
-    return [mpirun_path() or "mpirun", "--allow-run-as-root", "-np", str(workers), "--bind-to", "none",
+    return [mpirun_path() or "mpirun", "--allow-run-as-root", "-np", str(workers), *mpi_binding(workers, env),
             *more, *forward, *cli]
+
+
+def mpi_binding(workers: int, env: dict) -> list[str]:
+    """Where mpirun puts the ranks' threads. By default nowhere (`--bind-to none`: the OS places
+    them). With BATCHSCORE_MPI_BIND=cores each rank is bound to a block of its own, the host's
+    cores split evenly, to see whether workers slow each other through the cores they share."""
+    if env.get("BATCHSCORE_MPI_BIND", "none") != "cores" or workers > host_cores():
+        return ["--bind-to", "none"]
+    return ["--map-by", f"slot:PE={host_cores() // workers}", "--bind-to", "core"]
 
 
 def child_env() -> dict:
