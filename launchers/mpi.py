@@ -245,6 +245,9 @@ class _Dispatcher:
             self.failures.append(message)
 
     def _serve(self) -> None:
+        from scoring.thread_names import name_this_thread
+
+        name_this_thread("bs-dispatch")
         try:
             MPI = _import_mpi()
             status = MPI.Status()

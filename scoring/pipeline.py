@@ -44,6 +44,7 @@ import numpy as np
 from scoring.dataset import ImageDataset, Shard, read_shard
 from scoring.decode import Preprocess
 from scoring.errors import ScoringError
+from scoring.thread_names import name_this_thread
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ class Prefetcher:
 
     # -- the reader thread -------------------------------------------------------------------
     def _read_all(self) -> None:
+        name_this_thread("bs-read")
         seq = 0
         try:
             shards = iter(self.shards)
@@ -237,6 +239,7 @@ class Prefetcher:
 
     # -- the decoder threads -----------------------------------------------------------------
     def _decode_all(self, decoder) -> None:
+        name_this_thread(threading.current_thread().name.replace("prefetch-", "bs-"))  # bs-decode-k
         while True:
             with self._take:
                 read = self._poll(self._reads)
