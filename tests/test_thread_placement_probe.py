@@ -37,3 +37,32 @@ def test_sample_finds_matching_processes_and_their_threads(tmp_path):
     got = probe.sample("launchers.cli", tmp_path)
     assert list(got) == ["100"]
     assert got["100"]["101"]["name"] == "bs-read" and got["100"]["101"]["cpu"] == 2
+
+
+import gzip  # noqa: E402
+import json  # noqa: E402
+
+import thread_placement_summary as summary  # noqa: E402
+
+
+def _sample(t, procs):
+    return {"t": t, "procs": procs}
+
+
+def test_summary_gives_each_worker_its_cores_per_role(tmp_path):
+    def worker(main_s, read_s, blas_s):
+        return {"10": {"name": "python3", "cpu": 0, "cpu_s": main_s},
+                "11": {"name": "bs-read", "cpu": 1, "cpu_s": read_s},
+                "12": {"name": "python3", "cpu": 2, "cpu_s": blas_s}}
+
+    samples = [_sample(100.0, {"10": worker(0.0, 0.0, 0.0), "99": {"99": {"name": "mpirun", "cpu": 0, "cpu_s": 0}}}),
+               _sample(102.0, {"10": worker(1.6, 0.4, 0.0)}),
+               _sample(104.0, {"10": worker(3.2, 1.2, 0.2)})]
+    path = tmp_path / "s.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.writelines(json.dumps(s) + "\n" for s in samples)
+    rows = summary.summarize(summary.read_samples(path))
+    assert len(rows) == 1  # mpirun has no reader: not a worker
+    assert rows[0]["pid"] == 10 and (rows[0]["from_s"], rows[0]["to_s"]) == (0.0, 4.0)
+    assert rows[0]["cores"] == {"bs-read": 0.3, "main": 0.8, "unnamed": 0.05}
+    assert "bs-read" in summary.format_table(rows)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device call for the multi-GPU scaling run: install the carried wheels, score ROWS rows at each
-# GPU count through mpirun and Ray, and copy the reports (not the data) under $OUT as scale.tgz.
+# GPU count through mpirun and Ray, and copy the reports (not the data) under $OUT as scale.tgz
+# (each set's scaling_gpu.json is in it, as rN-scaling_gpu.json).
 #
 #   run (kind nvidia-h200-x8, carry [".whl_all"]):
 #       bash benchmarks/device/scaling_call.sh 1,2,4,8 300000
@@ -51,8 +52,9 @@ copy_out() {  # one archive: the device tool brings back a limited number of fil
             done
         done
     done
+    # One archive only: the device tool brings back at most 8 files, and with 8 sets the archive
+    # itself was left behind when each set's scaling_gpu.json was copied beside it (session 10).
     tar -czf "$OUT/scale.tgz" -C /tmp/outscale .
-    cp /tmp/outscale/*-scaling_gpu.json "$OUT/" 2>/dev/null
 }
 (sleep $((LIMIT - 15)); copy_out) &
 started=$(date +%s)
