@@ -12,9 +12,7 @@
   while OUTDIR/data.json matches; open_dataset, then every shard of 4096 rows read with read_shard
   in batches of 256, as the worker's prefetch thread does (ids and encoded image bytes, not decoded).
   Rows/s and MB/s (image bytes, 1e6) are the median of 3 repeats, from the page cache (the files
-  were just written or read). Twice, alternately: on the calling thread alone (`reader`), and with
-  row groups read ahead on a pool of scoring.row_groups.READ_AHEAD_THREADS threads as the worker's
-  Prefetcher does (`reader_read_ahead`).
+  were just written or read).
 
 Writes OUTDIR/outputs_io.json (date, command, machine, versions, parameters, figures) and prints a table.
 """
@@ -31,7 +29,6 @@ import shutil
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from scoring.dataset import open_dataset, read_shard  # noqa: E402
 from scoring.outputs import Manifest, OutputSpec, PartWriter  # noqa: E402
-from scoring.row_groups import READ_AHEAD_THREADS  # noqa: E402
 from scoring_gpu_e2e import SHARD_ROWS, host_cores, prepare_data  # noqa: E402
 
 BATCH_ROWS = 256
@@ -87,41 +83,34 @@ def time_writer(out: Path, rows: int, classes: int, k: int) -> dict:
     return result
 
 
-def read_all(data_dir: Path, pool=None) -> tuple[int, int]:
+def read_all(data_dir: Path) -> tuple[int, int]:
     """Every shard read as the worker reads it; (rows, encoded image bytes)."""
     dataset = open_dataset(data_dir)
     rows = nbytes = 0
     for shard in dataset.shards(SHARD_ROWS):
-        for batch in read_shard(dataset, shard, BATCH_ROWS, pool):
+        for batch in read_shard(dataset, shard, BATCH_ROWS):
             rows += len(batch)
             nbytes += sum(len(item) for item in batch.items if item is not None)
     return rows, nbytes
 
 
-def time_reader(out: Path, rows: int) -> tuple[dict, dict]:
-    """(one thread, read ahead on a pool), timed alternately."""
+def time_reader(out: Path, rows: int) -> dict:
     made = prepare_data(out / "data", rows, seed=SEED)
     dataset = open_dataset(made["dir"])
-    seconds: dict[str, list[float]] = {"reader": [], "reader_read_ahead": []}
-    with ThreadPoolExecutor(READ_AHEAD_THREADS) as pool:
-        for _ in range(REPEATS):
-            for name, use in (("reader", None), ("reader_read_ahead", pool)):
-                start = time.perf_counter()
-                got, nbytes = read_all(Path(made["dir"]), use)
-                seconds[name].append(time.perf_counter() - start)
-                if got != rows:
-                    raise RuntimeError(f"read {got} rows of the {rows} in {made['dir']}")
-    results = []
-    for name, times in seconds.items():
-        median = statistics.median(times)
-        print(f"{name}: {rows / median:,.0f} rows/s, {nbytes / 1e6 / median:,.0f} MB/s", flush=True)
-        results.append({
-            "rows_per_s": rows / median, "mb_per_s": nbytes / 1e6 / median, "seconds": [round(s, 4) for s in times],
-            "threads": 1 if name == "reader" else READ_AHEAD_THREADS, "image_bytes": nbytes,
-            "file_bytes": made["bytes"], "files": len(dataset.files), "row_groups": dataset.num_row_groups,
-            "shards": len(dataset.shards(SHARD_ROWS)), "kind": dataset.kind, "data_dir": made["dir"],
-            "data_reused": made["reused"], "data_make_s": made.get("seconds")})
-    return results[0], results[1]
+    seconds = []
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        got, nbytes = read_all(Path(made["dir"]))
+        seconds.append(time.perf_counter() - start)
+    if got != rows:
+        raise RuntimeError(f"read {got} rows of the {rows} in {made['dir']}")
+    median = statistics.median(seconds)
+    print(f"reader: {rows / median:,.0f} rows/s, {nbytes / 1e6 / median:,.0f} MB/s", flush=True)
+    return {"rows_per_s": rows / median, "mb_per_s": nbytes / 1e6 / median, "seconds": [round(s, 4) for s in seconds],
+            "image_bytes": nbytes, "file_bytes": made["bytes"], "files": len(dataset.files),
+            "row_groups": dataset.num_row_groups, "shards": len(dataset.shards(SHARD_ROWS)),
+            "kind": dataset.kind, "data_dir": made["dir"], "data_reused": made["reused"],
+            "data_make_s": made.get("seconds")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     writer = time_writer(args.out, args.rows, args.classes, args.top_k)
-    reader, read_ahead = time_reader(args.out, args.rows)
+    reader = time_reader(args.out, args.rows)
     record = {
         "benchmark": "outputs_io",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -148,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
                        "shard_rows": SHARD_ROWS, "repeats": REPEATS, "seed": SEED},
         "writer": writer,
         "reader": reader,
-        "reader_read_ahead": read_ahead,
         "total_s": round(time.perf_counter() - started, 1),
     }
     path = args.out / "outputs_io.json"
@@ -160,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, w in writer.items():
         mb = w["bytes"] / 1e6
         print(f"{'writer ' + name:22} {w['rows_per_s']:>10,.0f} {mb * w['rows_per_s'] / args.rows:>8,.1f} {mb:>8.2f}")
-    for label, r in (("reader (JPEG bytes)", reader), (f"  read ahead, {READ_AHEAD_THREADS} threads", read_ahead)):
-        print(f"{label:22} {r['rows_per_s']:>10,.0f} {r['mb_per_s']:>8,.1f} {r['image_bytes'] / 1e6:>8.2f}")
+    print(f"{'reader (JPEG bytes)':22} {reader['rows_per_s']:>10,.0f} {reader['mb_per_s']:>8,.1f} "
+          f"{reader['image_bytes'] / 1e6:>8.2f}")
     print(f"wrote {path} in {record['total_s']:.0f} s")
     return 0
 

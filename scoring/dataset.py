@@ -25,7 +25,6 @@ import glob
 import logging
 import math
 import os
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -37,7 +36,6 @@ import pyarrow.parquet as pq
 
 from scoring.encoded_items import EncodedItems
 from scoring.errors import DatasetError
-from scoring.row_groups import shard_batches
 
 log = logging.getLogger(__name__)
 
@@ -164,14 +162,12 @@ def open_dataset(source: str | os.PathLike | Sequence[str | os.PathLike], image_
                         row_groups=tuple(row_groups), tensor_shape=tensor_shape)
 
 
-def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int, pool: Executor | None = None) -> Iterator[RowBatch]:
-    """Yield the shard's rows in order, batch_rows at a time (the last batch may be shorter). With
-    a thread `pool`, its small row groups are read ahead on it (scoring.row_groups)."""
+def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int) -> Iterator[RowBatch]:
+    """Yield the shard's rows in order, batch_rows at a time (the last batch may be shorter)."""
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
         raise ValueError(f"batch_rows must be a positive integer, got {batch_rows!r}")
     start, stop = shard.row_groups
     pf = _read_footer(shard.file)
-    batches = None
     try:
         meta = pf.metadata
         have = sum(meta.row_group(g).num_rows for g in range(start, min(stop, meta.num_row_groups)))
@@ -181,15 +177,15 @@ def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int, pool: Execu
                 f"{shard.num_rows} rows in row groups {start}..{stop - 1}, the file now has "
                 f"{meta.num_row_groups} row groups and {have} rows there. Open the dataset again.")
         columns = [dataset.image_column] + ([dataset.id_column] if dataset.id_column else [])
-        # Never on Arrow's CPU pool (use_threads=False): that pool is as large as the host (128
+        # On the calling thread, not Arrow's CPU pool: that pool is as large as the host (128
         # threads in each of 8 mpi ranks on 8 x H200) unless OMP_NUM_THREADS caps it, which Ray
         # sets to 1 in its actors and mpirun does not, so the launchers read differently. Two
         # columns gain nothing from it: on the 2-core dev box `python benchmarks/outputs_io.py OUT
         # --rows 20000` read 92,800 rows/s without against 73,400 with (the code of 2dc5f59, run
         # alternately; a first pair gave 96,100 and 72,200): benchmarks/results/outputs_io_cpu_
-        # 2026-11-22_s9_{reads_without_arrow_pool,before_2dc5f59}.json. Row groups in parallel on
-        # the caller's own small pool are another matter: see scoring/row_groups.py.
-        batches = shard_batches(pf, shard.file, range(start, stop), columns, batch_rows, pool)
+        # 2026-11-22_s9_{reads_without_arrow_pool,before_2dc5f59}.json.
+        batches = pf.iter_batches(batch_size=batch_rows, row_groups=range(start, stop), columns=columns,
+                                  use_threads=False)
         next_row = shard.first_row
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
@@ -213,8 +209,6 @@ def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int, pool: Execu
             if batch is None:
                 return
     finally:
-        if batches is not None:
-            batches.close()  # row groups still being read ahead are dropped
         pf.close()
 
 

@@ -44,7 +44,6 @@ import numpy as np
 from scoring.dataset import ImageDataset, Shard, read_shard
 from scoring.decode import Preprocess
 from scoring.errors import ScoringError
-from scoring.row_groups import READ_AHEAD_THREADS
 from scoring.thread_names import name_this_thread
 
 log = logging.getLogger(__name__)
@@ -164,9 +163,6 @@ class Prefetcher:
         self._stop = threading.Event()
         self._last: Slot | None = None
         self._waiting_for_shard = False
-        # Row groups are read ahead on these (scoring/row_groups.py); the reader thread routes and
-        # hands out the batches. Its threads start on first use, from the reader thread.
-        self._read_pool = ThreadPoolExecutor(READ_AHEAD_THREADS, thread_name_prefix="prefetch-read-ahead")
         self._threads = [threading.Thread(target=self._read_all, name="prefetch-read", daemon=True)]
         self._threads += [threading.Thread(target=self._decode_all, args=(d,), name=f"prefetch-decode-{k}",
                                            daemon=True) for k, d in enumerate(self.decoders)]
@@ -175,7 +171,7 @@ class Prefetcher:
 
     # -- the reader thread -------------------------------------------------------------------
     def _read_all(self) -> None:
-        name_this_thread("bs-read")  # the read-ahead threads it starts inherit the name
+        name_this_thread("bs-read")  # threads it starts (Arrow's) inherit the name
         seq = 0
         try:
             shards = iter(self.shards)
@@ -192,7 +188,6 @@ class Prefetcher:
         except BaseException as exc:  # handed to the caller, raised there
             self._hand_over(seq, exc)
         finally:
-            self._read_pool.shutdown(wait=False, cancel_futures=True)
             for _ in self.decoders:  # one end marker per decoder thread
                 while not self._stop.is_set():
                     try:
@@ -206,7 +201,7 @@ class Prefetcher:
         if shard.num_rows == 0:
             self._hand_over(seq, Slot(-1, None, np.empty(0, np.int64), [], 0, shard, True, True))
             return seq + 1
-        batches = read_shard(self.dataset, shard, self.batch_rows, self._read_pool)
+        batches = read_shard(self.dataset, shard, self.batch_rows)
         done = 0
         try:
             while True:

@@ -6,7 +6,9 @@ thread_placement_probe.py wrote.
 A worker process is one with a bs-read thread (scoring/pipeline.py names it). For each, from its
 first sample to its last, the mean CPU (cores) of each role: main (the thread whose id is the
 process's), bs-read, bs-decode-k, bs-dispatch (mpi rank 0), other named threads, and "unnamed"
-for the rest together (Python's own, OpenBLAS's). Processes are listed in order of their ids:
+for the rest together (Python's own, OpenBLAS's). A thread started by a named one inherits its
+name on Linux, so a role counts the helpers its thread started (Arrow's, CUDA's, nvImageCodec's).
+Processes are listed in order of their ids:
 under mpirun on one host that is rank order. A worker whose reader uses twice the CPU of the
 others while it scores fewer images is one whose reading got dearer, not one with more to read.
 """
