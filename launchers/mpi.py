@@ -81,7 +81,8 @@ DISPATCH_POLL_S = (0.001, 0.02)  # the dispatcher's sleep: right after a request
 # dispatcher poll (20 ms) plus this rank's poll, while the decoders ran dry: on 8 x H200 with
 # shards of 3,750 rows (0.13 s of work) mpi's steady efficiency at 8 GPUs was 85-88% and Ray's,
 # whose actors hold two shards, 96% (benchmarks/results/scaling/h200x8_2026-11-22_s9_weak_journals/).
-# Whether this closes that gap has not been measured yet.
+# On 4 x H200 it gave 100-101% at 2 GPUs against 96-97% without, and no change at 4, where one slow
+# worker decides the figure (benchmarks/results/scaling/h200x4_2026-11-22_s10_ahead_omp/NOTES.md).
 SHARDS_AHEAD = 1
 
 

@@ -66,3 +66,16 @@ def test_summary_gives_each_worker_its_cores_per_role(tmp_path):
     assert rows[0]["pid"] == 10 and (rows[0]["from_s"], rows[0]["to_s"]) == (0.0, 4.0)
     assert rows[0]["cores"] == {"bs-read": 0.3, "main": 0.8, "unnamed": 0.05}
     assert "bs-read" in summary.format_table(rows)
+
+
+def test_shared_cpus_are_counted_only_for_busy_worker_threads():
+    def procs(read_s, decode_s, cpu_of_decode):
+        return {"10": {"10": {"name": "python3", "cpu": 0, "cpu_s": 0.0},
+                       "11": {"name": "bs-read", "cpu": 5, "cpu_s": read_s},
+                       "12": {"name": "bs-decode-0", "cpu": cpu_of_decode, "cpu_s": decode_s}}}
+
+    samples = [_sample(0.0, procs(0.0, 0.0, 5)),
+               _sample(1.0, procs(0.5, 0.5, 5)),   # both busy on CPU 5: shared
+               _sample(2.0, procs(1.0, 1.0, 6)),   # busy on 5 and 6: not shared
+               _sample(3.0, procs(1.5, 1.05, 5))]  # the decoder idle on CPU 5: not shared
+    assert summary.shared_cpu_intervals(samples) == (3, 1)

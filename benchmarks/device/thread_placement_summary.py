@@ -63,6 +63,25 @@ def summarize(samples: list[dict]) -> list[dict]:
     return out
 
 
+def shared_cpu_intervals(samples: list[dict], busy: float = 0.25) -> tuple[int, int]:
+    """(intervals between samples, those in which two busy threads of the workers, each above
+    `busy` cores, were last seen on the same CPU)."""
+    intervals = shared = 0
+    for before, after in zip(samples, samples[1:]):
+        dt = max(after["t"] - before["t"], 1e-9)
+        cpus: list[int] = []
+        for pid, threads in after["procs"].items():
+            earlier = before["procs"].get(pid)
+            if not earlier or not any(t["name"] == "bs-read" for t in threads.values()):
+                continue
+            cpus += [t["cpu"] for tid, t in threads.items()
+                     if tid in earlier and (t["cpu_s"] - earlier[tid]["cpu_s"]) / dt > busy]
+        if cpus:
+            intervals += 1
+            shared += len(cpus) != len(set(cpus))
+    return intervals, shared
+
+
 def format_table(rows: list[dict]) -> str:
     roles = ["main", "bs-read", "bs-decode-0", "bs-decode-1", "bs-decode-2", "bs-dispatch", "unnamed"]
     lines = ["pid      from    to  " + "  ".join(f"{r:>11s}" for r in roles)]
@@ -77,8 +96,11 @@ def main() -> int:
     ap.add_argument("samples", type=Path)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
-    rows = summarize(read_samples(args.samples))
+    samples = read_samples(args.samples)
+    rows = summarize(samples)
     print(format_table(rows))
+    intervals, shared = shared_cpu_intervals(samples)
+    print(f"{shared} of {intervals} intervals had two busy worker threads (> 0.25 cores) last on one CPU")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")
     return 0
