@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _record(root: str, out_dir: str, worker: int, count: int, start_at: float, results) -> None:
     sys.path.insert(0, root)
+    # From scoring.outputs, where both lived before scoring/manifest.py and which still imports
+    # them: --root may name an older checkout.
     from scoring.outputs import Manifest, PartInfo
 
     manifest = Manifest(out_dir)

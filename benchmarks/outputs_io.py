@@ -39,7 +39,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from scoring.dataset import open_dataset, read_shard  # noqa: E402
-from scoring.outputs import Manifest, OutputSpec, PartWriter  # noqa: E402
+from scoring.manifest import Manifest  # noqa: E402
+from scoring.outputs import OutputSpec, PartWriter  # noqa: E402
 from scoring_gpu_e2e import SHARD_ROWS, host_cores, prepare_data  # noqa: E402
 
 BATCH_ROWS = 256

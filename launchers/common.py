@@ -27,7 +27,7 @@ class PendingWork:
 def pending_work(job) -> PendingWork:
     """Open the job's dataset, cut it into shards, and list those the manifest does not have yet."""
     from launchers.local import _check_same_sharding
-    from scoring.outputs import Manifest
+    from scoring.manifest import Manifest
     from scoring.worker import open_job_dataset
 
     out_dir = Path(job.output.dir)
@@ -45,7 +45,7 @@ def pending_work(job) -> PendingWork:
 def _remove_stale_temps(out_dir: Path) -> None:
     """A worker killed mid-shard leaves its part's hidden temp file; the rerun scores that shard
     again under a new temp name, so the old one is only clutter. Finished parts are never temps."""
-    from scoring.outputs import PARTS_DIR
+    from scoring.manifest import PARTS_DIR
 
     for stale in (out_dir / PARTS_DIR).glob(".*.parquet.*.tmp"):
         stale.unlink(missing_ok=True)
@@ -67,7 +67,7 @@ def end_of_workers(failures: list[str], out_dir: Path, total: int) -> None:
     """Every worker has ended: fold their manifest journals into manifest.json (only now does no
     worker append to one); then, if some failed, say which, how much is safely done, and that a
     rerun resumes."""
-    from scoring.outputs import Manifest
+    from scoring.manifest import Manifest
 
     manifest = Manifest(out_dir)
     manifest.compact()

@@ -352,7 +352,7 @@ def _check_same_sharding(out_dir: Path, dataset, shards, shard_rows: int) -> Non
     record = {"source": dataset.source, "files": list(dataset.files), "shard_rows": shard_rows,
               "shards": [{"key": s.key, "file": s.file, "row_groups": list(s.row_groups),
                           "first_row": s.first_row, "num_rows": s.num_rows} for s in shards]}
-    from scoring.outputs import Manifest
+    from scoring.manifest import Manifest
 
     path = out_dir / SHARDS_FILE
     if path.is_file() and Manifest(out_dir).done():

@@ -312,7 +312,7 @@ def _setup_failed(comm, message: str) -> None:
 
 
 def _run_root(comm, job, workers, quiet, plan, local_size, gpu):
-    from scoring.outputs import Manifest
+    from scoring.manifest import Manifest
     from scoring.report import Metrics, Progress, write_report
     from scoring.worker import resolve_decode_threads, score_shards
 

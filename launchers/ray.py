@@ -197,7 +197,7 @@ class ShardScorer:
         """Score one shard; ("done", key, rows, errors) once it is recorded, or ("error", message).
         `retry`: its last actor died, perhaps after recording it, so the manifest is read first
         (only then: reading it costs time in proportion to the shards recorded so far)."""
-        from scoring.outputs import Manifest
+        from scoring.manifest import Manifest
 
         part = Manifest(self.job.output.dir).parts().get(shard.key) if retry else None
         if part is not None:  # finished by an actor that died before it could say so

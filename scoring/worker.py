@@ -35,7 +35,8 @@ from scoring.dataset import ImageDataset, Shard, open_dataset
 from scoring.decode import CpuDecoder, available_cores
 from scoring.errors import ScoringError
 from scoring.job import JobSpec
-from scoring.outputs import Manifest, OutputSpec, PartWriter
+from scoring.manifest import Manifest
+from scoring.outputs import OutputSpec, PartWriter
 from scoring.pipeline import DEFAULT_SLOTS, CpuRunner, Prefetcher, Slot
 from scoring.report import Metrics, sum_counts
 

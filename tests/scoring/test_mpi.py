@@ -31,7 +31,7 @@ from scoring.dataset import Shard
 from scoring.report import Progress
 from scoring.job import load_job
 from scoring.make_data import make_dataset
-from scoring.outputs import Manifest
+from scoring.manifest import Manifest
 from tests.scoring.test_run_local import same_predictions, source_ids, tiny_plan, write_job
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,8 @@ from scoring.dataset import open_dataset
 from scoring.decode import CpuDecoder, Preprocess
 from scoring.job import parse_job
 from scoring.make_data import make_dataset
-from scoring.outputs import Manifest, read_predictions
+from scoring.manifest import Manifest
+from scoring.outputs import read_predictions
 from scoring.pipeline import CpuRunner, PipelineError, Prefetcher
 from scoring.worker import score_shards
 from tests.scoring.test_run_local import CROP, tiny_network

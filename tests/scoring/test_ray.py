@@ -36,7 +36,8 @@ from scoring.dataset import Shard, open_dataset, read_shard  # noqa: E402
 from scoring.decode import CpuDecoder  # noqa: E402
 from scoring.job import load_job  # noqa: E402
 from scoring.make_data import make_dataset  # noqa: E402
-from scoring.outputs import Manifest, read_predictions  # noqa: E402
+from scoring.manifest import Manifest  # noqa: E402
+from scoring.outputs import read_predictions  # noqa: E402
 from tests.scoring.test_run_local import CROP, same_predictions, source_ids, tiny_plan, write_job  # noqa: E402
 
 

@@ -38,7 +38,8 @@ from scoring.decode import CpuDecoder
 from scoring.errors import JobError
 from scoring.job import load_job
 from scoring.make_data import make_dataset
-from scoring.outputs import JOURNAL_DIR, Manifest, read_predictions
+from scoring.manifest import JOURNAL_DIR, Manifest
+from scoring.outputs import read_predictions
 from scoring.worker import score_shards
 
 ROOT = Path(__file__).resolve().parents[2]
