@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import tomllib
 import zipfile
 from pathlib import Path
@@ -486,3 +487,47 @@ def test_manifest_records_times_concurrent_recorders_and_checks_every_part_is_re
     for figure in record["figures"]:
         assert 0 <= figure["mean_worker_inside_record_s"] <= figure["max_worker_inside_record_s"] < figure["wall_s"]
     assert not (out / "work").exists()  # the recording directory is removed
+
+
+FAKE_PYTHON = r'''#!/usr/bin/env bash
+# Stands in for the device's python3: "-m pip" succeeds; scaling_gpu.py notes its environment and
+# arguments and writes the files a real set leaves (scaling_gpu.json, one report per launcher).
+if [ "$1" = "-m" ]; then exit 0; fi
+out="$2"
+mkdir -p "$out/mpi/workers-1"
+printf '{"set": "%s", "ahead": "%s", "omp": "%s", "args": "%s"}\n' "$(basename "$out")" \
+    "${BATCHSCORE_MPI_SHARDS_AHEAD:-}" "${OMP_NUM_THREADS:-}" "$*" > "$out/scaling_gpu.json"
+echo '{"workers": []}' > "$out/mpi/workers-1/report.json"
+mkdir -p "$out/data" "$out/plan"; echo '{}' > "$out/data.json"
+echo "set $(basename "$out") done"
+'''
+
+
+def test_the_scaling_call_cycles_each_sets_environment_and_returns_one_archive(tmp_path):
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "device" / "scaling_call.sh"
+    bin_dir, work, out, repo = tmp_path / "bin", tmp_path / "work", tmp_path / "out", tmp_path / "repo"
+    for d in (bin_dir, work, out, repo / "benchmarks"):
+        d.mkdir(parents=True)
+    (bin_dir / "python3").write_text(FAKE_PYTHON)
+    (bin_dir / "python3").chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("BATCHSCORE_MPI_SHARDS_AHEAD", "OMP_NUM_THREADS")}
+    env.update(PATH=f"{bin_dir}{os.pathsep}{env['PATH']}", OUT=str(out), SCALING_WORK=str(work),
+               SETS_ENV="BATCHSCORE_MPI_SHARDS_AHEAD=0 OMP_NUM_THREADS=1")
+    started = time.monotonic()
+    result = subprocess.run(["bash", str(script), "1,4", "1000", "120", "--weak", "3"], capture_output=True,
+                            text=True, env=env, cwd=repo, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 30  # the early copy was stopped, not waited for
+    assert [line for line in result.stdout.splitlines() if line.startswith("=== set")] == [
+        "=== set r1: BATCHSCORE_MPI_SHARDS_AHEAD=0", "=== set r2: OMP_NUM_THREADS=1",
+        "=== set r3: BATCHSCORE_MPI_SHARDS_AHEAD=0"]
+    assert sorted(p.name for p in out.iterdir()) == ["scale.tgz"]  # one file: the device returns at most 8
+    import tarfile
+
+    with tarfile.open(out / "scale.tgz") as archive:
+        names = set(archive.getnames())
+        sets = {n: json.load(archive.extractfile(f"./{n}-scaling_gpu.json")) for n in ("r1", "r2", "r3")}
+    assert {"./r1/mpi/workers-1-report.json", "./r3/mpi/workers-1-report.json"} <= names
+    assert [(s["ahead"], s["omp"]) for s in sets.values()] == [("0", ""), ("", "1"), ("0", "")]
+    assert all("--counts 1,4" in s["args"] and "--weak" in s["args"] for s in sets.values())
+    assert (work / "scale" / "data").is_symlink()  # later sets reuse the first set's data

@@ -25,38 +25,41 @@ COUNTS=${1:-1,2,4,8}
 ROWS=${2:-300000}
 LIMIT=${3:-540}   # seconds this script may take (the device allows 600 per call)
 MORE=${4:-}       # more scaling_gpu.py options, e.g. "--decode-threads 16"
-REPEATS=${5:-1}   # sets of runs, each in /tmp/scale/rN
+REPEATS=${5:-1}   # sets of runs, each in $WORK/scale/rN
+WORK=${SCALING_WORK:-/tmp}  # where the wheels, the runs and the archive's contents go
 read -ra SET_ENVS <<< "${SETS_ENV:-}"  # set rN runs with SET_ENVS[(N-1) % count], when given
 : "${OUT:?run this through the device tool, which sets OUT}"
 
-python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl_all/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/site/nvidia/cu13/lib:${LD_LIBRARY_PATH:-}
-export PYTHONUNBUFFERED=1 PATH=/tmp/site/bin:$PATH
+python3 -m pip install -q --no-index --no-deps --no-compile --target "$WORK/site" .whl_all/*.whl || exit 1
+export PYTHONPATH="$WORK/site:$PWD" LD_LIBRARY_PATH="$WORK/site/nvidia/cu13/lib:${LD_LIBRARY_PATH:-}"
+export PYTHONUNBUFFERED=1 PATH="$WORK/site/bin:$PATH"
 # The slim wheels lose the executable bit of Ray's binaries on some unzip paths.
-chmod +x /tmp/site/ray/core/src/ray/gcs/gcs_server /tmp/site/ray/core/src/ray/raylet/raylet 2>/dev/null
+chmod +x "$WORK/site/ray/core/src/ray/gcs/gcs_server" "$WORK/site/ray/core/src/ray/raylet/raylet" 2>/dev/null
 nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c
 
 copy_out() {  # one archive: the device tool brings back a limited number of files
-    rm -rf /tmp/outscale && mkdir -p /tmp/outscale
-    for set in /tmp/scale/r*; do
+    rm -rf "$WORK/outscale" && mkdir -p "$WORK/outscale"
+    for set in "$WORK"/scale/r*; do
         [ -d "$set" ] || continue
         name=$(basename "$set")
-        cp "$set/scaling_gpu.json" "/tmp/outscale/$name-scaling_gpu.json" 2>/dev/null
+        cp "$set/scaling_gpu.json" "$WORK/outscale/$name-scaling_gpu.json" 2>/dev/null
         for launcher in mpi ray; do
-            mkdir -p "/tmp/outscale/$name/$launcher"
-            cp "$set"/$launcher/scaling.* "/tmp/outscale/$name/$launcher/" 2>/dev/null
+            mkdir -p "$WORK/outscale/$name/$launcher"
+            cp "$set"/$launcher/scaling.* "$WORK/outscale/$name/$launcher/" 2>/dev/null
             for report in "$set"/$launcher/workers-*/report.json; do
                 [ -f "$report" ] || continue
                 run=$(basename "$(dirname "$report")")
-                cp "$report" "/tmp/outscale/$name/$launcher/$run-report.json"
+                cp "$report" "$WORK/outscale/$name/$launcher/$run-report.json"
             done
         done
     done
     # One archive only: the device tool brings back at most 8 files, and with 8 sets the archive
     # itself was left behind when each set's scaling_gpu.json was copied beside it (session 10).
-    tar -czf "$OUT/scale.tgz" -C /tmp/outscale .
+    tar -czf "$OUT/scale.tgz" -C "$WORK/outscale" .
 }
-(sleep $((LIMIT - 15)); copy_out) &
+# A copy shortly before the limit, in case a set hangs; stopped (with its sleep) when the sets end.
+(trap 'kill "$nap" 2>/dev/null; exit 0' TERM; sleep $((LIMIT - 15)) & nap=$!; wait "$nap" && copy_out) &
+early_copy=$!
 started=$(date +%s)
 for r in $(seq 1 "$REPEATS"); do
     left=$((LIMIT - 20 - $(date +%s) + started))
@@ -66,11 +69,12 @@ for r in $(seq 1 "$REPEATS"); do
         set_env=("${SET_ENVS[$(( (r - 1) % ${#SET_ENVS[@]} ))]}")
         echo "=== set r$r: ${set_env[*]}"
     fi
-    env "${set_env[@]}" timeout "$left" python3 benchmarks/scaling_gpu.py "/tmp/scale/r$r" --rows "$ROWS" \
+    env "${set_env[@]}" timeout "$left" python3 benchmarks/scaling_gpu.py "$WORK/scale/r$r" --rows "$ROWS" \
         --counts "$COUNTS" --launchers mpi,ray --run-timeout 150 $MORE 2>&1 | grep -v Warn | tail -30
     # later sets take the first set's data and plan (scaling_gpu.py looks in OUTDIR/.. too)
-    [ -e /tmp/scale/data ] || ln -s /tmp/scale/r1/data /tmp/scale/data
-    [ -e /tmp/scale/data.json ] || ln -s /tmp/scale/r1/data.json /tmp/scale/data.json
-    [ -e /tmp/scale/plan ] || ln -s /tmp/scale/r1/plan /tmp/scale/plan
+    [ -e "$WORK/scale/data" ] || ln -s "$WORK/scale/r1/data" "$WORK/scale/data"
+    [ -e "$WORK/scale/data.json" ] || ln -s "$WORK/scale/r1/data.json" "$WORK/scale/data.json"
+    [ -e "$WORK/scale/plan" ] || ln -s "$WORK/scale/r1/plan" "$WORK/scale/plan"
 done
+kill "$early_copy" 2>/dev/null  # the sets ended in time: no copy from under the last one
 copy_out
