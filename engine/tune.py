@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.errors import BuildError
+from engine.ir import format_shape
 from engine.plan import Plan
 
 log = logging.getLogger("batchscore.build")
@@ -105,7 +107,7 @@ def tune_plan(plan: Plan, cache_path: Path | None = DEFAULT_CACHE) -> dict:
                 key = _signature(plan.header["device"], layer, runner)
                 chosen = cache.get(key)
                 if chosen is None or chosen not in candidates:
-                    chosen = _pick(runner, candidates, context.stream)
+                    chosen = _pick(runner, candidates, context.stream, layer)
                     cache.put(key, chosen)
                     tuned += 1
                 runner.select(int(chosen.split(":")[1]))
@@ -127,7 +129,7 @@ def _fill_normal(buffer, rng) -> None:
         halves[...] = rng.standard_normal(halves.size, dtype=cp.float32).astype(cp.float16)
 
 
-def _pick(runner, candidates: list[str], stream) -> str:
+def _pick(runner, candidates: list[str], stream, layer: dict) -> str:
     """The fastest candidate whose output matches the first working one's (relative L2 < 2e-2)."""
     import cupy as cp
 
@@ -160,8 +162,27 @@ def _pick(runner, candidates: list[str], stream) -> str:
         if ms < best_ms:
             best, best_ms = tactic, ms
     if best is None:
-        raise RuntimeError("no tactic ran: " + "; ".join(failures[:3]))
+        raise no_tactic_error(layer, getattr(runner, "pack", {}), failures)
     return best
+
+
+# How the GPU libraries say they ran out of memory: CuPy's OutOfMemoryError, cuDNN's and cuBLAS's statuses.
+_OUT_OF_MEMORY = ("outofmemory", "alloc_failed", "cudaerrormemoryallocation")  # compared without spaces
+
+
+def no_tactic_error(layer: dict, tensors: dict, failures: list[str]) -> BuildError:
+    """Every tactic of `layer` failed while tuning: name the layer, its op and the tensors it was
+    timed on, quote the first failures, and say what to change when the GPU ran out of memory."""
+    shapes = ", ".join(f"{name} {format_shape(a.shape)} {a.dtype}" for name, a in tensors.items()) or "not known"
+    if failures:
+        why = "; ".join(failures[:3]) + (f" (and {len(failures) - 3} more)" if len(failures) > 3 else "")
+    else:
+        why = "no candidate could be set up"
+    text = f"layer '{layer.get('name')}' ({layer.get('kind')}) has no tactic that runs on this GPU; tensors: {shapes}. {why}"
+    if any(marker in f.lower().replace(" ", "") for f in failures for marker in _OUT_OF_MEMORY):
+        text += (". The GPU ran out of memory while timing them: build with a smaller --max-batch, or on a GPU "
+                 "that no other process is using (nvidia-smi lists them)")
+    return BuildError(text)
 
 
 def _time_once(runner, stream) -> float:

@@ -103,3 +103,25 @@ def test_a_plan_for_batch_one_builds_and_refuses_two():
     assert context.run({"input": x[:1]})["logits"].shape == (1, 1000)
     with pytest.raises(engine.InputError, match="more than the plan's max batch 1"):
         context.run({"input": x})
+
+
+def test_a_layer_without_a_working_tactic_names_it_and_says_when_memory_ran_out():
+    from engine.errors import BuildError
+    from engine.tune import no_tactic_error
+
+    layer = {"name": "conv3_2", "kind": "conv_bias_act"}
+    tensors = {"x": np.zeros((256, 56, 56, 64), np.float16), "w": np.zeros((64, 3, 3, 64), np.float16)}
+    failures = [f"cudnn:{i}: OutOfMemoryError: Out of memory allocating 2,147,483,648 bytes" for i in range(5)]
+    error = no_tactic_error(layer, tensors, failures)
+    assert isinstance(error, BuildError)
+    text = str(error)
+    assert "layer 'conv3_2' (conv_bias_act) has no tactic" in text
+    assert "x 256x56x56x64 float16" in text and "w 64x3x3x64 float16" in text
+    assert "cudnn:2" in text and "cudnn:3" not in text and "(and 2 more)" in text
+    assert "smaller --max-batch" in text
+
+    other = str(no_tactic_error(layer, {}, ["cudnn:0: RuntimeError: CUDNN_STATUS_NOT_SUPPORTED"]))
+    assert "tensors: not known" in other and "CUDNN_STATUS_NOT_SUPPORTED" in other and "--max-batch" not in other
+    assert "no candidate could be set up" in str(no_tactic_error(layer, {}, []))
+    cudnn_oom = str(no_tactic_error(layer, {}, ["cudnn:1: cudnnException: CUDNN_STATUS_ALLOC_FAILED"]))
+    assert "ran out of memory" in cudnn_oom
