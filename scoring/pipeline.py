@@ -152,6 +152,9 @@ class Prefetcher:
         self.shards = [shards] if isinstance(shards, Shard) else shards
         self.batch_rows = batch_rows
         self.stages = {"read": 0.0, "decode": 0.0}
+        # CPU seconds of each background thread (time.thread_time), set as it ends: "read",
+        # "decode-0", ...: a worker that falls behind the others shows which one got dear.
+        self.thread_cpu_s: dict[str, float] = {}
         self._free: queue.Queue = queue.Queue()
         for i in range(len(ring)):
             self._free.put(i)
@@ -172,6 +175,7 @@ class Prefetcher:
     # -- the reader thread -------------------------------------------------------------------
     def _read_all(self) -> None:
         name_this_thread("bs-read")  # threads it starts (Arrow's) inherit the name
+        cpu_at_start = time.thread_time()
         seq = 0
         try:
             shards = iter(self.shards)
@@ -188,6 +192,7 @@ class Prefetcher:
         except BaseException as exc:  # handed to the caller, raised there
             self._hand_over(seq, exc)
         finally:
+            self.thread_cpu_s["read"] = time.thread_time() - cpu_at_start
             for _ in self.decoders:  # one end marker per decoder thread
                 while not self._stop.is_set():
                     try:
@@ -239,7 +244,15 @@ class Prefetcher:
 
     # -- the decoder threads -----------------------------------------------------------------
     def _decode_all(self, decoder) -> None:
-        name_this_thread(threading.current_thread().name.replace("prefetch-", "bs-"))  # bs-decode-k
+        name = threading.current_thread().name.replace("prefetch-", "")  # decode-k
+        name_this_thread("bs-" + name)
+        cpu_at_start = time.thread_time()
+        try:
+            self._decode_reads(decoder)
+        finally:
+            self.thread_cpu_s[name] = time.thread_time() - cpu_at_start
+
+    def _decode_reads(self, decoder) -> None:
         while True:
             with self._take:
                 read = self._poll(self._reads)

@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 STAGES = ("read", "decode", "h2d", "input", "compute", "d2h", "write")
 REPORT_FORMAT = 1
 STRAGGLER_THRESHOLD = 0.10  # a worker more than 10% below the median steady images/s is a straggler
+# A straggler's thread "got dear" when its CPU per image is this many times the other workers' median
+# for the same thread (on 4 x H200: 1.5-3x, benchmarks/results/scaling/h200x4_2026-11-22_s10_threads/).
+DEAR_THREAD_RATIO = 1.3
 MAX_SERIES_POINTS = 600  # per worker, in report.json
 
 
@@ -86,6 +89,9 @@ class Metrics:
     # added, they tell whether the host's cores were what the workers shared.
     cpu_s: float | None = None
     host_cores: int | None = field(default_factory=available_cores)
+    # CPU seconds of the scoring loop's own threads ("main", the pipeline's "read", "decode-0", ...;
+    # time.thread_time): which of them a slow worker spent more on per image than the others.
+    thread_cpu_s: dict[str, float] = field(default_factory=dict)
     # GPU decoding: rows per decode path (scoring.gpu_decode.DECODE_PATHS); empty where not counted.
     decoded_by: dict[str, int] = field(default_factory=dict)
 
@@ -247,6 +253,8 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
             "stages": _stage_table(m.stages, m.wall_s),
             "cpu_s": m.cpu_s,
             "cpu_cores_busy": (m.cpu_s / m.wall_s if m.cpu_s is not None and m.wall_s > 0 else None),
+            "thread_cpu_us_per_image": ({name: 1e6 * s / m.images for name, s in sorted(m.thread_cpu_s.items())}
+                                        if m.images else {}),
             "host_cores": m.host_cores,
             "decoded_by": dict(m.decoded_by) or None,
         })
@@ -267,6 +275,7 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
         w["straggler"] = len(workers) > 1 and below > STRAGGLER_THRESHOLD
         if w["straggler"]:
             stragglers.append(w["worker"])
+            w["dear_thread"] = dear_thread(w, [o for o in workers if o is not w])
 
     total_worker_s = sum(m.wall_s for m in metrics)
     stage_sums: dict[str, float] = {}
@@ -497,8 +506,7 @@ def render_markdown(data: dict) -> str:
         rows.append(["Launch to first batch", first])
     by_id = {str(w["worker"]): w for w in workers}
     if s["stragglers"]:
-        rows.append(["Stragglers", ", ".join(
-            f"worker {k} ({_fmt_pct(by_id[str(k)]['below_median'])} below median)" for k in s["stragglers"])])
+        rows.append(["Stragglers", "; ".join(_straggler_text(by_id[str(k)]) for k in s["stragglers"])])
     elif s["workers"] > 1:
         rows.append(["Stragglers", "none (all within 10% of the median)"])
     if s.get("cpu_us_per_image") is not None:
@@ -545,6 +553,15 @@ def render_markdown(data: dict) -> str:
         lines += _table(["", ""], [[k, _job_value(k, v)] for k, v in scalars.items()], "ll")
     lines += ["", "![images/s over time](throughput.png)", ""]
     return "\n".join(lines)
+
+
+def _straggler_text(w: dict) -> str:
+    text = f"worker {w['worker']} ({_fmt_pct(w['below_median'])} below median"
+    dear = w.get("dear_thread")
+    if dear:
+        text += (f"; its {dear['thread']} thread used {dear['us_per_image']:,.0f} µs of CPU per image, the "
+                 f"others' {dear['others_us_per_image']:,.0f}")
+    return text + ")"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -644,6 +661,23 @@ def _save(fig, path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # Scaling across runs with different worker counts
 # ---------------------------------------------------------------------------------------------
+
+
+def dear_thread(worker: dict, others: list[dict]) -> dict | None:
+    """The thread on which `worker` spent the most CPU per image against the median of the same
+    thread in `others`, when at least DEAR_THREAD_RATIO times it: {"thread", "us_per_image",
+    "others_us_per_image"}; None when none stands out or the threads were not measured."""
+    best = None
+    for name, mine in (worker.get("thread_cpu_us_per_image") or {}).items():
+        theirs = [o["thread_cpu_us_per_image"][name] for o in others
+                  if name in (o.get("thread_cpu_us_per_image") or {})]
+        if not theirs or mine <= 0:
+            continue
+        typical = float(np.median(theirs))
+        ratio = mine / typical if typical > 0 else float("inf")
+        if ratio >= DEAR_THREAD_RATIO and (best is None or ratio > best[0]):
+            best = (ratio, {"thread": name, "us_per_image": mine, "others_us_per_image": typical})
+    return best[1] if best else None
 
 
 def steady_rate(samples) -> float | None:

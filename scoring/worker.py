@@ -263,6 +263,7 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
 
     sampler = _power_sampler(on_gpu, metrics)
     writer = _ShardWriter(job, spec, manifest, metrics, on_batch, on_shard)
+    main_cpu_at_start = time.thread_time()
     try:
         with Prefetcher(dataset, todo(), decoders, ring, job.run.batch) as batches:
             pending: deque = deque()
@@ -288,6 +289,8 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
                 writer.finish(*pending.popleft())
             for name, seconds in batches.stages.items():
                 metrics.add_stage(name, seconds)
+        # after the with: the background threads have ended and noted their CPU time
+        metrics.thread_cpu_s = {"main": time.thread_time() - main_cpu_at_start, **batches.thread_cpu_s}
     except BaseException:
         writer.abort()
         raise

@@ -14,7 +14,7 @@ import pytest
 
 from scoring import report
 from scoring.report import (Metrics, Progress, ReportError, build_report, combine_scaling,
-                            nvml_power_sampler, render, throughput_curves, write_report)
+                            nvml_power_sampler, render, render_markdown, throughput_curves, write_report)
 
 T0 = 1_700_000_000.0
 
@@ -103,6 +103,27 @@ def test_a_worker_that_starts_late_is_not_a_straggler():
     data = build_report({}, late)
     assert data["workers"][2]["images_per_s"] < 0.7 * data["workers"][0]["images_per_s"]
     assert data["summary"]["stragglers"] == []
+
+
+def test_a_straggler_names_the_thread_that_got_dear():
+    def threads(images, **us_per_image):  # CPU seconds per thread from µs per image
+        return {name: images * us * 1e-6 for name, us in us_per_image.items()}
+
+    # 950 images each for the fast ones (100/s over 9.5 s); 570 for the straggler (60/s).
+    fast = [_worker(k, 100, thread_cpu_s=threads(950, main=8, read=12, **{"decode-0": 40})) for k in range(3)]
+    slow = _worker(3, 60, thread_cpu_s=threads(570, main=8, read=36, **{"decode-0": 44}))
+    data = build_report({}, fast + [slow])
+    assert data["summary"]["stragglers"] == [3]
+    w = data["workers"][3]
+    assert w["thread_cpu_us_per_image"]["read"] == pytest.approx(36)
+    assert w["dear_thread"]["thread"] == "read"  # 3x the others'; decode-0 only 1.1x
+    assert w["dear_thread"]["others_us_per_image"] == pytest.approx(12)
+    assert "its read thread used 36 µs of CPU per image, the others' 12" in render_markdown(data)
+    # nothing stands out, or nothing was measured: no thread is named
+    even = _worker(3, 60, thread_cpu_s=threads(570, main=8, read=13, **{"decode-0": 41}))
+    assert build_report({}, fast + [even])["workers"][3]["dear_thread"] is None
+    bare = build_report({}, [_worker(k, 100) for k in range(3)] + [_worker(3, 60)])
+    assert bare["workers"][3]["dear_thread"] is None and bare["workers"][3]["thread_cpu_us_per_image"] == {}
 
 
 def test_straggler_threshold_is_ten_percent():
