@@ -718,6 +718,9 @@ def combine_scaling(run_dirs, out_dir=None) -> dict:
                      "wall_s": float(s["wall_s"]), "images_per_s": float(s["images_per_s"]),
                      "steady_images_per_s": steady_images_per_s(report),
                      "stragglers": list(s.get("stragglers") or []),
+                     # a straggler's thread whose CPU per image grew (see dear_thread)
+                     "dear_threads": {str(w["worker"]): w["dear_thread"]["thread"]
+                                      for w in report.get("workers", []) if w.get("dear_thread")},
                      "stage_us_per_image": stage_us_per_image(report)})
     rows.sort(key=lambda r: (r["workers"], r["run"]))
     base_workers = rows[0]["workers"]
@@ -764,7 +767,7 @@ def render_scaling_markdown(result: dict) -> str:
     rows = [[str(r["workers"]), _fmt_rate(r["images_per_s"]), _fmt_rate(r["images_per_s_per_worker"]),
              "-" if r["speedup"] is None else f"{r['speedup']:.2f}x", _fmt_pct(r["efficiency"]),
              _steady_cell(r.get("steady_images_per_s"), r["workers"]), _fmt_pct(r.get("steady_efficiency")),
-             ", ".join(map(str, r.get("stragglers") or [])) or "none", f"`{r['run']}`"] for r in result["runs"]]
+             _stragglers_cell(r), f"`{r['run']}`"] for r in result["runs"]]
     lines = ["# Scaling", "",
              f"Speedup and efficiency are against {result['baseline_workers']} worker"
              f"{'s' if result['baseline_workers'] != 1 else ''}; 100% efficiency is linear scaling. "
@@ -775,6 +778,13 @@ def render_scaling_markdown(result: dict) -> str:
     lines += ["", "![images/s against workers](scaling.png)", ""]
     lines += _stage_cost_table(result["runs"])
     return "\n".join(lines)
+
+
+def _stragglers_cell(run: dict) -> str:
+    """Stragglers of a run, each with its dear thread when one stood out: "1 (read), 3"."""
+    dear = run.get("dear_threads") or {}
+    cells = [f"{k} ({dear[str(k)]})" if str(k) in dear else str(k) for k in run.get("stragglers") or []]
+    return ", ".join(cells) or "none"
 
 
 def _stage_cost_table(runs: list[dict]) -> list[str]:

@@ -459,6 +459,19 @@ def test_combine_scaling(tmp_path):
     assert "| 4 | " in (out / "scaling.md").read_text()
 
 
+def test_combine_scaling_shows_each_stragglers_dear_thread(tmp_path):
+    def worker(k, rate, read_us):
+        images = round(rate * 9.5)
+        return _worker(k, rate, thread_cpu_s={"main": images * 8e-6, "read": images * read_us * 1e-6})
+
+    one, four = tmp_path / "w1", tmp_path / "w4"
+    write_report(one, {}, [worker(0, 100, 12)])
+    write_report(four, {}, [worker(0, 100, 12), worker(1, 60, 36), worker(2, 100, 12), worker(3, 80, 13)])
+    rows = combine_scaling([one, four], tmp_path)["runs"]
+    assert rows[1]["stragglers"] == [1, 3] and rows[1]["dear_threads"] == {"1": "read"}
+    assert "| 1 (read), 3 |" in (tmp_path / "scaling.md").read_text()
+
+
 def test_combine_scaling_separates_start_up_from_the_steady_state(tmp_path):
     # every worker runs 100 images/s once started, but start-up grows with the worker count: the
     # launch-to-end efficiency falls, the steady one stays linear
