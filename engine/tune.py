@@ -178,7 +178,8 @@ def no_tactic_error(layer: dict, tensors: dict, failures: list[str]) -> BuildErr
         why = "; ".join(failures[:3]) + (f" (and {len(failures) - 3} more)" if len(failures) > 3 else "")
     else:
         why = "no candidate could be set up"
-    text = f"layer '{layer.get('name')}' ({layer.get('kind')}) has no tactic that runs on this GPU; tensors: {shapes}. {why}"
+    text = (f"layer '{layer.get('name')}' ({layer.get('kind')}) has no tactic that runs on this GPU; "
+            f"tensors: {shapes}. {why}")
     if any(marker in f.lower().replace(" ", "") for f in failures for marker in _OUT_OF_MEMORY):
         text += (". The GPU ran out of memory while timing them: build with a smaller --max-batch, or on a GPU "
                  "that no other process is using (nvidia-smi lists them)")
