@@ -79,3 +79,27 @@ def test_shared_cpus_are_counted_only_for_busy_worker_threads():
                _sample(2.0, procs(1.0, 1.0, 6)),   # busy on 5 and 6: not shared
                _sample(3.0, procs(1.5, 1.05, 5))]  # the decoder idle on CPU 5: not shared
     assert summary.shared_cpu_intervals(samples) == (3, 1)
+
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.skipif(shutil.which("cc") is None or (os.cpu_count() or 1) < 2, reason="needs a C compiler and 2 CPUs")
+def test_core_to_core_measures_the_pairs_asked_for(tmp_path):
+    source = Path(__file__).resolve().parents[1] / "benchmarks" / "device" / "core_to_core.c"
+    binary = tmp_path / "c2c"
+    subprocess.run(["cc", "-O2", "-pthread", str(source), "-o", str(binary)], check=True)
+    cpus = len(os.sched_getaffinity(0))
+    if cpus < os.cpu_count():
+        pytest.skip("this process may not run on every CPU")
+    lines = subprocess.run([str(binary), "200", "all"], capture_output=True, text=True, timeout=60,
+                           check=True).stdout.split()
+    rows = [lines[i:i + 3] for i in range(0, len(lines), 3)]
+    assert [(int(a), int(b)) for a, b, _ in rows] == [(a, b) for a in range(cpus) for b in range(a + 1, cpus)]
+    assert all(0 < float(ns) < 1e6 for _, _, ns in rows)
+    one = subprocess.run([str(binary), "200", "1:0"], capture_output=True, text=True, timeout=60, check=True).stdout
+    assert one.split()[:2] == ["1", "0"]

@@ -3,8 +3,9 @@
  * bounce a counter through one cache line; siblings answer in tens of ns, cores of one socket in
  * roughly a hundred, cores of another socket in a couple of hundred.
  *
- *   cc -O2 -pthread core_to_core.c -o c2c && ./c2c [rounds] [a:b ...]   -> lines "a b ns_per_round_trip"
- * With no pairs given it measures CPU 0 and CPU 1 against every other CPU. */
+ *   cc -O2 -pthread core_to_core.c -o c2c && ./c2c [rounds] [a:b ... | all]   -> lines "a b ns_per_round_trip"
+ * With no pairs given it measures CPU 0 and CPU 1 against every other CPU; with "all", every pair
+ * a < b (64 CPUs: 2,016 pairs, about 4 s at 5,000 rounds), a map to group the CPUs by. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
@@ -51,6 +52,12 @@ static double measure(int a, int b) {
 
 int main(int argc, char **argv) {
     if (argc > 1) rounds = atol(argv[1]);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (argc > 2 && argv[2][0] == 'a') {
+        for (int a = 0; a < n; a++)
+            for (int b = a + 1; b < n; b++) printf("%d %d %.1f\n", a, b, measure(a, b));
+        return 0;
+    }
     if (argc > 2) {
         for (int k = 2; k < argc; k++) {
             int a, b;
@@ -58,7 +65,6 @@ int main(int argc, char **argv) {
         }
         return 0;
     }
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
     int sources[2] = {0, 1};
     for (int k = 0; k < 2; k++)
         for (int b = 0; b < n; b++)
