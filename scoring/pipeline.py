@@ -404,6 +404,7 @@ class CpuRunner(PlanBinding):
         self.context = engine.create_context()
         self.stages: dict[str, float] = {"compute": 0.0}
         self.busy_fraction = None
+        self.thread_cpu_s: dict[str, float] = {}  # {"engine": CPU seconds of the engine's thread}, at close()
         self._executor: ThreadPoolExecutor | None = None
 
     def make_ring(self, slots: int = DEFAULT_SLOTS, allocate=host_empty, layout: str | None = None) -> HostRing:
@@ -439,5 +440,7 @@ class CpuRunner(PlanBinding):
 
     def close(self) -> None:
         if self._executor is not None:
+            # time.thread_time() on that thread: its CPU time since it started
+            self.thread_cpu_s["engine"] = self._executor.submit(time.thread_time).result()
             self._executor.shutdown(wait=True)
             self._executor = None

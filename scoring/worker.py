@@ -301,6 +301,7 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
         manifest.close()  # the launcher folds the journal into manifest.json once every worker has ended
     for name, seconds in runner.stages.items():
         metrics.add_stage(name, seconds)
+    metrics.thread_cpu_s.update(getattr(runner, "thread_cpu_s", {}))  # the CPU runner's engine thread
     metrics.busy_fraction = runner.busy_fraction
     # GPU decoders in this process count their rows per decode path
     metrics.decoded_by = sum_counts(getattr(decoder, "decoded_by", {}) for decoder in decoders) or {}
