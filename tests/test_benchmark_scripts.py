@@ -531,3 +531,14 @@ def test_the_scaling_call_cycles_each_sets_environment_and_returns_one_archive(t
     assert [(s["ahead"], s["omp"]) for s in sets.values()] == [("0", ""), ("", "1"), ("0", "")]
     assert all("--counts 1,4" in s["args"] and "--weak" in s["args"] for s in sets.values())
     assert (work / "scale" / "data").is_symlink()  # later sets reuse the first set's data
+
+
+def test_the_batched_nvjpeg_probe_lays_yuv_planes_out_one_after_another(monkeypatch):
+    import nvjpeg_batched_probe as probe
+
+    # a 4:2:0 image of 101 x 75: chroma planes of 51 x 38
+    assert probe.yuv_planes(1000, [(101, 75), (51, 38), (51, 38)]) == [
+        (1000, 101), (1000 + 101 * 75, 51), (1000 + 101 * 75 + 51 * 38, 51)]
+    monkeypatch.setattr(sys, "argv", ["probe", "x.plan", "data", "hardware", "1", "rgbi,bgr"])
+    with pytest.raises(SystemExit, match=r"unknown output format\(s\) \['bgr'\]"):
+        probe.main()

@@ -2,10 +2,14 @@
 (ctypes, hardware backend: one call per batch, interleaved RGB out) alone and under engine load.
 
     CUDA_DEVICE_MAX_CONNECTIONS=32 python benchmarks/device/nvjpeg_batched_probe.py PLAN DATA_DIR \
-        [BACKENDS [COUNTS]]  -> JSON lines on stdout
+        [BACKENDS [COUNTS [OUTPUTS]]]  -> JSON lines on stdout
 
 BACKENDS: comma-separated names of BACKENDS (default "hardware,default"); COUNTS: decoder counts to
-try (default "1,2,3").
+try (default "1,2,3"); OUTPUTS: names of OUTPUTS (default "rgbi"). "yuv" leaves the planes as the
+JPEG holds them (Y, then Cb and Cr at their subsampled sizes), without nvJPEG's chroma upsampling
+and colour conversion: `... PLAN DATA hardware 3 rgbi,yuv` says how much of the model's time under
+decoding that GPU work costs (issue #5: the engine's batches ran 9.1 ms beside the decoders
+against 8.0 ms alone), before our resize kernel is taught to read YUV.
 
 DATA_DIR is a JPEG Parquet dataset (benchmarks/gpu_decode_rates.load reads it). Needs libnvjpeg
 (the nvidia-nvjpeg wheel) on the library path. A probe for the device, not part of batchscore.
@@ -26,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "benchmarks" / "device"))
 
 BACKENDS = {"default": 0, "hybrid": 1, "gpu_hybrid": 2, "hardware": 3}
-OUTPUT_RGBI = 5
+OUTPUTS = {"yuv": 1, "rgbi": 5}  # nvjpegOutputFormat_t NVJPEG_OUTPUT_YUV, NVJPEG_OUTPUT_RGBI
 
 
 class Image(ctypes.Structure):  # nvjpegImage_t
@@ -50,6 +54,16 @@ def library():
     return lib
 
 
+def yuv_planes(at: int, planes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(address, pitch) of each plane of one image's slot at `at`: the planes one after another,
+    each as wide as its component (planes: (width, height) of Y, Cb, Cr)."""
+    out = []
+    for width, height in planes:
+        out.append((at, width))
+        at += width * height
+    return out
+
+
 def check(status: int, what: str) -> None:
     if status != 0:
         raise RuntimeError(f"{what} failed: nvjpegStatus {status}")
@@ -58,10 +72,11 @@ def check(status: int, what: str) -> None:
 class BatchedDecoder:
     """One nvJPEG handle + state + stream; decodes a list of JPEG bytes into preallocated RGB buffers."""
 
-    def __init__(self, lib, backend: str, batch: int, data: list[bytes]):
+    def __init__(self, lib, backend: str, batch: int, data: list[bytes], output: str = "rgbi"):
         import cupy as cp
 
         self.lib = lib
+        self.output = output
         self.handle, self.state = ctypes.c_void_p(), ctypes.c_void_p()
         check(lib.nvjpegCreateEx(BACKENDS[backend], None, None, 0, ctypes.byref(self.handle)), "nvjpegCreateEx")
         check(lib.nvjpegJpegStateCreate(self.handle, ctypes.byref(self.state)), "nvjpegJpegStateCreate")
@@ -71,13 +86,17 @@ class BatchedDecoder:
         # the largest image decides the per-slot buffer
         comps, sub = ctypes.c_int(), ctypes.c_int()
         w4, h4 = (ctypes.c_int * 4)(), (ctypes.c_int * 4)()
-        self.sizes = {}
+        self.sizes, self.planes = {}, {}
         for d in data:
             check(lib.nvjpegGetImageInfo(self.handle, d, len(d), ctypes.byref(comps), ctypes.byref(sub), w4, h4),
                   "nvjpegGetImageInfo")
             self.sizes[id(d)] = (w4[0], h4[0])
-        largest = max(w * h for w, h in self.sizes.values())
-        self.slot_bytes = largest * 3
+            # each component's (width, height): chroma may be subsampled (4:2:0: half each way)
+            self.planes[id(d)] = [(w4[c], h4[c]) if c < comps.value else (0, 0) for c in range(3)]
+        if output == "yuv":
+            self.slot_bytes = max(sum(w * h for w, h in planes) for planes in self.planes.values())
+        else:
+            self.slot_bytes = max(w * h for w, h in self.sizes.values()) * 3
         self.out = cp.empty(batch * self.slot_bytes, dtype=cp.uint8)
 
     def hardware_info(self):
@@ -88,7 +107,7 @@ class BatchedDecoder:
     def __call__(self, chunk: list[bytes]) -> None:
         n = len(chunk)
         if self.initialized_for != n:
-            check(self.lib.nvjpegDecodeBatchedInitialize(self.handle, self.state, n, 1, OUTPUT_RGBI),
+            check(self.lib.nvjpegDecodeBatchedInitialize(self.handle, self.state, n, 1, OUTPUTS[self.output]),
                   "nvjpegDecodeBatchedInitialize")
             self.initialized_for = n
         pointers = (ctypes.c_char_p * n)(*chunk)
@@ -96,61 +115,91 @@ class BatchedDecoder:
         images = (Image * n)()
         base = self.out.data.ptr
         for i, d in enumerate(chunk):
-            w, _ = self.sizes[id(d)]
-            images[i].channel[0] = base + i * self.slot_bytes
-            images[i].pitch[0] = w * 3
+            at = base + i * self.slot_bytes
+            if self.output == "yuv":
+                for c, (pointer, pitch) in enumerate(yuv_planes(at, self.planes[id(d)])):
+                    images[i].channel[c], images[i].pitch[c] = pointer, pitch
+            else:
+                images[i].channel[0], images[i].pitch[0] = at, self.sizes[id(d)][0] * 3
         check(self.lib.nvjpegDecodeBatched(self.handle, self.state, pointers, lengths, images, self.stream.ptr),
               "nvjpegDecodeBatched")
         self.stream.synchronize()
+
+
+def y_plane_check(decoder: BatchedDecoder, data: list[bytes], batch: int) -> dict:
+    """The first image's Y plane against libjpeg's own Y (Pillow decoding to YCbCr, no colour
+    conversion): a check that the planes land where this probe says."""
+    import io
+
+    import cupy as cp
+    import numpy as np
+    from PIL import Image as PILImage
+
+    decoder(data[:batch])
+    (w, h), *_ = decoder.planes[id(data[0])]
+    got = cp.asnumpy(decoder.out[: w * h]).reshape(h, w).astype(np.int16)
+    image = PILImage.open(io.BytesIO(data[0]))
+    image.draft("YCbCr", image.size)
+    want = np.asarray(image.convert("YCbCr"))[:, :, 0].astype(np.int16)
+    return {"y_plane_vs_libjpeg_mean_abs": float(np.abs(got - want).mean()), "max_abs": int(np.abs(got - want).max()),
+            "chroma_planes": decoder.planes[id(data[0])][1:]}
 
 
 def main() -> int:
     plan, data_dir = sys.argv[1], Path(sys.argv[2])
     backends = sys.argv[3].split(",") if len(sys.argv) > 3 else ["hardware", "default"]
     counts = [int(c) for c in sys.argv[4].split(",")] if len(sys.argv) > 4 else [1, 2, 3]
+    outputs = sys.argv[5].split(",") if len(sys.argv) > 5 else ["rgbi"]
+    unknown = [o for o in outputs if o not in OUTPUTS]
+    if unknown:
+        raise SystemExit(f"unknown output format(s) {unknown}; choose from {sorted(OUTPUTS)}")
     from decode_load_probe import Load
     from gpu_decode_rates import BATCH, load, parallel_rate
 
     data = load(data_dir)[:3072]
     lib = library()
-    info_printed = False
-    for backend in backends:
-        for count in counts:
-            try:
-                decoders = [BatchedDecoder(lib, backend, BATCH, data) for _ in range(count)]
-            except Exception as exc:
-                print(json.dumps({"backend": backend, "decoders": count, "error": str(exc)}), flush=True)
-                break
-            if not info_printed:
-                import io
+    info_printed, planes_checked = False, False
+    for backend, output, count in [(b, o, c) for b in backends for o in outputs for c in counts]:
+        try:
+            decoders = [BatchedDecoder(lib, backend, BATCH, data, output) for _ in range(count)]
+        except Exception as exc:
+            print(json.dumps({"backend": backend, "output": output, "decoders": count, "error": str(exc)}),
+                  flush=True)
+            continue
+        if not info_printed and output == "rgbi":
+            import io
 
-                import cupy as cp
-                import numpy as np
-                from PIL import Image as PILImage
+            import cupy as cp
+            import numpy as np
+            from PIL import Image as PILImage
 
-                first = decoders[0]
-                first(data[:BATCH])
-                w, h = first.sizes[id(data[0])]
-                got = cp.asnumpy(first.out[: w * h * 3]).reshape(h, w, 3).astype(np.int16)
-                want = np.asarray(PILImage.open(io.BytesIO(data[0])).convert("RGB")).astype(np.int16)
-                print(json.dumps({"check_vs_pillow_mean_abs": float(np.abs(got - want).mean()),
-                                  "max_abs": int(np.abs(got - want).max())}), flush=True)
-                print(json.dumps({"hardware_decoder": decoders[0].hardware_info(),
-                                  "connections": os.environ.get("CUDA_DEVICE_MAX_CONNECTIONS", "8 (default)")}),
-                      flush=True)
-                info_printed = True
-            try:
-                alone = parallel_rate(data, decoders)
-                busy = Load(plan, 256)
-                _, engine_alone = busy.measure(lambda: time.sleep(1.0))
-                loaded, meanwhile = busy.measure(lambda: parallel_rate(data, decoders))
-                busy.close()
-            except Exception as exc:
-                print(json.dumps({"backend": backend, "decoders": count, "error": str(exc)}), flush=True)
-                continue
-            print(json.dumps({"backend": backend, "decoders": count, "decode_alone": round(alone),
-                              "decode_under_load": round(loaded), "engine_alone": round(engine_alone),
-                              "engine_meanwhile": round(meanwhile)}), flush=True)
+            first = decoders[0]
+            first(data[:BATCH])
+            w, h = first.sizes[id(data[0])]
+            got = cp.asnumpy(first.out[: w * h * 3]).reshape(h, w, 3).astype(np.int16)
+            want = np.asarray(PILImage.open(io.BytesIO(data[0])).convert("RGB")).astype(np.int16)
+            print(json.dumps({"check_vs_pillow_mean_abs": float(np.abs(got - want).mean()),
+                              "max_abs": int(np.abs(got - want).max())}), flush=True)
+            print(json.dumps({"hardware_decoder": decoders[0].hardware_info(),
+                              "connections": os.environ.get("CUDA_DEVICE_MAX_CONNECTIONS", "8 (default)")}),
+                  flush=True)
+            info_printed = True
+        if not planes_checked and output == "yuv":
+            print(json.dumps(y_plane_check(decoders[0], data, BATCH)), flush=True)
+            planes_checked = True
+        try:
+            alone = parallel_rate(data, decoders)
+            busy = Load(plan, 256)
+            _, engine_alone = busy.measure(lambda: time.sleep(1.0))
+            loaded, meanwhile = busy.measure(lambda: parallel_rate(data, decoders))
+            busy.close()
+        except Exception as exc:
+            print(json.dumps({"backend": backend, "output": output, "decoders": count, "error": str(exc)}),
+                  flush=True)
+            continue
+        print(json.dumps({"backend": backend, "output": output, "decoders": count, "decode_alone": round(alone),
+                          "decode_under_load": round(loaded), "engine_alone": round(engine_alone),
+                          "engine_meanwhile": round(meanwhile)}), flush=True)
     return 0
 
 
