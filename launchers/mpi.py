@@ -471,8 +471,12 @@ class _RootLink:
 
     def drain(self) -> None:
         with self.lock:
-            while self.unanswered:
-                self._receive()
+            self._receive_all()
+
+    def _receive_all(self) -> None:
+        """Every answer still to come (the caller holds the lock)."""
+        while self.unanswered:
+            self._receive()
 
     def _receive(self):
         shard, _ = _poll_recv(self.comm, 0, TAG_REPLY, self.reply_timeout, "rank 0 to hand out the next shard")
@@ -484,8 +488,7 @@ class _RootLink:
         once every request has its answer (after an error a shard may be among them: the job
         fails, and a rerun scores what the manifest does not have)."""
         with self.lock:
-            while self.unanswered:
-                self._receive()
+            self._receive_all()
             self.closed = True
             self.comm.send(report + (self.finished.take(),), dest=0, tag=TAG_REQUEST)
 

@@ -64,7 +64,6 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-
 @dataclass
 class Verification:
     """What Manifest.verify() found. `ok` when every recorded part is present and unchanged."""
