@@ -103,3 +103,10 @@ def test_core_to_core_measures_the_pairs_asked_for(tmp_path):
     assert all(0 < float(ns) < 1e6 for _, _, ns in rows)
     one = subprocess.run([str(binary), "200", "1:0"], capture_output=True, text=True, timeout=60, check=True).stdout
     assert one.split()[:2] == ["1", "0"]
+
+
+def test_a_torn_last_line_is_skipped_and_counted(tmp_path, capsys):
+    path = tmp_path / "s.jsonl"
+    path.write_text(json.dumps(_sample(1.0, {})) + "\n" + json.dumps(_sample(2.0, {})) + "\n" + '{"t": 3.0, "pro')
+    assert [s["t"] for s in summary.read_samples(path)] == [1.0, 2.0]
+    assert "skipped 1 line that did not parse" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -25,15 +26,39 @@ UNNAMED = {"python3", "python", "unnamed"}
 
 
 def read_samples(path: Path) -> list[dict]:
+    """The probe's samples; a line that does not parse (the last one, torn when the probe was
+    killed mid-write) is skipped and counted on stderr."""
     opener = gzip.open if path.suffix == ".gz" else open
+    samples, torn = [], 0
     with opener(path, "rt") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                samples.append(json.loads(line))
+            except ValueError:
+                torn += 1
+    if torn:
+        print(f"{path}: skipped {torn} line{'s' * (torn != 1)} that did not parse", file=sys.stderr)
+    return samples
 
 
 def role(pid: str, tid: str, name: str) -> str:
     if tid == pid:
         return "main"
     return "unnamed" if name in UNNAMED else name
+
+
+def worker_threads(before: dict, after: dict):
+    """Each thread of each worker process (one with a bs-read thread) seen in both samples:
+    (pid, tid, thread as in `after`, CPU seconds it used between the two)."""
+    for pid, threads in after["procs"].items():
+        earlier = before["procs"].get(pid)
+        if not earlier or not any(t["name"] == "bs-read" for t in threads.values()):
+            continue
+        for tid, thread in threads.items():
+            if tid in earlier:
+                yield pid, tid, thread, max(0.0, thread["cpu_s"] - earlier[tid]["cpu_s"])
 
 
 def summarize(samples: list[dict]) -> list[dict]:
@@ -45,15 +70,9 @@ def summarize(samples: list[dict]) -> list[dict]:
     used: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     span: dict[str, list[float]] = {}
     for before, after in zip(samples, samples[1:]):
-        for pid, threads in after["procs"].items():
-            earlier = before["procs"].get(pid)
-            if not earlier or not any(t["name"] == "bs-read" for t in threads.values()):
-                continue
-            first_last = span.setdefault(pid, [before["t"], after["t"]])
-            first_last[1] = after["t"]
-            for tid, thread in threads.items():
-                if tid in earlier:
-                    used[pid][role(pid, tid, thread["name"])] += max(0.0, thread["cpu_s"] - earlier[tid]["cpu_s"])
+        for pid, tid, thread, seconds in worker_threads(before, after):
+            span.setdefault(pid, [before["t"], after["t"]])[1] = after["t"]
+            used[pid][role(pid, tid, thread["name"])] += seconds
     out = []
     for pid in sorted(span, key=int):
         first, last = span[pid]
@@ -69,13 +88,7 @@ def shared_cpu_intervals(samples: list[dict], busy: float = 0.25) -> tuple[int, 
     intervals = shared = 0
     for before, after in zip(samples, samples[1:]):
         dt = max(after["t"] - before["t"], 1e-9)
-        cpus: list[int] = []
-        for pid, threads in after["procs"].items():
-            earlier = before["procs"].get(pid)
-            if not earlier or not any(t["name"] == "bs-read" for t in threads.values()):
-                continue
-            cpus += [t["cpu"] for tid, t in threads.items()
-                     if tid in earlier and (t["cpu_s"] - earlier[tid]["cpu_s"]) / dt > busy]
+        cpus = [thread["cpu"] for _, _, thread, seconds in worker_threads(before, after) if seconds / dt > busy]
         if cpus:
             intervals += 1
             shared += len(cpus) != len(set(cpus))
