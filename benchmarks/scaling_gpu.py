@@ -123,7 +123,10 @@ def mpi_binding(workers: int, env: dict) -> list[str]:
     """Where mpirun puts the ranks' threads. By default nowhere (`--bind-to none`: the OS places
     them). With BATCHSCORE_MPI_BIND=cores each rank is bound to a block of its own, the host's
     cores split evenly, to see whether workers slow each other through the cores they share."""
-    if env.get("BATCHSCORE_MPI_BIND", "none") != "cores" or workers > host_cores():
+    binding = env.get("BATCHSCORE_MPI_BIND", "none")
+    if binding not in ("none", "cores"):
+        raise SystemExit(f"BATCHSCORE_MPI_BIND must be none or cores, got {binding!r}")
+    if binding == "none" or workers > host_cores():
         return ["--bind-to", "none"]
     return ["--map-by", f"slot:PE={host_cores() // workers}", "--bind-to", "core"]
 

@@ -117,6 +117,8 @@ def test_mpi_and_ray_commands():
     assert "OMP_NUM_THREADS" in mpi and "HOME" not in mpi  # and the thread-pool caps, nothing else
     assert mpi[mpi.index(sys.executable):] == [sys.executable, "-m", "launchers.cli", "run", "job.toml",
                                                "--launcher", "mpi", "--quiet"]
+    with pytest.raises(SystemExit, match="BATCHSCORE_MPI_BIND must be none or cores, got 'core'"):
+        scaling_gpu.run_command("mpi", 2, Path("job.toml"), env | {"BATCHSCORE_MPI_BIND": "core"})
     bound = scaling_gpu.run_command("mpi", 2, Path("job.toml"), env | {"BATCHSCORE_MPI_BIND": "cores"})
     if scaling_gpu.host_cores() >= 2:
         assert bound[3:8] == ["2", "--map-by", f"slot:PE={scaling_gpu.host_cores() // 2}", "--bind-to", "core"]

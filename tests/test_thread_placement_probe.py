@@ -103,6 +103,8 @@ def test_core_to_core_measures_the_pairs_asked_for(tmp_path):
     assert all(0 < float(ns) < 1e6 for _, _, ns in rows)
     one = subprocess.run([str(binary), "200", "1:0"], capture_output=True, text=True, timeout=60, check=True).stdout
     assert one.split()[:2] == ["1", "0"]
+    bad = subprocess.run([str(binary), "200", f"0:{cpus + 5}"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and f"cannot run on CPU {cpus + 5}" in bad.stderr
 
 
 def test_a_torn_last_line_is_skipped_and_counted(tmp_path, capsys):

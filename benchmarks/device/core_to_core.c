@@ -22,7 +22,11 @@ static void pin(int cpu) {
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
-    pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+    if (cpu < 0 || cpu >= CPU_SETSIZE || pthread_setaffinity_np(pthread_self(), sizeof set, &set) != 0) {
+        /* a CPU this process may not use, or that does not exist: a figure for it would be a lie */
+        fprintf(stderr, "core_to_core: cannot run on CPU %d\n", cpu);
+        exit(2);
+    }
 }
 
 static void *pong(void *arg) {
