@@ -33,6 +33,7 @@
     jpeg_hardware = "auto"         # nvJPEG's batched hardware JPEG decode where the GPU has it | off
     fail_fast = false              # stop at the first bad image instead of writing an error row
     pin_cpus = false               # GPU workers: run on the CPU cores next to the GPU (scoring.affinity)
+    avoid_slow_cpus = "auto"       # busy threads leave CPUs that run them slowly: auto (GPU workers) | on | off
     launcher = "local"             # local | mpi | ray
 
 `load_job(path)` checks every key (its type, its range, the values allowed) and raises `JobError`
@@ -65,6 +66,7 @@ DEVICES = ("auto", "cpu", "cuda")
 DECODERS = ("auto", "cpu", "gpu")
 GPU_DECODE_BACKENDS = ("auto", "all", "hw")  # "all" and "hw": scoring.gpu_decode.BACKEND_PRESETS
 JPEG_HARDWARE = ("auto", "off")  # scoring.nvjpeg_hardware; "off": every JPEG through nvImageCodec
+AVOID_SLOW_CPUS = ("auto", "on", "off")  # scoring.slow_cpus; "auto": $BATCHSCORE_AVOID_SLOW_CPUS, else GPU workers
 LAUNCHERS = ("local", "mpi", "ray")
 SECTIONS = ("model", "data", "preprocess", "output", "run")
 
@@ -111,6 +113,7 @@ class RunSpec:
     jpeg_hardware: str = "auto"
     fail_fast: bool = False
     pin_cpus: bool = False
+    avoid_slow_cpus: str = "auto"
     launcher: str = "local"
 
 
@@ -208,6 +211,7 @@ def parse_job(data: dict[str, Any], *, base_dir: str | os.PathLike = ".", path: 
         "jpeg_hardware": v.choice(JPEG_HARDWARE),
         "fail_fast": v.boolean,
         "pin_cpus": v.boolean,
+        "avoid_slow_cpus": v.choice(AVOID_SLOW_CPUS),
         "launcher": v.choice(LAUNCHERS),
     })
     model = v.section("model", data["model"], ModelSpec, {

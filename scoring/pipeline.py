@@ -44,6 +44,7 @@ import numpy as np
 from scoring.dataset import ImageDataset, Shard, read_shard
 from scoring.decode import Preprocess
 from scoring.errors import ScoringError
+from scoring.slow_cpus import SlowCpus, watch
 from scoring.thread_names import name_this_thread
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class Prefetcher:
     seconds spent reading and decoding (decode summed over the decoder threads)."""
 
     def __init__(self, dataset: ImageDataset, shards: Shard | Iterable[Shard], decoders, ring: HostRing,
-                 batch_rows: int):
+                 batch_rows: int, slow_cpus: SlowCpus | None = None):
         if batch_rows > ring.capacity:
             raise ValueError(f"batches of {batch_rows} rows do not fit ring slots of {ring.capacity} rows")
         self.decoders = list(decoders) if isinstance(decoders, (list, tuple)) else [decoders]
@@ -151,6 +152,7 @@ class Prefetcher:
         self._route = getattr(self.decoders[0], "route", None) if len(kinds) == 1 else None
         self.shards = [shards] if isinstance(shards, Shard) else shards
         self.batch_rows = batch_rows
+        self.slow_cpus = slow_cpus  # the reader and decoders move off CPUs that run them slowly
         self.stages = {"read": 0.0, "decode": 0.0}
         # CPU seconds of each background thread (time.thread_time), set as it ends: "read",
         # "decode-0", ...: a worker that falls behind the others shows which one got dear.
@@ -176,6 +178,7 @@ class Prefetcher:
     def _read_all(self) -> None:
         name_this_thread("bs-read")  # threads it starts (Arrow's) inherit the name
         cpu_at_start = time.thread_time()
+        cpu_watch = watch(self.slow_cpus, "read")
         seq = 0
         try:
             shards = iter(self.shards)
@@ -185,7 +188,7 @@ class Prefetcher:
                 self._waiting_for_shard = False
                 if shard is None or self._stop.is_set():
                     break
-                seq = self._read_shard(shard, seq)
+                seq = self._read_shard(shard, seq, cpu_watch)
                 if seq < 0:
                     return
             self._hand_over(seq, _DONE)
@@ -201,7 +204,7 @@ class Prefetcher:
                     except queue.Full:
                         continue
 
-    def _read_shard(self, shard: Shard, seq: int) -> int:
+    def _read_shard(self, shard: Shard, seq: int, cpu_watch) -> int:
         """Queue the shard's batches for the decoders; the next sequence number, or -1 to stop."""
         if shard.num_rows == 0:
             self._hand_over(seq, Slot(-1, None, np.empty(0, np.int64), [], 0, shard, True, True))
@@ -217,6 +220,7 @@ class Prefetcher:
                     return seq
                 route = self._route_ahead(batch.items)
                 self.stages["read"] += time.perf_counter() - start
+                cpu_watch.note(len(batch))
                 first, done = done == 0, done + len(batch)
                 read = _Read(seq, shard, batch.ids, batch.items, first, done >= shard.num_rows, route)
                 while True:
@@ -248,11 +252,11 @@ class Prefetcher:
         name_this_thread("bs-" + name)
         cpu_at_start = time.thread_time()
         try:
-            self._decode_reads(decoder)
+            self._decode_reads(decoder, watch(self.slow_cpus, name))
         finally:
             self.thread_cpu_s[name] = time.thread_time() - cpu_at_start
 
-    def _decode_reads(self, decoder) -> None:
+    def _decode_reads(self, decoder, cpu_watch) -> None:
         while True:
             with self._take:
                 read = self._poll(self._reads)
@@ -267,6 +271,7 @@ class Prefetcher:
                 else:
                     errors = decoder.decode_into(read.items, buffer)
                 self.stages["decode"] += time.perf_counter() - start
+                cpu_watch.note(len(read.items))
                 slot = Slot(index, buffer, read.ids, errors, len(read.items), read.shard, read.first, read.last)
             except BaseException as exc:
                 slot = exc

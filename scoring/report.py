@@ -94,6 +94,8 @@ class Metrics:
     thread_cpu_s: dict[str, float] = field(default_factory=dict)
     # GPU decoding: rows per decode path (scoring.gpu_decode.DECODE_PATHS); empty where not counted.
     decoded_by: dict[str, int] = field(default_factory=dict)
+    # CPUs the worker's threads left because they ran its work slowly (scoring.slow_cpus.SlowCpu dicts)
+    slow_cpus: list[dict] = field(default_factory=list)
 
     _SAMPLE_EVERY_S = 0.25
 
@@ -257,6 +259,7 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
                                         if m.images else {}),
             "host_cores": m.host_cores,
             "decoded_by": dict(m.decoded_by) or None,
+            "slow_cpus_left": list(m.slow_cpus),
         })
 
     # A straggler is slow once it runs, not late to start: with shards handed out dynamically, a
@@ -515,6 +518,9 @@ def render_markdown(data: dict) -> str:
                                    f"busy on average{of}"])
     if s.get("decoded_by"):
         rows.append(["Decoded by", _decoded_by_text(s["decoded_by"])])
+    left = [w for w in workers if w.get("slow_cpus_left")]
+    if left:
+        rows.append(["Slow CPUs left", "; ".join(_slow_cpus_text(w, len(workers) > 1) for w in left)])
     if s.get("bottleneck"):
         b = s["bottleneck"]
         rows.append(["Busiest stage", f"{b} ({_fmt_pct(data['stages'][b]['fraction'])} of worker time)"])
@@ -553,6 +559,13 @@ def render_markdown(data: dict) -> str:
         lines += _table(["", ""], [[k, _job_value(k, v)] for k, v in scalars.items()], "ll")
     lines += ["", "![images/s over time](throughput.png)", ""]
     return "\n".join(lines)
+
+
+def _slow_cpus_text(w: dict, name_worker: bool) -> str:
+    """"worker 0: CPU 15 (read thread: 44 µs of CPU per row there, 15 on CPU 47)"."""
+    cpus = ", ".join(f"CPU {c['cpu']} ({c['thread']} thread: {c['us_per_row']:,.0f} µs of CPU per row there, "
+                     f"{c['elsewhere_us_per_row']:,.0f} on CPU {c['elsewhere']})" for c in w["slow_cpus_left"])
+    return f"worker {w['worker']}: {cpus}" if name_worker else cpus
 
 
 def _straggler_text(w: dict) -> str:
@@ -721,6 +734,9 @@ def combine_scaling(run_dirs, out_dir=None) -> dict:
                      # a straggler's thread whose CPU per image grew (see dear_thread)
                      "dear_threads": {str(w["worker"]): w["dear_thread"]["thread"]
                                       for w in report.get("workers", []) if w.get("dear_thread")},
+                     # CPUs each worker's threads left as slow (scoring.slow_cpus)
+                     "slow_cpus_left": {str(w["worker"]): [c["cpu"] for c in w["slow_cpus_left"]]
+                                        for w in report.get("workers", []) if w.get("slow_cpus_left")},
                      "stage_us_per_image": stage_us_per_image(report)})
     rows.sort(key=lambda r: (r["workers"], r["run"]))
     base_workers = rows[0]["workers"]

@@ -39,6 +39,7 @@ from scoring.manifest import Manifest
 from scoring.outputs import OutputSpec, PartWriter
 from scoring.pipeline import DEFAULT_SLOTS, CpuRunner, Prefetcher, Slot
 from scoring.report import Metrics, sum_counts
+from scoring.slow_cpus import SlowCpus
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,18 @@ def jpeg_hardware(job: JobSpec) -> bool | None:
     """[run] jpeg_hardware for GpuDecoder: False for "off"; None for "auto" (the hardware decoder
     where the GPU has one, unless $BATCHSCORE_NVJPEG_HARDWARE=0)."""
     return False if job.run.jpeg_hardware == "off" else None
+
+
+def avoid_slow_cpus(job: JobSpec, on_gpu: bool) -> bool:
+    """[run] avoid_slow_cpus (scoring.slow_cpus); "auto" is $BATCHSCORE_AVOID_SLOW_CPUS (1 or 0)
+    where set, else on for a GPU worker only (measured there; the CPU backend's BLAS threads want
+    every core)."""
+    if job.run.avoid_slow_cpus != "auto":
+        return job.run.avoid_slow_cpus == "on"
+    value = os.environ.get("BATCHSCORE_AVOID_SLOW_CPUS", "").strip()
+    if value not in ("", "0", "1"):
+        raise ScoringError(f"BATCHSCORE_AVOID_SLOW_CPUS must be 1 or 0, got {value!r}")
+    return on_gpu if value == "" else value == "1"
 
 
 @contextlib.contextmanager
@@ -158,6 +171,8 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
         from scoring.affinity import pin_to_gpu  # start: their threads and processes inherit it
 
         pin_to_gpu()
+    # after pinning: the CPUs it leaves are among those the process may use
+    slow_cpus = SlowCpus.for_this_process() if avoid_slow_cpus(job, on_gpu) else None
     with contextlib.ExitStack() as cleanup:
         if on_gpu:
             cleanup.enter_context(gil_switch_interval(GPU_WORKER_SWITCH_INTERVAL_S))
@@ -183,7 +198,7 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
             for decoder in decoders:
                 cleanup.enter_context(decoder)
         return _score(job, runner, spec, dataset, shards, decoders, ring, metrics, on_gpu, worker_id,
-                      on_batch, on_shard)
+                      on_batch, on_shard, slow_cpus)
 
 
 def resolve_decode_processes(job: JobSpec, decode: str, on_gpu: bool, threads: int) -> int:
@@ -250,7 +265,7 @@ def _thread_decoders(job: JobSpec, decode: str, threads: int, runner) -> tuple[l
 
 
 def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics: Metrics, on_gpu: bool,
-           worker_id, on_batch, on_shard) -> Metrics:
+           worker_id, on_batch, on_shard, slow_cpus: SlowCpus | None = None) -> Metrics:
     manifest = Manifest(job.output.dir)
     done = manifest.done()
 
@@ -265,7 +280,7 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
     writer = _ShardWriter(job, spec, manifest, metrics, on_batch, on_shard)
     main_cpu_at_start = time.thread_time()
     try:
-        with Prefetcher(dataset, todo(), decoders, ring, job.run.batch) as batches:
+        with Prefetcher(dataset, todo(), decoders, ring, job.run.batch, slow_cpus=slow_cpus) as batches:
             pending: deque = deque()
             slots = iter(batches)
             while True:
@@ -302,6 +317,7 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
     for name, seconds in runner.stages.items():
         metrics.add_stage(name, seconds)
     metrics.thread_cpu_s.update(getattr(runner, "thread_cpu_s", {}))  # the CPU runner's engine thread
+    metrics.slow_cpus = slow_cpus.report() if slow_cpus is not None else []
     metrics.busy_fraction = runner.busy_fraction
     # GPU decoders in this process count their rows per decode path
     metrics.decoded_by = sum_counts(getattr(decoder, "decoded_by", {}) for decoder in decoders) or {}

@@ -112,3 +112,26 @@ def test_a_torn_last_line_is_skipped_and_counted(tmp_path, capsys):
     path.write_text(json.dumps(_sample(1.0, {})) + "\n" + json.dumps(_sample(2.0, {})) + "\n" + '{"t": 3.0, "pro')
     assert [s["t"] for s in summary.read_samples(path)] == [1.0, 2.0]
     assert "skipped 1 line that did not parse" in capsys.readouterr().err
+
+
+def test_per_cpu_rates_set_each_cpu_against_the_roles_median():
+    # two workers' readers and decoders, sampled once a second; worker 20's reader sits on CPU 15,
+    # where it uses twice the cores, and its decoder moves mid-stretch (that stretch says nothing)
+    def procs(k):
+        return {"10": {"10": {"name": "python3", "cpu": 0, "cpu_s": 0.9 * k},
+                       "11": {"name": "bs-read", "cpu": 3, "cpu_s": 0.4 * k},
+                       "12": {"name": "bs-decode-0", "cpu": 4, "cpu_s": 0.5 * k}},
+                "20": {"20": {"name": "python3", "cpu": 1, "cpu_s": 0.9 * k},
+                       "21": {"name": "bs-read", "cpu": 15, "cpu_s": 0.8 * k},
+                       "22": {"name": "bs-decode-0", "cpu": 5 if k < 2 else 6, "cpu_s": 0.5 * k},
+                       "23": {"name": "bs-decode-1", "cpu": 7, "cpu_s": 0.1 * k}}}  # waiting: left out
+
+    rates = summary.per_cpu_rates([_sample(float(k), procs(k)) for k in range(9)], window=4)
+    assert set(rates) == {"main", "bs-read", "bs-decode"}
+    read = rates["bs-read"]
+    assert read["stretches"] == 4 and read["median_cores"] == 0.6  # of 0.4, 0.4, 0.8, 0.8
+    assert read["cpus"] == {3: {"vs_median": 0.67, "stretches": 2}, 15: {"vs_median": 1.33, "stretches": 2}}
+    decode = rates["bs-decode"]
+    assert decode["cpus"][4]["stretches"] == 2 and 5 not in decode["cpus"] and decode["cpus"][6]["stretches"] == 1
+    assert 7 not in decode["cpus"]
+    assert "15:1.33(2)" in summary.format_per_cpu(rates)

@@ -9,7 +9,8 @@ try (default "1,2,3"); OUTPUTS: names of OUTPUTS (default "rgbi"). "yuv" leaves 
 JPEG holds them (Y, then Cb and Cr at their subsampled sizes), without nvJPEG's chroma upsampling
 and colour conversion: `... PLAN DATA hardware 3 rgbi,yuv` says how much of the model's time under
 decoding that GPU work costs (issue #5: the engine's batches ran 9.1 ms beside the decoders
-against 8.0 ms alone), before our resize kernel is taught to read YUV.
+against 8.0 ms alone). On an H100 it cost nothing measurable, and YUV decoded slower
+(benchmarks/results/gpu/nvjpeg_batched_probe_h100_2026-11-22_s11.json).
 
 DATA_DIR is a JPEG Parquet dataset (benchmarks/gpu_decode_rates.load reads it). Needs libnvjpeg
 (the nvidia-nvjpeg wheel) on the library path. A probe for the device, not part of batchscore.
@@ -28,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "benchmarks" / "device"))
+
+from scoring.nvjpeg_hardware import creation_flags  # noqa: E402
 
 BACKENDS = {"default": 0, "hybrid": 1, "gpu_hybrid": 2, "hardware": 3}
 OUTPUTS = {"yuv": 1, "rgbi": 5}  # nvjpegOutputFormat_t NVJPEG_OUTPUT_YUV, NVJPEG_OUTPUT_RGBI
@@ -78,7 +81,11 @@ class BatchedDecoder:
         self.lib = lib
         self.output = output
         self.handle, self.state = ctypes.c_void_p(), ctypes.c_void_p()
-        check(lib.nvjpegCreateEx(BACKENDS[backend], None, None, 0, ctypes.byref(self.handle)), "nvjpegCreateEx")
+        # the hardware backend with the flags the worker's decoder uses (no pipelining, interpolated
+        # chroma; $BATCHSCORE_NVJPEG_FLAGS for trials), so the probe compares like with like
+        self.flags = creation_flags() if backend == "hardware" else 0
+        check(lib.nvjpegCreateEx(BACKENDS[backend], None, None, self.flags, ctypes.byref(self.handle)),
+              "nvjpegCreateEx")
         check(lib.nvjpegJpegStateCreate(self.handle, ctypes.byref(self.state)), "nvjpegJpegStateCreate")
         self.stream = cp.cuda.Stream(non_blocking=True)
         self.batch = batch
@@ -197,7 +204,8 @@ def main() -> int:
             print(json.dumps({"backend": backend, "output": output, "decoders": count, "error": str(exc)}),
                   flush=True)
             continue
-        print(json.dumps({"backend": backend, "output": output, "decoders": count, "decode_alone": round(alone),
+        print(json.dumps({"backend": backend, "output": output, "decoders": count, "flags": decoders[0].flags,
+                          "decode_alone": round(alone),
                           "decode_under_load": round(loaded), "engine_alone": round(engine_alone),
                           "engine_meanwhile": round(meanwhile)}), flush=True)
     return 0

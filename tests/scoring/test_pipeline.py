@@ -159,6 +159,30 @@ def test_worker_asks_for_the_next_shard_before_the_current_one_is_done(data, tmp
     assert metrics.thread_cpu_s["engine"] > 0
 
 
+def test_the_worker_watches_its_loops_cpus_and_reports_those_it_left(data, tmp_path, monkeypatch):
+    """Wiring of scoring.slow_cpus into a worker: its reader and decoder note every row,
+    and the CPUs left are in its Metrics. The operating system's side (which CPUs, affinity, the
+    clocks) is a stand-in: this machine may have too few CPUs to watch."""
+    from scoring import worker
+    from scoring.slow_cpus import SlowCpu, SlowCpus
+
+    root, dataset, plan = data
+    job = parse_job({"model": {"plan": str(plan)}, "data": {"source": str(root / "images"), "shard_rows": 10},
+                     "preprocess": {"resize_shorter": 36, "crop": CROP}, "output": {"dir": str(tmp_path / "out")},
+                     "run": {"batch": 4, "device": "cpu", "decode_threads": 1, "avoid_slow_cpus": "on"}},
+                    base_dir=tmp_path)
+    cpus = SlowCpus(set(range(8)), set_affinity=lambda tid, c: None, thread_ids=list, where=lambda: 3)
+    cpus.mark(SlowCpu(6, "read", 40.0, 3, 20.0))
+    monkeypatch.setattr(worker.SlowCpus, "for_this_process", classmethod(lambda cls: cpus))
+    monkeypatch.delenv("BATCHSCORE_AVOID_SLOW_CPUS", raising=False)
+    metrics = score_shards(job, plan, iter(dataset.shards(10)), 0, dataset=dataset)
+    assert {w.name: w.rows for w in cpus.watches} == {"read": 50, "decode-0": 50}
+    assert metrics.slow_cpus == [SlowCpu(6, "read", 40.0, 3, 20.0).as_dict()]
+    cpus.watches.clear()
+    job.run.avoid_slow_cpus = "auto"  # a CPU worker: not watched unless asked
+    assert score_shards(job, plan, iter([]), 0, dataset=dataset).slow_cpus == [] and not cpus.watches
+
+
 def test_a_failure_mid_job_leaves_no_partial_part_behind(data, tmp_path):
     root, dataset, plan = data
     job = parse_job({"model": {"plan": str(plan)}, "data": {"source": str(root / "images"), "shard_rows": 10},
@@ -207,6 +231,24 @@ def test_gpu_decoder_settings_come_from_the_job_then_the_environment(monkeypatch
         monkeypatch.setenv("BATCHSCORE_GPU_DECODERS", bad)
         with pytest.raises(ScoringError, match="BATCHSCORE_GPU_DECODERS must be a positive integer"):
             gpu_decoders(auto)
+
+
+def test_avoid_slow_cpus_comes_from_the_job_then_the_environment(monkeypatch):
+    from scoring.errors import ScoringError
+    from scoring.worker import avoid_slow_cpus
+
+    monkeypatch.delenv("BATCHSCORE_AVOID_SLOW_CPUS", raising=False)
+    auto = _run_settings()
+    assert avoid_slow_cpus(auto, on_gpu=True) and not avoid_slow_cpus(auto, on_gpu=False)  # GPU workers only
+    monkeypatch.setenv("BATCHSCORE_AVOID_SLOW_CPUS", "0")
+    assert not avoid_slow_cpus(auto, on_gpu=True)
+    assert avoid_slow_cpus(_run_settings(avoid_slow_cpus="on"), on_gpu=False)  # the job's own wins
+    monkeypatch.setenv("BATCHSCORE_AVOID_SLOW_CPUS", "1")
+    assert avoid_slow_cpus(auto, on_gpu=False)
+    assert not avoid_slow_cpus(_run_settings(avoid_slow_cpus="off"), on_gpu=True)
+    monkeypatch.setenv("BATCHSCORE_AVOID_SLOW_CPUS", "yes")
+    with pytest.raises(ScoringError, match="BATCHSCORE_AVOID_SLOW_CPUS must be 1 or 0, got 'yes'"):
+        avoid_slow_cpus(auto, on_gpu=True)
 
 
 def test_the_gil_switch_interval_is_set_for_the_block_and_restored():

@@ -472,6 +472,20 @@ def test_combine_scaling_shows_each_stragglers_dear_thread(tmp_path):
     assert "| 1 (read), 3 |" in (tmp_path / "scaling.md").read_text()
 
 
+def test_reports_name_the_slow_cpus_a_worker_left(tmp_path):
+    left = {"cpu": 15, "thread": "read", "us_per_row": 44.2, "elsewhere": 47, "elsewhere_us_per_row": 20.1}
+    slow = _worker(1, 100, slow_cpus=[left])
+    report = write_report(tmp_path / "w2", {}, [_worker(0, 100), slow])
+    workers = report.data["workers"]
+    assert workers[0]["slow_cpus_left"] == [] and workers[1]["slow_cpus_left"] == [left]
+    md = (tmp_path / "w2" / "report.md").read_text()
+    assert "| Slow CPUs left | worker 1: CPU 15 (read thread: 44 µs of CPU per row there, 20 on CPU 47) |" in md
+    rows = combine_scaling([tmp_path / "w2"], tmp_path)["runs"]
+    assert rows[0]["slow_cpus_left"] == {"1": [15]}
+    write_report(tmp_path / "w1", {}, [_worker(0, 100)])
+    assert "Slow CPUs" not in (tmp_path / "w1" / "report.md").read_text()
+
+
 def test_combine_scaling_separates_start_up_from_the_steady_state(tmp_path):
     # every worker runs 100 images/s once started, but start-up grows with the worker count: the
     # launch-to-end efficiency falls, the steady one stays linear

@@ -1,0 +1,229 @@
+"""Keep a GPU worker's busy threads off the CPUs that run them slowly ([run] avoid_slow_cpus).
+
+Why: on the 4 x H200 hosts (virtual machines whose guest sees one socket and one NUMA node) a few
+vCPUs run the same work slower. A worker's reader thread took 2.0-2.2x the CPU time per image on
+CPUs 14-20 of three machines and its decoders 1.3-1.5x, and that worker straggled for the whole run
+(benchmarks/results/scaling/h200x4_2026-11-22_s11/NOTES.md). Linux moves a thread to balance load,
+not because its CPU is slow, so a busy thread that starts on such a CPU stays there.
+
+How: each watched thread (the pipeline's reader and decoders) tells its ThreadWatch after each batch
+how many rows it handled. Every WINDOW_S seconds the watch works out the thread's CPU time per row
+on the CPU it ran on. time.thread_time leaves waiting out, so the figure measures the CPU's speed
+at this work, not how busy the worker is. Once, after a warm-up window, the thread steps off to the
+far half of its CPUs for one window, to have a figure to compare with; whenever the work costs
+SLOW_RATIO times or more on one CPU what it cost on another, that CPU is marked slow and every
+thread of the process leaves it (against the median of the other CPUs it was measured on, so that
+one cheap window elsewhere does not condemn the rest). At most a quarter of the process's CPUs are
+marked. Linux only (sched_getcpu and per-thread affinity); elsewhere, or with fewer than MIN_CPUS,
+nothing is watched.
+
+Only GPU workers are watched unless the job says "on": on the CPU backend the model's own threads
+(BLAS) want every core, and leaving a CPU would take it from them too. The worker's main loop is not
+watched: its CPU per row moves with how long it waits for the GPU and
+the decoders (19 to 31 us per row on one worker in one run), and watched, it marked sixteen CPUs of
+64 on the strength of one cheap window (session 11, call 5).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger("batchscore.run")
+
+SLOW_RATIO = 1.5  # the reader measured 2.0-2.2x on a slow CPU, the decoders 1.3-1.5x
+WINDOW_S = 0.5  # about 15,000 rows at a worker's 30,000 images/s
+MIN_ROWS = 256  # a window needs at least a batch to say anything
+WARMUP_WINDOWS = 1  # a thread's first window (imports, first file opens) is not compared
+MIN_CPUS = 4  # with fewer, leaving one out costs more than it can save
+
+
+@dataclass(frozen=True)
+class SlowCpu:
+    """Why a CPU was left: `thread` did its work at `us_per_row` there and `elsewhere_us_per_row`
+    on `elsewhere`."""
+
+    cpu: int
+    thread: str
+    us_per_row: float
+    elsewhere: int
+    elsewhere_us_per_row: float
+
+    def as_dict(self) -> dict:
+        return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+    def describe(self) -> str:
+        return (f"CPU {self.cpu} ({self.thread} thread: {self.us_per_row:.1f} us of CPU per row there, "
+                f"{self.elsewhere_us_per_row:.1f} on CPU {self.elsewhere})")
+
+
+_libc = None
+
+
+def current_cpu() -> int | None:
+    """The CPU the calling thread runs on (sched_getcpu), or None where that cannot be asked."""
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        cpu = _libc.sched_getcpu()
+    except (OSError, AttributeError):
+        return None
+    return cpu if cpu >= 0 else None
+
+
+def _process_thread_ids() -> list[int]:
+    tasks = Path("/proc/self/task")
+    return [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else []
+
+
+def _set_affinity(tid: int, cpus: set[int]) -> None:
+    try:
+        os.sched_setaffinity(tid, cpus)
+    except (ProcessLookupError, OSError):  # a thread that ended meanwhile; a CPU taken away
+        pass
+
+
+class SlowCpus:
+    """The CPUs one process avoids, shared by the ThreadWatches it hands out (watch()). `allowed`
+    is what the process may use (after any pinning). The rest reach the operating system, and tests
+    replace them: `set_affinity(tid, cpus)` (tid 0: the calling thread), `thread_ids()` (the
+    process's threads), `clock()` (wall seconds), `cpu_clock()` (the calling thread's CPU seconds)
+    and `where()` (the calling thread's CPU)."""
+
+    def __init__(self, allowed: set[int], *, set_affinity: Callable[[int, set[int]], None] = _set_affinity,
+                 thread_ids: Callable[[], list[int]] = _process_thread_ids,
+                 clock: Callable[[], float] = time.monotonic, cpu_clock: Callable[[], float] = time.thread_time,
+                 where: Callable[[], int | None] = current_cpu):
+        self.allowed = frozenset(allowed)
+        self.max_slow = len(self.allowed) // 4
+        self.found: list[SlowCpu] = []
+        self.watches: list[ThreadWatch] = []
+        self.set_affinity, self.clock, self.cpu_clock, self.where = set_affinity, clock, cpu_clock, where
+        self._thread_ids = thread_ids
+        self._lock = threading.Lock()
+
+    def watch(self, name: str) -> ThreadWatch:
+        """A watch for the calling thread, named for the report ("read", "decode-0")."""
+        w = ThreadWatch(self, name)
+        with self._lock:
+            self.watches.append(w)
+        return w
+
+    @classmethod
+    def for_this_process(cls) -> SlowCpus | None:
+        """The process's own, or None where nothing can be watched (not Linux, too few CPUs)."""
+        if not hasattr(os, "sched_getaffinity") or current_cpu() is None:
+            return None
+        allowed = os.sched_getaffinity(0)
+        return cls(allowed) if len(allowed) >= MIN_CPUS else None
+
+    @property
+    def slow(self) -> frozenset[int]:
+        return frozenset(s.cpu for s in self.found)
+
+    def usable(self, also_avoid: frozenset[int] | set[int] = frozenset()) -> set[int]:
+        """The allowed CPUs less the slow ones (and `also_avoid`, unless that would leave none)."""
+        usable = set(self.allowed - self.slow)
+        return (usable - set(also_avoid)) or usable
+
+    def far_half(self, cpu: int) -> set[int]:
+        """The usable CPUs farther than a quarter of the allowed list from `cpu` (cyclically): slow
+        CPUs came in runs (14-20), and Linux places a thread near where it was."""
+        order = sorted(self.allowed)
+        n = len(order)
+        at = order.index(cpu) if cpu in order else 0
+        far = {order[(at + k) % n] for k in range(n // 4 + 1, n - n // 4)}
+        return self.usable() & far or self.usable(also_avoid={cpu})
+
+    def mark(self, found: SlowCpu) -> bool:
+        """Leave `found.cpu` on every thread of the process; whether it was newly marked."""
+        with self._lock:
+            if found.cpu in self.slow or found.cpu not in self.allowed or len(self.found) >= self.max_slow:
+                return False
+            self.found.append(found)
+            usable = self.usable()
+            for tid in self._thread_ids():
+                self.set_affinity(tid, usable)
+        log.info("leaving slow %s", found.describe())
+        return True
+
+    def report(self) -> list[dict]:
+        return [s.as_dict() for s in self.found]
+
+
+class ThreadWatch:
+    """One thread's watch (SlowCpus.watch): call note(rows) on that thread after each batch."""
+
+    def __init__(self, cpus: SlowCpus, name: str):
+        self.cpus, self.name = cpus, name
+        self._clock, self._cpu_clock, self._where = cpus.clock, cpus.cpu_clock, cpus.where
+        self.cost: dict[int, float] = {}  # CPU -> the latest window's CPU seconds per row there
+        self.rows = 0  # every row noted
+        self.windows = 0
+        self._stepped_off: int | None = None  # the CPU left for the comparison window
+        self._has_stepped = False
+        self._begin()
+
+    def _begin(self) -> None:
+        self._t0, self._cpu0, self._rows, self._at = self._clock(), self._cpu_clock(), 0, self._where()
+
+    def _set_affinity(self, cpus: set[int]) -> None:
+        self.cpus.set_affinity(0, cpus)  # this thread only
+
+    def note(self, rows: int) -> None:
+        self.rows += rows
+        self._rows += rows
+        if self._clock() - self._t0 < WINDOW_S or self._rows < MIN_ROWS:
+            return
+        cpu = self._where()
+        if cpu is not None and cpu == self._at:  # a window split over two CPUs says nothing
+            self._window(cpu, (self._cpu_clock() - self._cpu0) / self._rows)
+        self._begin()
+
+    def _window(self, cpu: int, cost: float) -> None:
+        self.windows += 1
+        if self.windows <= WARMUP_WINDOWS:
+            return
+        self.cost[cpu] = cost
+        if self._stepped_off is not None:
+            left, self._stepped_off = self._stepped_off, None
+            if cpu == left or not self._judge(left, cpu):
+                self._set_affinity(self.cpus.usable())  # back among all usable CPUs
+            return
+        others = sorted((v, c) for c, v in self.cost.items() if c != cpu and c not in self.cpus.slow)
+        if others and self._judge(cpu, others[len(others) // 2][1]):  # the median (the upper of two)
+            return
+        if not self._has_stepped:
+            self._has_stepped, self._stepped_off = True, cpu
+            self._set_affinity(self.cpus.far_half(cpu))
+
+    def _judge(self, suspect: int, other: int) -> bool:
+        """Mark `suspect` slow if this thread's work cost SLOW_RATIO times more there than on
+        `other`; whether it did."""
+        there, elsewhere = self.cost.get(suspect), self.cost.get(other)
+        if there is None or elsewhere is None or there < SLOW_RATIO * elsewhere:
+            return False
+        return self.cpus.mark(SlowCpu(suspect, self.name, 1e6 * there, other, 1e6 * elsewhere))
+
+
+class NoWatch:
+    """Where nothing is watched: note() does nothing."""
+
+    def note(self, rows: int) -> None:
+        pass
+
+
+def watch(cpus: SlowCpus | None, name: str) -> ThreadWatch | NoWatch:
+    """The calling thread's watch (call it on that thread), or a NoWatch where `cpus` is None."""
+    return cpus.watch(name) if cpus is not None else NoWatch()
