@@ -1,10 +1,11 @@
 """Keep a GPU worker's busy threads off the CPUs that run them slowly ([run] avoid_slow_cpus).
 
 Why: on the 4 x H200 hosts (virtual machines whose guest sees one socket and one NUMA node) a few
-vCPUs run the same work slower. A worker's reader thread took 2.0-2.2x the CPU time per image on
-CPUs 14-20 of three machines and its decoders 1.3-1.5x, and that worker straggled for the whole run
-(benchmarks/results/scaling/h200x4_2026-11-22_s11/NOTES.md). Linux moves a thread to balance load,
-not because its CPU is slow, so a busy thread that starts on such a CPU stays there.
+vCPUs run the same work slower. On five machines sampled, a worker's reader thread used 1.7-3.0x
+its usual CPU on some of CPUs 14-20 and its decoders 1.3-1.5x, and that worker straggled for the
+whole run (benchmarks/results/scaling/h200x4_2026-11-22_s11_baseline/NOTES.md). Linux moves a
+thread to balance load, not because its CPU is slow, so a busy thread that starts on such a CPU
+stays there.
 
 How: each watched thread (the pipeline's reader and decoders) tells its ThreadWatch after each batch
 how many rows it handled. Every WINDOW_S seconds the watch works out the thread's CPU time per row
