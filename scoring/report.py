@@ -563,8 +563,9 @@ def render_markdown(data: dict) -> str:
 
 def _slow_cpus_text(w: dict, name_worker: bool) -> str:
     """"worker 0: CPU 15 (read thread: 44 µs of CPU per row there, 15 on CPU 47)"."""
-    cpus = ", ".join(f"CPU {c['cpu']} ({c['thread']} thread: {c['us_per_row']:,.0f} µs of CPU per row there, "
-                     f"{c['elsewhere_us_per_row']:,.0f} on CPU {c['elsewhere']})" for c in w["slow_cpus_left"])
+    from scoring.slow_cpus import describe
+
+    cpus = ", ".join(describe(c) for c in w["slow_cpus_left"])
     return f"worker {w['worker']}: {cpus}" if name_worker else cpus
 
 

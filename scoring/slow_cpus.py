@@ -20,23 +20,22 @@ nothing is watched.
 
 Only GPU workers are watched unless the job says "on": on the CPU backend the model's own threads
 (BLAS) want every core, and leaving a CPU would take it from them too. The worker's main loop is not
-watched: its CPU per row moves with how long it waits for the GPU and
-the decoders (19 to 31 us per row on one worker in one run), and watched, it marked sixteen CPUs of
-64 on the strength of one cheap window (session 11, call 5).
+watched: its CPU per row moves with how long it waits for the GPU and the decoders (19 to 31 us per
+row on one worker in one run), and watched, it marked sixteen CPUs of 64 on the strength of one
+cheap window (session 11, call 5).
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
+
+from scoring.libc import linux_libc
 
 log = logging.getLogger("batchscore.run")
 
@@ -61,24 +60,20 @@ class SlowCpu:
     def as_dict(self) -> dict:
         return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
 
-    def describe(self) -> str:
-        return (f"CPU {self.cpu} ({self.thread} thread: {self.us_per_row:.1f} us of CPU per row there, "
-                f"{self.elsewhere_us_per_row:.1f} on CPU {self.elsewhere})")
 
 
-_libc = None
+def describe(found: dict) -> str:
+    """A SlowCpu's dict in words: "CPU 15 (read thread: 44 µs of CPU per row there, 15 on CPU 47)"."""
+    return (f"CPU {found['cpu']} ({found['thread']} thread: {found['us_per_row']:,.0f} µs of CPU per row there, "
+            f"{found['elsewhere_us_per_row']:,.0f} on CPU {found['elsewhere']})")
 
 
 def current_cpu() -> int | None:
     """The CPU the calling thread runs on (sched_getcpu), or None where that cannot be asked."""
-    global _libc
-    if not sys.platform.startswith("linux"):
-        return None
+    libc = linux_libc()
     try:
-        if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        cpu = _libc.sched_getcpu()
-    except (OSError, AttributeError):
+        cpu = libc.sched_getcpu() if libc is not None else -1
+    except AttributeError:
         return None
     return cpu if cpu >= 0 else None
 
@@ -156,7 +151,7 @@ class SlowCpus:
             usable = self.usable()
             for tid in self._thread_ids():
                 self.set_affinity(tid, usable)
-        log.info("leaving slow %s", found.describe())
+        log.info("leaving slow %s", describe(found.as_dict()))
         return True
 
     def report(self) -> list[dict]:

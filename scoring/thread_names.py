@@ -6,13 +6,11 @@ does nothing: a name is a convenience, never a reason to stop."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import sys
+
+from scoring.libc import linux_libc
 
 PR_SET_NAME = 15  # prctl(2)
 MAX_NAME_BYTES = 15  # the kernel keeps 16 bytes, the last a NUL
-
-_libc = None
 
 
 def os_thread_name(name: str) -> bytes:
@@ -24,12 +22,10 @@ def os_thread_name(name: str) -> bytes:
 
 def name_this_thread(name: str) -> bool:
     """Set the calling thread's OS name; whether it was set."""
-    global _libc
-    if not sys.platform.startswith("linux"):
+    libc = linux_libc()
+    if libc is None:
         return False
     try:
-        if _libc is None:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        return _libc.prctl(PR_SET_NAME, ctypes.c_char_p(os_thread_name(name)), 0, 0, 0) == 0
-    except (OSError, AttributeError):
+        return libc.prctl(PR_SET_NAME, ctypes.c_char_p(os_thread_name(name)), 0, 0, 0) == 0
+    except AttributeError:
         return False
