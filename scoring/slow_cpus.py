@@ -90,6 +90,9 @@ def _set_affinity(tid: int, cpus: set[int]) -> None:
         pass
 
 
+_this_process: dict[int, SlowCpus] = {}  # pid -> SlowCpus.for_this_process()
+
+
 class SlowCpus:
     """The CPUs one process avoids, shared by the ThreadWatches it hands out (watch()). `allowed`
     is what the process may use (after any pinning). The rest reach the operating system, and tests
@@ -118,11 +121,20 @@ class SlowCpus:
 
     @classmethod
     def for_this_process(cls) -> SlowCpus | None:
-        """The process's own, or None where nothing can be watched (not Linux, too few CPUs)."""
+        """The process's own, or None where nothing can be watched (not Linux, too few CPUs). A
+        process that scores again gets the same one back: what it learnt holds, and the CPUs it
+        left (no longer in its affinity) are not taken for all it may use."""
+        global _this_process
         if not hasattr(os, "sched_getaffinity") or current_cpu() is None:
             return None
         allowed = os.sched_getaffinity(0)
-        return cls(allowed) if len(allowed) >= MIN_CPUS else None
+        mine = _this_process.get(os.getpid())
+        if mine is not None and allowed <= mine.allowed:
+            return mine
+        if len(allowed) < MIN_CPUS:
+            return None
+        _this_process = {os.getpid(): cls(allowed)}  # a forked child starts its own
+        return _this_process[os.getpid()]
 
     @property
     def slow(self) -> frozenset[int]:

@@ -180,6 +180,28 @@ def test_current_cpu_is_one_this_process_may_use():
     assert current_cpu() in os.sched_getaffinity(0)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sched_getcpu is Linux's")
+def test_a_process_that_scores_again_keeps_what_it_learnt(monkeypatch):
+    from scoring import slow_cpus
+
+    affinity = set(range(16))
+    monkeypatch.setattr(slow_cpus.os, "sched_getaffinity", lambda pid: set(affinity))
+    monkeypatch.setattr(slow_cpus, "_this_process", {})
+    first = SlowCpus.for_this_process()
+    assert first is not None and first.allowed == frozenset(range(16))
+    first.set_affinity = lambda tid, cpus: None  # not this test process's threads
+    first.mark(SlowCpu(5, "read", 40.0, 9, 20.0))
+    affinity.discard(5)  # what mark() did to the process
+    again = SlowCpus.for_this_process()
+    assert again is first and again.slow == {5} and again.allowed == frozenset(range(16))
+    affinity.update({16, 17})  # the process was given other CPUs: start afresh
+    assert SlowCpus.for_this_process() is not first
+    monkeypatch.setattr(slow_cpus, "_this_process", {})
+    affinity.clear()
+    affinity.update({0, 1, 2})
+    assert SlowCpus.for_this_process() is None, "too few CPUs to leave one"
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="needs sched_getaffinity")
 def test_for_this_process_watches_only_with_enough_cpus():
     cpus = SlowCpus.for_this_process()
