@@ -39,7 +39,7 @@ from scoring.libc import linux_libc
 
 log = logging.getLogger("batchscore.run")
 
-SLOW_RATIO = 1.5  # the reader measured 2.0-2.2x on a slow CPU, the decoders 1.3-1.5x
+SLOW_RATIO = 1.5  # per row, the reader and decoders cost 1.6-4.5x on the slow CPUs that were left
 WINDOW_S = 0.5  # about 15,000 rows at a worker's 30,000 images/s
 MIN_ROWS = 256  # a window needs at least a batch to say anything
 WARMUP_WINDOWS = 1  # a thread's first window (imports, first file opens) is not compared
@@ -59,7 +59,6 @@ class SlowCpu:
 
     def as_dict(self) -> dict:
         return {k: (round(v, 2) if isinstance(v, float) else v) for k, v in asdict(self).items()}
-
 
 
 def describe(found: dict) -> str:
@@ -86,7 +85,7 @@ def _process_thread_ids() -> list[int]:
 def _set_affinity(tid: int, cpus: set[int]) -> None:
     try:
         os.sched_setaffinity(tid, cpus)
-    except (ProcessLookupError, OSError):  # a thread that ended meanwhile; a CPU taken away
+    except OSError:  # a thread that ended meanwhile (ProcessLookupError); a CPU taken away
         pass
 
 
