@@ -180,6 +180,7 @@ class ThreadWatch:
         self.windows = 0
         self._stepped_off: int | None = None  # the CPU left for the comparison window
         self._has_stepped = False
+        self._stopped = False
         self._begin()
 
     def _begin(self) -> None:
@@ -190,6 +191,15 @@ class ThreadWatch:
 
     def note(self, rows: int) -> None:
         self.rows += rows
+        if self._stopped:
+            return
+        try:
+            self._note(rows)
+        except Exception:  # a watch is a help to the job, never a reason for it to fail
+            self._stopped = True
+            log.warning("the slow-CPU watch of the %s thread stopped", self.name, exc_info=True)
+
+    def _note(self, rows: int) -> None:
         self._rows += rows
         if self._clock() - self._t0 < WINDOW_S or self._rows < MIN_ROWS:
             return

@@ -170,6 +170,23 @@ def test_far_half_leaves_out_the_neighbourhood_cyclically():
     assert few.far_half(2) == {5}, "with four CPUs: the one opposite"
 
 
+def test_a_watch_that_fails_stops_without_failing_its_thread(caplog):
+    fake = FakeOs(cpu=3, cost_us={})
+    cpus = fake.slow_cpus()
+    w = cpus.watch("read")
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise RuntimeError("sched_getcpu went away")
+
+    cpus.where = w._where = broken
+    with caplog.at_level("WARNING", logger="batchscore.run"):
+        run_windows(fake, w, 3)  # no exception reaches the caller
+    assert len(calls) == 1 and w.rows == 30_000, "it stopped at the first failure and still counts rows"
+    assert "slow-CPU watch of the read thread stopped" in caplog.text
+
+
 def test_watch_without_slow_cpus_does_nothing():
     w = watch(None, "read")
     w.note(1_000_000)  # no error, no state
