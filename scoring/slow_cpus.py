@@ -32,9 +32,9 @@ import os
 import threading
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable
 
+from scoring.affinity import pin_process
 from scoring.libc import linux_libc
 
 log = logging.getLogger("batchscore.run")
@@ -77,15 +77,17 @@ def current_cpu() -> int | None:
     return cpu if cpu >= 0 else None
 
 
-def _process_thread_ids() -> list[int]:
-    tasks = Path("/proc/self/task")
-    return [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else []
-
-
-def _set_affinity(tid: int, cpus: set[int]) -> None:
+def _pin_this_thread(cpus: set[int]) -> None:
     try:
-        os.sched_setaffinity(tid, cpus)
-    except OSError:  # a thread that ended meanwhile (ProcessLookupError); a CPU taken away
+        os.sched_setaffinity(0, cpus)  # on Linux, 0 is the calling thread, not the process
+    except OSError:  # a CPU taken from the process meanwhile
+        pass
+
+
+def _pin_this_process(cpus: set[int]) -> None:
+    try:
+        pin_process(sorted(cpus))
+    except OSError:  # a CPU taken from the process meanwhile (threads that ended are skipped there)
         pass
 
 
@@ -95,20 +97,20 @@ _this_process: dict[int, SlowCpus] = {}  # pid -> SlowCpus.for_this_process()
 class SlowCpus:
     """The CPUs one process avoids, shared by the ThreadWatches it hands out (watch()). `allowed`
     is what the process may use (after any pinning). The rest reach the operating system, and tests
-    replace them: `set_affinity(tid, cpus)` (tid 0: the calling thread), `thread_ids()` (the
-    process's threads), `clock()` (wall seconds), `cpu_clock()` (the calling thread's CPU seconds)
-    and `where()` (the calling thread's CPU)."""
+    replace them: `pin_thread(cpus)` (the calling thread), `pin_process(cpus)` (every thread of the
+    process), `clock()` (wall seconds), `cpu_clock()` (the calling thread's CPU seconds) and
+    `where()` (the calling thread's CPU)."""
 
-    def __init__(self, allowed: set[int], *, set_affinity: Callable[[int, set[int]], None] = _set_affinity,
-                 thread_ids: Callable[[], list[int]] = _process_thread_ids,
+    def __init__(self, allowed: set[int], *, pin_thread: Callable[[set[int]], None] = _pin_this_thread,
+                 pin_process: Callable[[set[int]], None] = _pin_this_process,
                  clock: Callable[[], float] = time.monotonic, cpu_clock: Callable[[], float] = time.thread_time,
                  where: Callable[[], int | None] = current_cpu):
         self.allowed = frozenset(allowed)
         self.max_slow = len(self.allowed) // 4
         self.found: list[SlowCpu] = []
         self.watches: list[ThreadWatch] = []
-        self.set_affinity, self.clock, self.cpu_clock, self.where = set_affinity, clock, cpu_clock, where
-        self._thread_ids = thread_ids
+        self.pin_thread, self.pin_process = pin_thread, pin_process
+        self.clock, self.cpu_clock, self.where = clock, cpu_clock, where
         self._lock = threading.Lock()
 
     def watch(self, name: str) -> ThreadWatch:
@@ -159,9 +161,7 @@ class SlowCpus:
             if found.cpu in self.slow or found.cpu not in self.allowed or len(self.found) >= self.max_slow:
                 return False
             self.found.append(found)
-            usable = self.usable()
-            for tid in self._thread_ids():
-                self.set_affinity(tid, usable)
+            self.pin_process(self.usable())
         log.info("leaving slow %s", describe(found.as_dict()))
         return True
 
@@ -185,9 +185,6 @@ class ThreadWatch:
 
     def _begin(self) -> None:
         self._t0, self._cpu0, self._rows, self._at = self._clock(), self._cpu_clock(), 0, self._where()
-
-    def _set_affinity(self, cpus: set[int]) -> None:
-        self.cpus.set_affinity(0, cpus)  # this thread only
 
     def note(self, rows: int) -> None:
         self.rows += rows
@@ -216,14 +213,14 @@ class ThreadWatch:
         if self._stepped_off is not None:
             left, self._stepped_off = self._stepped_off, None
             if cpu == left or not self._judge(left, cpu):
-                self._set_affinity(self.cpus.usable())  # back among all usable CPUs
+                self.cpus.pin_thread(self.cpus.usable())  # back among all usable CPUs
             return
         others = sorted((v, c) for c, v in self.cost.items() if c != cpu and c not in self.cpus.slow)
         if others and self._judge(cpu, others[len(others) // 2][1]):  # the median (the upper of two)
             return
         if not self._has_stepped:
             self._has_stepped, self._stepped_off = True, cpu
-            self._set_affinity(self.cpus.far_half(cpu))
+            self.cpus.pin_thread(self.cpus.far_half(cpu))
 
     def _judge(self, suspect: int, other: int) -> bool:
         """Mark `suspect` slow if this thread's work cost SLOW_RATIO times more there than on

@@ -171,7 +171,7 @@ def test_the_worker_watches_its_loops_cpus_and_reports_those_it_left(data, tmp_p
                      "preprocess": {"resize_shorter": 36, "crop": CROP}, "output": {"dir": str(tmp_path / "out")},
                      "run": {"batch": 4, "device": "cpu", "decode_threads": 1, "avoid_slow_cpus": "on"}},
                     base_dir=tmp_path)
-    cpus = SlowCpus(set(range(8)), set_affinity=lambda tid, c: None, thread_ids=list, where=lambda: 3)
+    cpus = SlowCpus(set(range(8)), pin_thread=lambda c: None, pin_process=lambda c: None, where=lambda: 3)
     cpus.mark(SlowCpu(6, "read", 40.0, 3, 20.0))
     monkeypatch.setattr(worker.SlowCpus, "for_this_process", classmethod(lambda cls: cpus))
     monkeypatch.delenv("BATCHSCORE_AVOID_SLOW_CPUS", raising=False)

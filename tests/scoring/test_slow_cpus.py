@@ -22,23 +22,23 @@ class FakeOs:
         self.cpu, self.cost_us, self.default_us = cpu, cost_us, default_us
         self.now, self.cpu_s = 0.0, 0.0
         self.own_affinity: list[set[int]] = []  # what the watched thread set for itself
-        self.process_affinity: list[tuple[int, set[int]]] = []  # what mark() set on every thread
+        self.process_affinity: list[set[int]] = []  # what mark() set on every thread
 
     def spend(self, rows: int) -> None:
         """The thread handles `rows` on its CPU over a window's worth of wall time."""
         self.cpu_s += rows * self.cost_us.get(self.cpu, self.default_us) * 1e-6
         self.now += WINDOW_S
 
-    def set_affinity(self, tid: int, cpus: set[int]) -> None:
-        if tid == 0:
-            self.own_affinity.append(set(cpus))
-            if self.cpu not in cpus:  # the kernel moves the thread at once
-                self.cpu = min(cpus)
-        else:
-            self.process_affinity.append((tid, set(cpus)))
+    def pin_thread(self, cpus: set[int]) -> None:
+        self.own_affinity.append(set(cpus))
+        if self.cpu not in cpus:  # the kernel moves the thread at once
+            self.cpu = min(cpus)
+
+    def pin_process(self, cpus: set[int]) -> None:
+        self.process_affinity.append(set(cpus))
 
     def slow_cpus(self, allowed=range(64)) -> SlowCpus:
-        return SlowCpus(set(allowed), set_affinity=self.set_affinity, thread_ids=lambda: [101, 102],
+        return SlowCpus(set(allowed), pin_thread=self.pin_thread, pin_process=self.pin_process,
                         clock=lambda: self.now, cpu_clock=lambda: self.cpu_s, where=lambda: self.cpu)
 
 
@@ -62,7 +62,7 @@ def test_a_thread_that_starts_on_a_slow_cpu_steps_off_and_the_process_leaves_tha
     found = cpus.found[0]
     assert (found.thread, found.elsewhere) == ("read", fake.cpu)
     assert found.us_per_row == pytest.approx(44.0) and found.elsewhere_us_per_row == pytest.approx(20.0)
-    assert fake.process_affinity == [(101, set(range(64)) - {15}), (102, set(range(64)) - {15})]
+    assert fake.process_affinity == [set(range(64)) - {15}]
     assert cpus.report() == [found.as_dict()]
 
 
@@ -153,7 +153,7 @@ def test_short_windows_wait_for_enough_rows_and_time():
 
 
 def test_at_most_a_quarter_of_the_cpus_are_left():
-    cpus = SlowCpus(set(range(8)), set_affinity=lambda tid, c: None, thread_ids=list)
+    cpus = SlowCpus(set(range(8)), pin_thread=lambda c: None, pin_process=lambda c: None)
     marked = [cpus.mark(SlowCpu(c, "read", 40.0, 7, 20.0)) for c in range(4)]
     assert marked == [True, True, False, False] and cpus.slow == {0, 1}
     assert not cpus.mark(SlowCpu(0, "read", 40.0, 7, 20.0)), "once is enough"
@@ -206,7 +206,7 @@ def test_a_process_that_scores_again_keeps_what_it_learnt(monkeypatch):
     monkeypatch.setattr(slow_cpus, "_this_process", {})
     first = SlowCpus.for_this_process()
     assert first is not None and first.allowed == frozenset(range(16))
-    first.set_affinity = lambda tid, cpus: None  # not this test process's threads
+    first.pin_process = lambda cpus: None  # not this test process's threads
     first.mark(SlowCpu(5, "read", 40.0, 9, 20.0))
     affinity.discard(5)  # what mark() did to the process
     again = SlowCpus.for_this_process()
@@ -246,7 +246,7 @@ def test_the_prefetcher_notes_every_row_on_its_reader_and_decoders(tmp_path):
             ticks[0] += WINDOW_S
             return ticks[0]
 
-    cpus = SlowCpus(set(range(8)), set_affinity=lambda tid, c: None, thread_ids=list, clock=clock,
+    cpus = SlowCpus(set(range(8)), pin_thread=lambda c: None, pin_process=lambda c: None, clock=clock,
                     where=lambda: 3)
     decoders = [CpuDecoder(pre, 1), CpuDecoder(pre, 1)]
     ring = HostRing(4, 8, pre.output_shape, np.float32)
