@@ -62,6 +62,7 @@ class DecoderRecipe:
     nvimgcodec_backends: str = "all"
     device_id: int | None = None
     jpeg_hardware: bool | None = None  # GpuDecoder's: None follows $BATCHSCORE_NVJPEG_HARDWARE
+    spin_wait: bool = False  # GpuDecoder's (scoring.gpu_wait)
 
     def __post_init__(self):
         if self.kind not in ("gpu", "cpu"):
@@ -79,7 +80,8 @@ class DecoderRecipe:
         if self.device_id is not None:
             cp.cuda.Device(self.device_id).use()
         return GpuDecoder(self.preprocess, self.threads, nvimgcodec_backends=self.nvimgcodec_backends,
-                          device_id=self.device_id, jpeg_hardware=self.jpeg_hardware)
+                          device_id=self.device_id, jpeg_hardware=self.jpeg_hardware,
+                          spin_wait=self.spin_wait)
 
 
 # ---- buffers both sides can reach -------------------------------------------------------------------

@@ -52,6 +52,7 @@ from engine.errors import BatchscoreError
 from scoring.decode import CpuDecoder, Preprocess, PreprocessError, available_cores
 from scoring.decode_route import BatchRoute, HardwareRows, array_shape, route_batch
 from scoring.encoded_items import EncodedItems
+from scoring.gpu_wait import wait_for_stream
 from scoring.resize_kernel import _BLOCK, _COLUMNS, _MAX_GRID_Y, Sources, _kernel, fill_table
 from scoring.stream_priority import stream_priority
 
@@ -157,14 +158,16 @@ class GpuDecoder:
     default), "hw" (the GPU's hardware JPEG decoder first, CUDA decoding with CPU Huffman for what
     it cannot take). ``jpeg_hardware``: False keeps every
     JPEG on nvImageCodec; None uses nvJPEG's batched hardware decode where the GPU has it, unless
-    $BATCHSCORE_NVJPEG_HARDWARE=0.
+    $BATCHSCORE_NVJPEG_HARDWARE=0. ``spin_wait``: wait for the stream spinning on a core rather
+    than asleep (scoring.gpu_wait).
 
     One batch at a time (a lock enforces it); buffers and the nvImageCodec decoder are reused.
     """
 
     def __init__(self, preprocess: Preprocess | None = None, threads: int | None = 4, stream=None, *,
                  device_id: int | None = None, nvimgcodec_options: str = ":fancy_upsampling=1",
-                 nvimgcodec_backends: list | None = None, jpeg_hardware: bool | None = None):
+                 nvimgcodec_backends: list | None = None, jpeg_hardware: bool | None = None,
+                 spin_wait: bool = False):
         self.preprocess = preprocess if preprocess is not None else Preprocess()
         if threads is None:
             threads = 0
@@ -180,6 +183,7 @@ class GpuDecoder:
         if device_id is None:
             device_id = cupy.cuda.Device().id
         self.device_id = int(device_id)
+        self.spin_wait = spin_wait  # how decode_into waits for its stream (scoring.gpu_wait)
         with cupy.cuda.Device(self.device_id):
             self.stream = _decode_stream(cupy) if stream is None else stream
             self._kernel = _kernel(self.preprocess.layout, self.preprocess.dtype)
@@ -316,7 +320,7 @@ class GpuDecoder:
                 cpu_rows.sort()
                 self._cpu_fallback(items, cpu_rows, out, errors)
         finally:
-            self.stream.synchronize()
+            wait_for_stream(self._cupy, self.stream, self.spin_wait)
             keep_alive.clear()
         return errors
 

@@ -37,6 +37,7 @@ import dataclasses
 import numpy as np
 
 from scoring.decode import Preprocess
+from scoring.gpu_wait import wait_event
 from scoring.pipeline import DEFAULT_SLOTS, HostRing, PlanBinding, Slot
 from scoring.stream_priority import stream_priority
 
@@ -83,12 +84,13 @@ class GpuPending:
 class GpuRunner(PlanBinding):
     lag = 1
 
-    def __init__(self, engine, batch: int, preprocess: Preprocess):
+    def __init__(self, engine, batch: int, preprocess: Preprocess, spin_wait: bool = False):
         import cupy as cp
         import cupyx
 
         super().__init__(engine, batch, preprocess)
         self.cp = cp
+        self.spin_wait = spin_wait  # how submit() and result() wait for the GPU (scoring.gpu_wait)
         # The engine's stream at stream_priority("engine"): the least by default, below the decoders'.
         self.context = engine.create_context(cp.cuda.Stream(non_blocking=True, priority=stream_priority("engine")))
         self.stream = self.context.stream
@@ -142,7 +144,8 @@ class GpuRunner(PlanBinding):
         cp = self.cp
         k = self.submitted % len(self.outputs)
         self.submitted += 1
-        events = {name: cp.cuda.Event() for name in ("start", "graph", "end")}
+        events = {name: cp.cuda.Event() for name in ("start", "graph")}
+        events["end"] = wait_event(cp, self.spin_wait, timing=True)  # result() waits on it
         on_device = isinstance(slot.buffer, cp.ndarray)
         if on_device:
             source = slot.buffer
@@ -152,7 +155,7 @@ class GpuRunner(PlanBinding):
             source = self.device_inputs[k]
             if self.consumed[k] is not None:
                 self.copy_stream.wait_event(self.consumed[k])  # batch i-2 has left this buffer
-            events["h2d_start"], events["h2d_end"] = cp.cuda.Event(), cp.cuda.Event()
+            events["h2d_start"], events["h2d_end"] = cp.cuda.Event(), wait_event(cp, self.spin_wait, timing=True)
             events["h2d_start"].record(self.copy_stream)
             source.set(slot.buffer, stream=self.copy_stream)
             events["h2d_end"].record(self.copy_stream)
@@ -160,7 +163,7 @@ class GpuRunner(PlanBinding):
         events["start"].record(self.stream)
         with self.stream:
             self._copy_in(source)
-            consumed = cp.cuda.Event()
+            consumed = wait_event(cp, self.spin_wait)
             consumed.record(self.stream)
             events["graph"].record(self.stream)
             self.context.execute(self.bucket)

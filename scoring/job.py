@@ -34,6 +34,7 @@
     fail_fast = false              # stop at the first bad image instead of writing an error row
     pin_cpus = false               # GPU workers: run on the CPU cores next to the GPU (scoring.affinity)
     avoid_slow_cpus = "auto"       # busy threads leave CPUs that run them slowly: auto (GPU workers) | on | off
+    gpu_wait = "auto"              # threads waiting for the GPU sleep or spin: auto (block) | block | spin
     launcher = "local"             # local | mpi | ray
 
 `load_job(path)` checks every key (its type, its range, the values allowed) and raises `JobError`
@@ -56,6 +57,7 @@ from typing import Any
 from engine.errors import BatchscoreError
 from scoring.decode import Preprocess
 from scoring.errors import JobError, OutputError
+from scoring.gpu_wait import GPU_WAITS
 from scoring.outputs import OutputSpec, read_labels
 
 __all__ = ["DataSpec", "JobError", "JobSpec", "ModelSpec", "OutputSettings", "Preprocess", "RunSpec",
@@ -114,6 +116,7 @@ class RunSpec:
     fail_fast: bool = False
     pin_cpus: bool = False
     avoid_slow_cpus: str = "auto"
+    gpu_wait: str = "auto"
     launcher: str = "local"
 
 
@@ -212,6 +215,7 @@ def parse_job(data: dict[str, Any], *, base_dir: str | os.PathLike = ".", path: 
         "fail_fast": v.boolean,
         "pin_cpus": v.boolean,
         "avoid_slow_cpus": v.choice(AVOID_SLOW_CPUS),
+        "gpu_wait": v.choice(GPU_WAITS),
         "launcher": v.choice(LAUNCHERS),
     })
     model = v.section("model", data["model"], ModelSpec, {

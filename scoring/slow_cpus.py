@@ -7,10 +7,10 @@ whole run (benchmarks/results/scaling/h200x4_2026-11-22_s11_baseline/NOTES.md). 
 thread to balance load, not because its CPU is slow, so a busy thread that starts on such a CPU
 stays there.
 
-How: each watched thread (the pipeline's reader and decoders) tells its ThreadWatch after each batch
-how many rows it handled. Every WINDOW_S seconds the watch works out the thread's CPU time per row
-on the CPU it ran on. time.thread_time leaves waiting out, so the figure measures the CPU's speed
-at this work, not how busy the worker is. Once, after a warm-up window, the thread steps off to the
+How: each watched thread (the pipeline's reader and decoders, the worker's main loop) tells its
+ThreadWatch after each batch how many rows it handled. Every WINDOW_S seconds the watch works out
+the thread's CPU time per row on the CPU it ran on. time.thread_time leaves waiting out (where the
+wait sleeps), so the figure measures the CPU's speed at this work, not how busy the worker is. Once, after a warm-up window, the thread steps off to the
 far half of its CPUs for one window, to have a figure to compare with; whenever the work costs
 SLOW_RATIO times or more on one CPU what it cost on another, that CPU is marked slow and every
 thread of the process leaves it (against the median of the other CPUs it was measured on, so that
@@ -19,10 +19,11 @@ marked. Linux only (sched_getcpu and per-thread affinity); elsewhere, or with fe
 nothing is watched.
 
 Only GPU workers are watched unless the job says "on": on the CPU backend the model's own threads
-(BLAS) want every core, and leaving a CPU would take it from them too. The worker's main loop is not
-watched: its CPU per row moves with how long it waits for the GPU and the decoders (19 to 31 us per
-row on one worker in one run), and watched, it marked sixteen CPUs of 64 on the strength of one
-cheap window (session 11, call 5).
+(BLAS) want every core, and leaving a CPU would take it from them too. The worker's main loop is
+watched only where its waits for the GPU sleep ([run] gpu_wait, scoring.gpu_wait): spinning in
+them, its CPU per row followed how long it waited (19 to 31 us per row on one worker in one run),
+and watched then, it marked sixteen CPUs of 64 on the strength of one cheap window (session 11,
+call 5).
 """
 
 from __future__ import annotations

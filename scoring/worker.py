@@ -34,12 +34,13 @@ import engine as engine_api
 from scoring.dataset import ImageDataset, Shard, open_dataset
 from scoring.decode import CpuDecoder, available_cores
 from scoring.errors import ScoringError
+from scoring.gpu_wait import spin_wait
 from scoring.job import JobSpec
 from scoring.manifest import Manifest
 from scoring.outputs import OutputSpec, PartWriter
 from scoring.pipeline import DEFAULT_SLOTS, CpuRunner, Prefetcher, Slot
 from scoring.report import Metrics, sum_counts
-from scoring.slow_cpus import SlowCpus
+from scoring.slow_cpus import NoWatch, SlowCpus, watch
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +185,7 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
         if on_gpu:
             from scoring.gpu_runner import GpuRunner
 
-            runner = GpuRunner(eng, job.run.batch, job.preprocess)
+            runner = GpuRunner(eng, job.run.batch, job.preprocess, spin_wait=spin_wait(job.run.gpu_wait))
         else:
             runner = CpuRunner(eng, job.run.batch, job.preprocess)
         spec = job.output_spec(runner.num_classes)
@@ -224,7 +225,7 @@ def _process_decoders(job: JobSpec, decode: str, threads: int, on_gpu: bool) -> 
         import cupy
 
         recipe = DecoderRecipe("gpu", job.preprocess, max(1, threads // processes), nvimgcodec_backends(job),
-                               cupy.cuda.Device().id, jpeg_hardware(job))
+                               cupy.cuda.Device().id, jpeg_hardware(job), spin_wait(job.run.gpu_wait))
         return [ProcessDecoder(recipe, 1, name=f"GPU decode process {k}") for k in range(processes)]
     recipe = DecoderRecipe("cpu", job.preprocess, max(1, threads // processes))
     return [ProcessDecoder(recipe, processes, name="CPU decode process")]
@@ -258,7 +259,8 @@ def _thread_decoders(job: JobSpec, decode: str, threads: int, runner) -> tuple[l
         # host-side work (Huffman decoding, Python) overlaps another's GPU work.
         count, backends = gpu_decoders(job), nvimgcodec_backends(job)
         decoders = [GpuDecoder(runner.ring_preprocess, max(1, threads // count), nvimgcodec_backends=backends,
-                               jpeg_hardware=jpeg_hardware(job)) for _ in range(count)]
+                               jpeg_hardware=jpeg_hardware(job), spin_wait=spin_wait(job.run.gpu_wait))
+                    for _ in range(count)]
         return decoders, runner.make_ring(ring_slots(decode, count), on_device=True)
     # The decoders write rows in the ring's layout (the plan input's, on a GPU: see GpuRunner).
     return [CpuDecoder(runner.ring_preprocess, threads)], runner.make_ring(ring_slots(decode, 1))
@@ -279,6 +281,8 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
     sampler = _power_sampler(on_gpu, metrics)
     writer = _ShardWriter(job, spec, manifest, metrics, on_batch, on_shard)
     main_cpu_at_start = time.thread_time()
+    # This thread's CPU per row measures its CPU only while its waits for the GPU sleep.
+    main_watch = NoWatch() if on_gpu and spin_wait(job.run.gpu_wait) else watch(slow_cpus, "main")
     try:
         with Prefetcher(dataset, todo(), decoders, ring, job.run.batch, slow_cpus=slow_cpus) as batches:
             pending: deque = deque()
@@ -298,6 +302,7 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
                 handle = runner.submit(slot) if failed < slot.rows else None
                 pending.append((writer.begin(slot), handle))
                 batches.release(slot)  # submit has consumed the buffer: it may be refilled now
+                main_watch.note(slot.rows)
                 while len(pending) > runner.lag:
                     writer.finish(*pending.popleft())
             while pending:

@@ -140,6 +140,7 @@ def test_output_spec_reads_labels_and_checks_the_class_count(tmp_path):
     ("run", 'gpu_decode_backends = "cpu"', r'\[run\] gpu_decode_backends must be one of "auto", "all", "hw"; got "cpu"'),
     ("run", 'jpeg_hardware = "on"', r'\[run\] jpeg_hardware must be one of "auto", "off"; got "on"'),
     ("run", 'avoid_slow_cpus = true', r'\[run\] avoid_slow_cpus must be one of "auto", "on", "off"; got true'),
+    ("run", 'gpu_wait = "sleep"', r'\[run\] gpu_wait must be one of "auto", "block", "spin"; got "sleep"'),
     ("run", 'device = "cpu"\ndecode = "gpu"', r'decode = "gpu" needs a GPU, but \[run\] device = "cpu"'),
     ("model", 'precision = "fp8"', r'\[model\] precision must be one of "fp32", "fp16", "int8"; got "fp8"'),
     ("model", "max_batch = 0", r"\[model\] max_batch must be a positive integer, got 0"),
@@ -171,7 +172,8 @@ def test_bad_values_name_the_key(tmp_path, section, body, message):
 @pytest.mark.parametrize("section, body, message", [
     ("run", "bach = 32", r"\[run\] has unknown key 'bach' \(did you mean 'batch'\?\); the keys allowed in "
                          r"\[run\] are: batch, workers, device, decode, decode_threads, decode_processes, gpu_decoders, "
-                         r"gpu_decode_backends, jpeg_hardware, fail_fast, pin_cpus, avoid_slow_cpus, launcher"),
+                         r"gpu_decode_backends, jpeg_hardware, fail_fast, pin_cpus, avoid_slow_cpus, gpu_wait, "
+                         r"launcher"),
     ("output", "topk = 3\ncolour = 1", r"\[output\] has unknown keys 'topk' \(did you mean 'top_k'\?\), 'colour'; "
                                        r"the keys allowed in \[output\] are: dir, top_k, labels, raw"),
     ("preprocess", "resize = 256", r"\[preprocess\] has unknown key 'resize'.*resize_shorter, crop, mean, std, "

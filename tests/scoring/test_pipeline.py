@@ -160,7 +160,7 @@ def test_worker_asks_for_the_next_shard_before_the_current_one_is_done(data, tmp
 
 
 def test_the_worker_watches_its_loops_cpus_and_reports_those_it_left(data, tmp_path, monkeypatch):
-    """Wiring of scoring.slow_cpus into a worker: its reader and decoder note every row,
+    """Wiring of scoring.slow_cpus into a worker: its reader, decoder and main loop note every row,
     and the CPUs left are in its Metrics. The operating system's side (which CPUs, affinity, the
     clocks) is a stand-in: this machine may have too few CPUs to watch."""
     from scoring import worker
@@ -176,7 +176,7 @@ def test_the_worker_watches_its_loops_cpus_and_reports_those_it_left(data, tmp_p
     monkeypatch.setattr(worker.SlowCpus, "for_this_process", classmethod(lambda cls: cpus))
     monkeypatch.delenv("BATCHSCORE_AVOID_SLOW_CPUS", raising=False)
     metrics = score_shards(job, plan, iter(dataset.shards(10)), 0, dataset=dataset)
-    assert {w.name: w.rows for w in cpus.watches} == {"read": 50, "decode-0": 50}
+    assert {w.name: w.rows for w in cpus.watches} == {"read": 50, "decode-0": 50, "main": 50}
     assert metrics.slow_cpus == [SlowCpu(6, "read", 40.0, 3, 20.0).as_dict()]
     cpus.watches.clear()
     job.run.avoid_slow_cpus = "auto"  # a CPU worker: not watched unless asked
