@@ -10,11 +10,12 @@ stays there.
 How: each watched thread (the pipeline's reader and decoders, the worker's main loop) tells its
 ThreadWatch after each batch how many rows it handled. Every WINDOW_S seconds the watch works out
 the thread's CPU time per row on the CPU it ran on. time.thread_time leaves waiting out (where the
-wait sleeps), so the figure measures the CPU's speed at this work, not how busy the worker is. Once, after a warm-up window, the thread steps off to the
-far half of its CPUs for one window, to have a figure to compare with; whenever the work costs
-SLOW_RATIO times or more on one CPU what it cost on another, that CPU is marked slow and every
-thread of the process leaves it (against the median of the other CPUs it was measured on, so that
-one cheap window elsewhere does not condemn the rest). At most a quarter of the process's CPUs are
+wait sleeps), so the figure measures the CPU's speed at this work, not how busy the worker is.
+Once, after a warm-up window, the thread steps off to the far half of its CPUs for one window, to
+have a figure to compare with; whenever the work costs SLOW_RATIO times or more on one CPU what it
+cost on another, that CPU is marked slow and every thread of the process leaves it (against the
+median of the other CPUs it was measured on, so that one cheap window elsewhere does not condemn
+the rest). At most a quarter of the process's CPUs are
 marked. Linux only (sched_getcpu and per-thread affinity); elsewhere, or with fewer than MIN_CPUS,
 nothing is watched.
 
