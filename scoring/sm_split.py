@@ -35,21 +35,17 @@ def _setting() -> tuple[str, int] | None:
     return library, int(sms)
 
 
-def _clamp(priority: int, cp) -> int:
-    least, greatest = cp.cuda.runtime.deviceGetStreamPriorityRange()
-    return max(greatest, min(least, priority))
-
-
 def _make(cp, library: str, decode_sms: int) -> dict:
     from scoring.stream_priority import stream_priority
 
+    cp.cuda.Device().use()  # the library asks the current context for the priority range
     lib = ctypes.CDLL(library)
     decode = (ctypes.c_ulonglong * MAX_DECODE_STREAMS)()
     engine = (ctypes.c_ulonglong * 2)()
     counts = (ctypes.c_uint * 2)()
     err = ctypes.create_string_buffer(512)
     status = lib.bs_green_split(cp.cuda.Device().id, decode_sms, MAX_DECODE_STREAMS,
-                                _clamp(stream_priority("decode"), cp), _clamp(stream_priority("engine"), cp),
+                                stream_priority("decode"), stream_priority("engine"),
                                 decode, engine, counts, err, len(err))
     if status != 0:
         raise RuntimeError(f"{ENV}: {err.value.decode(errors='replace')} (CUresult {status})")

@@ -6,7 +6,8 @@
  * bs_green_split(device, decode_sms, n_decode, decode_priority, engine_priority,
  *                decode_streams[n_decode], engine_streams[2], sm_counts[2], err, errlen)
  * puts `decode_sms` SMs (rounded up to the GPU's granularity) in one green context and the rest in
- * another, and creates n_decode non-blocking streams on the first and two on the second. It returns
+ * another, and creates n_decode non-blocking streams on the first and two on the second (at the given
+ * priorities, brought into the GPU's range; the calling thread needs a current context). It returns
  * 0, or the CUresult of the call that failed with its name and message in err.
  */
 #include <cuda.h>
@@ -37,6 +38,10 @@ int bs_green_split(int device, unsigned decode_sms, int n_decode, int decode_pri
 
     CHECK(cuInit(0));
     CHECK(cuDeviceGet(&dev, device));
+    int least, greatest;  /* lower runs first; a value out of range is brought to the nearest end */
+    CHECK(cuCtxGetStreamPriorityRange(&least, &greatest));
+    decode_priority = decode_priority < greatest ? greatest : decode_priority > least ? least : decode_priority;
+    engine_priority = engine_priority < greatest ? greatest : engine_priority > least ? least : engine_priority;
     CHECK(cuDeviceGetDevResource(dev, &all, CU_DEV_RESOURCE_TYPE_SM));
     CHECK(cuDevSmResourceSplitByCount(&decode, &groups, &all, &rest, 0, decode_sms));
     CHECK(cuDevResourceGenerateDesc(&desc, &decode, 1));
