@@ -48,6 +48,11 @@ int bs_green_split(int device, unsigned decode_sms, int n_decode, int decode_pri
     CHECK(cuGreenCtxCreate(&decode_ctx, desc, dev, CU_GREEN_CTX_DEFAULT_STREAM));
     CHECK(cuDevResourceGenerateDesc(&desc, &rest, 1));
     CHECK(cuGreenCtxCreate(&engine_ctx, desc, dev, CU_GREEN_CTX_DEFAULT_STREAM));
+    /* Each as a CUcontext too: libraries (cuDNN) push the context of the stream they are given,
+     * which fails for a green context never converted ("invalid device context"). */
+    CUcontext as_context;
+    CHECK(cuCtxFromGreenCtx(&as_context, decode_ctx));
+    CHECK(cuCtxFromGreenCtx(&as_context, engine_ctx));
     for (int i = 0; i < n_decode; i++) {
         CHECK(cuGreenCtxStreamCreate(&stream, decode_ctx, CU_STREAM_NON_BLOCKING, decode_priority));
         decode_streams[i] = (unsigned long long) stream;
