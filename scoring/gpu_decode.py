@@ -54,7 +54,6 @@ from scoring.decode_route import BatchRoute, HardwareRows, array_shape, route_ba
 from scoring.encoded_items import EncodedItems
 from scoring.gpu_wait import wait_for_stream
 from scoring.resize_kernel import _BLOCK, _COLUMNS, _MAX_GRID_Y, Sources, _kernel, fill_table
-from scoring.sm_split import split_stream
 from scoring.stream_priority import stream_priority
 
 log = logging.getLogger(__name__)
@@ -141,9 +140,8 @@ def _decode_stream(cupy):
     resize kernel starts ahead of the model's queued thread blocks. With ResNet-50 replaying back
     to back on an H100, two nvImageCodec decoders fell from 19,600 to about 2,600 images/s whether
     this stream had high priority or not (benchmarks/results/gpu/decode_rates_engine_load*.json):
-    nvImageCodec does most of its GPU work on streams of its own. (On SMs of their own where the
-    trial in scoring.sm_split is on.)"""
-    return split_stream("decode") or cupy.cuda.Stream(non_blocking=True, priority=stream_priority("decode"))
+    nvImageCodec does most of its GPU work on streams of its own."""
+    return cupy.cuda.Stream(non_blocking=True, priority=stream_priority("decode"))
 
 
 # ---- the decoder ----------------------------------------------------------------------------------

@@ -39,7 +39,6 @@ import numpy as np
 from scoring.decode import Preprocess
 from scoring.gpu_wait import wait_event
 from scoring.pipeline import DEFAULT_SLOTS, HostRing, PlanBinding, Slot
-from scoring.sm_split import split_stream
 from scoring.stream_priority import stream_priority
 
 STEADY_AFTER = 3  # batches left out of the busy fraction at the start
@@ -93,11 +92,9 @@ class GpuRunner(PlanBinding):
         self.cp = cp
         self.spin_wait = spin_wait  # how submit() and result() wait for the GPU (scoring.gpu_wait)
         # The engine's stream at stream_priority("engine"): the least by default, below the decoders'.
-        # (On SMs of its own where the trial in scoring.sm_split is on.)
-        stream = split_stream("engine") or cp.cuda.Stream(non_blocking=True, priority=stream_priority("engine"))
-        self.context = engine.create_context(stream)
+        self.context = engine.create_context(cp.cuda.Stream(non_blocking=True, priority=stream_priority("engine")))
         self.stream = self.context.stream
-        self.copy_stream = split_stream("copy") or cp.cuda.Stream(non_blocking=True)
+        self.copy_stream = cp.cuda.Stream(non_blocking=True)
         self.bucket = self.context.bucket(self.capacity)
         self.input_binding = self.bucket.bound[self.input.name]
         self.preprocess = preprocess
