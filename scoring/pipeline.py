@@ -403,6 +403,7 @@ class CpuRunner(PlanBinding):
     lag 1, as on a GPU. `run` is the synchronous form (Ray Data's EngineMapper uses it)."""
 
     lag = 1
+    spin_wait = False  # its waits (a future's result) sleep; GpuRunner's may spin (scoring.gpu_wait)
 
     def __init__(self, engine, batch: int, preprocess: Preprocess):
         super().__init__(engine, batch, preprocess)

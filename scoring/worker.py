@@ -174,18 +174,19 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
         pin_to_gpu()
     # after pinning: the CPUs it leaves are among those the process may use
     slow_cpus = SlowCpus.for_this_process() if avoid_slow_cpus(job, on_gpu) else None
+    spin = on_gpu and spin_wait(job.run.gpu_wait)  # how the runner and GPU decoders wait (scoring.gpu_wait)
     with contextlib.ExitStack() as cleanup:
         if on_gpu:
             cleanup.enter_context(gil_switch_interval(GPU_WORKER_SWITCH_INTERVAL_S))
         # Decode processes start first: they import and set up their decoders while the plan loads.
-        decoders = _process_decoders(job, decode, threads, on_gpu)
+        decoders = _process_decoders(job, decode, threads, on_gpu, spin)
         for decoder in decoders:
             cleanup.enter_context(decoder)
         eng = engine_api.load(plan_path)
         if on_gpu:
             from scoring.gpu_runner import GpuRunner
 
-            runner = GpuRunner(eng, job.run.batch, job.preprocess, spin_wait=spin_wait(job.run.gpu_wait))
+            runner = GpuRunner(eng, job.run.batch, job.preprocess, spin_wait=spin)
         else:
             runner = CpuRunner(eng, job.run.batch, job.preprocess)
         spec = job.output_spec(runner.num_classes)
@@ -215,7 +216,7 @@ def resolve_decode_processes(job: JobSpec, decode: str, on_gpu: bool, threads: i
     return int(wanted)
 
 
-def _process_decoders(job: JobSpec, decode: str, threads: int, on_gpu: bool) -> list:
+def _process_decoders(job: JobSpec, decode: str, threads: int, on_gpu: bool, spin: bool) -> list:
     processes = resolve_decode_processes(job, decode, on_gpu, threads)
     if not processes:
         return []
@@ -225,7 +226,7 @@ def _process_decoders(job: JobSpec, decode: str, threads: int, on_gpu: bool) -> 
         import cupy
 
         recipe = DecoderRecipe("gpu", job.preprocess, max(1, threads // processes), nvimgcodec_backends(job),
-                               cupy.cuda.Device().id, jpeg_hardware(job), spin_wait(job.run.gpu_wait))
+                               cupy.cuda.Device().id, jpeg_hardware(job), spin)
         return [ProcessDecoder(recipe, 1, name=f"GPU decode process {k}") for k in range(processes)]
     recipe = DecoderRecipe("cpu", job.preprocess, max(1, threads // processes))
     return [ProcessDecoder(recipe, processes, name="CPU decode process")]
@@ -259,7 +260,7 @@ def _thread_decoders(job: JobSpec, decode: str, threads: int, runner) -> tuple[l
         # host-side work (Huffman decoding, Python) overlaps another's GPU work.
         count, backends = gpu_decoders(job), nvimgcodec_backends(job)
         decoders = [GpuDecoder(runner.ring_preprocess, max(1, threads // count), nvimgcodec_backends=backends,
-                               jpeg_hardware=jpeg_hardware(job), spin_wait=spin_wait(job.run.gpu_wait))
+                               jpeg_hardware=jpeg_hardware(job), spin_wait=runner.spin_wait)
                     for _ in range(count)]
         return decoders, runner.make_ring(ring_slots(decode, count), on_device=True)
     # The decoders write rows in the ring's layout (the plan input's, on a GPU: see GpuRunner).
@@ -282,7 +283,7 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
     writer = _ShardWriter(job, spec, manifest, metrics, on_batch, on_shard)
     main_cpu_at_start = time.thread_time()
     # This thread's CPU per row measures its CPU only while its waits for the GPU sleep.
-    main_watch = NoWatch() if on_gpu and spin_wait(job.run.gpu_wait) else watch(slow_cpus, "main")
+    main_watch = NoWatch() if runner.spin_wait else watch(slow_cpus, "main")
     try:
         with Prefetcher(dataset, todo(), decoders, ring, job.run.batch, slow_cpus=slow_cpus) as batches:
             pending: deque = deque()
