@@ -1,12 +1,12 @@
 """FP16 against FP32 top-1 agreement of the zoo models, emulated on the CPU (no GPU needed).
 
     python benchmarks/fp16_top1_emulated.py OUTDIR [--models googlenet,inception_v3] [--images 4096] [--batch 64]
-        [--fp16-layer-bound 1e-2,1e-3,5e-4]
+        [--image-size N] [--fp16-layer-bound 1e-2,1e-3,5e-4]
 
 engine.precision.fp16_emulated_outputs runs each model's plan on the numpy backend exactly and as
 an FP16 GPU plan rounds it (its error came within 3% of the H100's for every zoo model:
 benchmarks/zoo_conditioning.py), on --images standard-normal images (seed 2, batches of --batch),
-at the sizes of benchmarks/fp16_numerics.py. Per model: the fraction of images whose top-1 class is
+at the sizes of benchmarks/fp16_numerics.py (or --image-size). Per model: the fraction of images whose top-1 class is
 the same both ways, the median and largest relative L2 error of a batch's logits, and the median gap
 between an image's two largest exact logits over its logit vector's norm (when that gap is as small
 as the FP16 error, the top-1 class flips). More images
@@ -77,8 +77,8 @@ def parse_bounds(text: str) -> list[float]:
     return bounds
 
 
-def study(name: str, images: int, batch: int, bounds: list[float]) -> list[dict]:
-    size = SIZES[name]
+def study(name: str, images: int, batch: int, bounds: list[float], size: int | None = None) -> list[dict]:
+    size = size or SIZES[name]
     plan = engine.build(zoo.get(name, image_size=size), BuildConfig(max_batch=batch))
     errors = fp16_layer_errors(plan, synthetic_feeds(plan.inputs, 1))  # as choose_precisions computes them
     macs = layer_macs(plan)
@@ -130,17 +130,19 @@ def main() -> int:
     parser.add_argument("--models", default="googlenet,inception_v3")
     parser.add_argument("--images", type=int, default=4096)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="square input size for every model (default: benchmarks/fp16_numerics.py's per model)")
     parser.add_argument("--fp16-layer-bound", default=repr(BuildConfig.fp16_layer_bound), metavar="B1,B2,...",
                         help="comma-separated FP16 layer bounds, one row per model and bound (default: the "
                              "build's, %(default)s)")
     args = parser.parse_args()
-    if args.images < 1 or args.batch < 1:
-        parser.error("--images and --batch must be positive")
+    if args.images < 1 or args.batch < 1 or (args.image_size is not None and args.image_size < 1):
+        parser.error("--images, --batch and --image-size must be positive")
     try:
         bounds = parse_bounds(args.fp16_layer_bound)
     except ValueError as exc:
         parser.error(f"--fp16-layer-bound: {exc}")
-    rows = [row for name in args.models.split(",") for row in study(name, args.images, args.batch, bounds)]
+    rows = [row for name in args.models.split(",") for row in study(name, args.images, args.batch, bounds, args.image_size)]
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": "fp16_top1_emulated",
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -80,7 +80,8 @@ def format_plan(info: dict) -> str:
     if info.get("fp32_fallback") is not None:  # an FP16 build checked every layer (engine/precision.py)
         fallback = info["fp32_fallback"]
         listed = ", ".join(f"{name} ({_error(error)})" for name, error in fallback.items())
-        lines.append(f"  in FP32 (FP16 error above {info['fp16_layer_bound']:.0e}): {listed}" if fallback else
+        lines.append(f"  in FP32 (FP16 error above {info['fp16_layer_bound']:.0e}, or values near float16's limit): "
+                     f"{listed}" if fallback else
                      f"  every layer within the FP16 error bound ({info['fp16_layer_bound']:.0e}): none in FP32")
         if info.get("fp16_output_error") is not None:
             lines.append(f"  expected output error against FP32 (emulated, random input): "
@@ -93,6 +94,8 @@ def format_plan(info: dict) -> str:
 
 
 def _error(value) -> str:
+    if value in ("inf", float("inf")):  # engine/precision.py: reaches FP16_MAX / FP16_HEADROOM, or overflows
+        return "near float16's limit"
     return value if isinstance(value, str) else f"{value:.1e}"
 
 

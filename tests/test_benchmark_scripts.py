@@ -17,6 +17,7 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +60,7 @@ def test_a_count_that_is_not_a_number_is_refused_before_any_work(tmp_path, optio
 
 
 @pytest.mark.parametrize("script", ["scoring_gpu_e2e.py", "scaling_gpu.py", "device/slim_wheels.py", "fp16_numerics.py",
-                                    "fp16_top1_peer.py", "fp16_top1_emulated.py", "fp16_sensitivity.py",
+                                    "fp16_top1_peer.py", "fp16_top1_emulated.py", "fp16_top1_gpu.py", "fp16_sensitivity.py",
                                     "host_decode_prep.py"])
 def test_help(script):
     proc = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True,
@@ -440,6 +441,84 @@ def test_fp16_top1_emulated_runs_the_layers_each_bound_puts_in_fp32(tmp_path):
                           "--fp16-layer-bound", "1e-3,0"], capture_output=True, text=True, timeout=120,
                          env=_no_gpu_env())
     assert bad.returncode == 2 and "--fp16-layer-bound" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_fp16_top1_emulated_takes_an_image_size_for_every_model(tmp_path):
+    proc = subprocess.run([sys.executable, str(BENCH / "fp16_top1_emulated.py"), str(tmp_path / "out"),
+                           "--models", "resnet18", "--images", "4", "--batch", "4", "--image-size", "48"],
+                          capture_output=True, text=True, timeout=300, env=_no_gpu_env())
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads((tmp_path / "out" / "fp16_top1_emulated.json").read_text())["models"]
+    assert row["image_size"] == 48 and row["images"] == 4
+    bad = subprocess.run([sys.executable, str(BENCH / "fp16_top1_emulated.py"), str(tmp_path / "bad"),
+                          "--image-size", "0"], capture_output=True, text=True, timeout=120, env=_no_gpu_env())
+    assert bad.returncode == 2 and "--image-size" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_fp16_top1_gpu_wilson_interval_and_native_sizes():
+    import fp16_top1_gpu as script
+
+    low, high = script.wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    low, high = script.wilson_interval(990, 1000)
+    assert low == pytest.approx(0.9817, abs=1e-4) and high == pytest.approx(0.9946, abs=1e-4)
+    assert script.wilson_interval(16384, 16384)[1] == 1.0 and script.wilson_interval(16384, 16384)[0] > 0.9997
+    with pytest.raises(ValueError, match="trials must be positive"):
+        script.wilson_interval(0, 0)
+    assert (script.native_size("googlenet"), script.native_size("inception_v3")) == (224, 299)
+    assert script.native_size("light_squeezenet") == 224
+    names = script.light_names(["resnet50", "light"])
+    assert names[0] == "resnet50" and len(names) == 10 and "light_inception_v1" in names
+
+
+def test_fp16_top1_gpu_agreement_counts_flipped_top1_on_the_same_images():
+    """The tally on the CPU: a candidate equal to the reference agrees on every image; one that flips
+    the top-1 class of each batch's first image agrees on all but those; both see the same images."""
+    import engine
+    import fp16_top1_gpu as script
+    from engine import zoo
+    from engine.builder import BuildConfig
+
+    context = engine.Engine(engine.build(zoo.get("resnet18", image_size=32), BuildConfig(max_batch=4))).create_context()
+    seen = []
+
+    def reference(x):
+        seen.append(x.copy())
+        return context.run({"input": x})["logits"]
+
+    def flip_first(x):
+        logits = context.run({"input": x})["logits"].copy()
+        logits[0, logits[0].argmin()] = logits[0].max() + 1.0
+        return logits
+
+    result = script.agreement(reference, {"same": lambda x: context.run({"input": x})["logits"], "flip": flip_first},
+                              images=12, batch=4, size=32)
+    assert result["images"] == 12 and len(seen) == 3
+    assert result["candidates"]["same"]["top1_agree"] == 1.0 and result["candidates"]["same"]["rel_l2_max"] == 0.0
+    flipped = result["candidates"]["flip"]
+    assert flipped["top1_agree"] == pytest.approx(9 / 12) and flipped["rel_l2_median"] > 0
+    assert flipped["top1_agree_95"][0] < 9 / 12 < flipped["top1_agree_95"][1]
+    assert 0 < result["top2_gap_over_norm_median"] < 1
+    again = script.agreement(lambda x: seen.append(x.copy()) or context.run({"input": x})["logits"], {}, 12, 4, 32)
+    assert again["candidates"] == {} and all(np.array_equal(a, b) for a, b in zip(seen[:3], seen[3:]))
+    with pytest.raises(ValueError, match="shape"):
+        script.agreement(reference, {"short": lambda x: np.zeros((4, 3))}, 4, 4, 32)
+
+
+def test_fp16_top1_gpu_without_a_gpu_or_with_bad_options_writes_nothing(tmp_path):
+    run = lambda *extra: subprocess.run([sys.executable, str(BENCH / "fp16_top1_gpu.py"), str(tmp_path / "out"),  # noqa: E731
+                                         *extra], capture_output=True, text=True, timeout=120, env=_no_gpu_env())
+    proc = run("--models", "googlenet")
+    assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run("--models", "lenet")
+    assert proc.returncode == 2 and "no model named ['lenet']" in proc.stderr
+    proc = run("--images", "0")
+    assert proc.returncode == 2 and "must be positive" in proc.stderr
+    proc = run("--models", "light_nonesuch")
+    assert proc.returncode == 2 and "no model named ['light_nonesuch']" in proc.stderr
+    proc = run("--models", "light,googlenet")  # known names: only the GPU is missing
+    assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_weak_scaling_repeats_the_dataset_with_links_and_distinct_shards(tmp_path):

@@ -13,7 +13,7 @@ from engine.inspect import describe_plan, format_plan
 from engine.network import Network
 from engine.precision import (activation_dtypes, as_fp16, choose_precisions, concat_groups, fp16_emulated_outputs,
                               fp16_layer_errors, fp16_output_error, fp32_fallbacks, fp32_layer_set,
-                              relative_error)
+                              near_fp16_overflow, relative_error, FP16_HEADROOM, FP16_MAX)
 from engine.probe import synthetic_feeds
 
 
@@ -36,6 +36,14 @@ def overflowing_network():
     net = Network("overflow")
     y = _conv_relu(net, net.input("input", (None, 3, 8, 8)), rng)
     return _classifier(net, net.mul(y, np.float32(3e5), name="scale"), rng, 4)
+
+
+def scaled_network(scale: float):
+    """conv -> relu -> x scale -> global pool -> flatten -> gemm (the `overflowing_network` with any scale)."""
+    rng = np.random.default_rng(0)
+    net = Network("scaled")
+    y = _conv_relu(net, net.input("input", (None, 3, 8, 8)), rng)
+    return _classifier(net, net.mul(y, np.float32(scale), name="scale"), rng, 4)
 
 
 def overflowing_branch_network():
@@ -69,6 +77,25 @@ def test_each_layer_gets_its_own_error_and_overflow_falls_back():
     assert fp32_fallbacks({"a": 0.5}, bound=1.0) == {} and list(fp32_fallbacks({"a": float("nan")})) == ["a"]
 
 
+def test_a_layer_within_a_headroom_of_the_float16_limit_falls_back_too():
+    """Values that fit float16 on the synthetic inputs but reach a quarter of its range run in FP32,
+    with the layers that read them; half of that does not."""
+    plan = engine.build(scaled_network(1.0), BuildConfig(max_batch=2, optimize=False))
+    feeds = synthetic_feeds(plan.inputs, 2)
+    peaks = {}
+    engine.Engine(plan).create_context().run(
+        feeds, observer=lambda layer, outputs: peaks.setdefault(layer.name, float(np.abs(outputs[0]).max())))
+    limit = FP16_MAX / FP16_HEADROOM
+    near = engine.build(scaled_network(1.2 * limit / peaks["relu"]), BuildConfig(max_batch=2, optimize=False))
+    errors = fp16_layer_errors(near, feeds)
+    assert errors["conv"] < 2e-3 and errors["relu"] < 2e-3
+    assert errors["scale"] == errors["pool"] == float("inf")  # 1.2x the limit, though float16 holds it
+    far = engine.build(scaled_network(0.5 * limit / peaks["relu"]), BuildConfig(max_batch=2, optimize=False))
+    assert fp32_fallbacks(fp16_layer_errors(far, feeds)) == {}
+    assert near_fp16_overflow([np.float32([limit])]) and near_fp16_overflow([np.float32([np.nan])])
+    assert not near_fp16_overflow([np.float32([limit / 2]), np.arange(10**6)])  # integers are not activations
+
+
 def test_the_plan_records_and_inspect_shows_the_fallback():
     plan = engine.build(overflowing_network(), BuildConfig(max_batch=2, optimize=False))
     fallback = choose_precisions(plan, synthetic_feeds(plan.inputs, 2))
@@ -78,7 +105,7 @@ def test_the_plan_records_and_inspect_shows_the_fallback():
     info = describe_plan(plan)
     assert info["fp32_fallback"] == plan.header["fp32_fallback"] and info["fp16_layer_bound"] == 1e-2
     text = format_plan(info)
-    assert "in FP32 (FP16 error above 1e-02): scale (inf)" in text
+    assert "in FP32 (FP16 error above 1e-02, or values near float16's limit): scale (near float16's limit)" in text
     assert 0 < float(plan.header["fp16_output_error"]) < 1e-2  # with those layers in FP32, the outputs are fine
     assert "expected output error against FP32 (emulated, random input): " in text
 
