@@ -47,6 +47,12 @@ def _nhwc(cp, host, dtype):
 
 
 def _run(stream, runner):
+    import cupy as cp
+
+    # The cases place their inputs on the legacy default stream, which a non-blocking stream does not
+    # wait for: finish those copies first. (Without this, pools_match_numpy[6-nchw-fp32-avg4] read an
+    # unfinished input once, with six test processes sharing the H100.)
+    cp.cuda.Device().synchronize()
     with stream:
         runner()
     stream.synchronize()
