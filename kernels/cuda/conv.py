@@ -44,6 +44,34 @@ def _elem_strides(array) -> list[int]:
     return [s // array.itemsize for s in array.strides]
 
 
+def plan_index_for(tactic: str | None, count: int, name_at) -> int:
+    """Which of a convolution graph's `count` ranked cuDNN plans a recorded tactic means here.
+
+    Tuning times a layer at the plan's largest batch, and other batch sizes reuse its choice; but
+    cuDNN ranks its plans per shape, so the index recorded at one batch names another engine at
+    batch 1 (ResNet-50 FP16 at batch 1 ran 0.434 ms one day and 0.986 ms after a fresh tuning). A
+    tactic "cudnn:INDEX:NAME" is found here by NAME (`name_at(i)`, the plan's engine and knobs); where
+    this shape has no such plan, cuDNN's own first choice for it (index 0) is taken. A bare
+    "cudnn:INDEX" (plans from before names were recorded) keeps its index; anything else gets 0.
+    """
+    if not tactic or not tactic.startswith("cudnn:"):
+        return 0
+    parts = tactic.split(":", 2)
+    try:
+        index = int(parts[1])
+    except ValueError:
+        return 0
+    if len(parts) < 3 or not parts[2]:
+        return index if 0 <= index < count else 0
+    name = parts[2]
+    if 0 <= index < count and name_at(index) == name:
+        return index
+    for i in range(count):
+        if i != index and name_at(i) == name:
+            return i
+    return 0
+
+
 def channels_last(cp, array: np.ndarray, dtype) -> object:
     """A host (K, C, R, S) weight on the device as an NCHW-shaped view of KRSC memory."""
     k, c, r, s = array.shape
@@ -216,8 +244,7 @@ class CudnnConv:
         if self.count == 0:
             raise Unsupported("cuDNN offers no execution plan for this convolution")
         self.index = -1
-        tactic = self.spec.tactic
-        self.select(int(tactic.split(":")[1]) if tactic and tactic.startswith("cudnn:") else 0)
+        self.select(plan_index_for(self.spec.tactic, self.count, self._plan_name))
 
     # ------------------------------------------------------------------------------------------
     # NCHW: bias + residual + activation in one pass after a conv-only graph
@@ -255,7 +282,16 @@ class CudnnConv:
 
     @property
     def tactic(self) -> str:
-        return f"cudnn:{self.index}"
+        """"cudnn:INDEX:NAME": NAME (the engine and its knobs) is what identifies the plan; INDEX is its
+        rank in this graph's heuristic list, which changes with the shape."""
+        name = self._plan_name(self.index)
+        return f"cudnn:{self.index}:{name}" if name else f"cudnn:{self.index}"
+
+    def _plan_name(self, index: int) -> str | None:
+        try:
+            return str(self.graph.get_plan_name_at_index(index)) or None
+        except Exception:  # a frontend without names: the index alone, as before
+            return None
 
     def candidates(self) -> list[str]:
         return [f"cudnn:{i}" for i in range(self.count)]

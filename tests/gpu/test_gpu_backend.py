@@ -111,6 +111,25 @@ def test_a_second_build_uses_the_timing_cache(tmp_path):
     assert [l.get("tactic") for l in first.layers] == [l.get("tactic") for l in second.layers]
 
 
+def test_a_smaller_batch_runs_the_engine_tuned_at_the_largest_by_name():
+    """cuDNN ranks a convolution's plans per shape: the batch-1 bucket finds the tuned engine by the
+    name the plan records (kernels.cuda.conv.plan_index_for), or takes cuDNN's first choice for batch 1."""
+    plan = engine.build(zoo.get("resnet18", image_size=64),
+                        BuildConfig(max_batch=64, device="cuda", precision="fp16", timing_cache=None))
+    recorded = {layer["name"]: layer["tactic"] for layer in plan.layers if str(layer.get("tactic")).startswith("cudnn:")}
+    assert recorded and all(t.count(":") == 2 for t in recorded.values()), recorded  # index and name
+    bucket = engine.engine_for(plan).create_context().bucket(1)
+    checked = 0
+    for name, runner in bucket.runners:
+        if name not in recorded or not hasattr(runner, "count"):
+            continue
+        wanted = recorded[name].split(":", 2)[2]
+        names = [runner._plan_name(i) for i in range(runner.count)]
+        assert runner.tactic.split(":", 2)[2] == wanted if wanted in names else runner.index == 0, (name, names)
+        checked += 1
+    assert checked == len(recorded)
+
+
 def test_two_contexts_in_one_process_each_run_on_their_own_stream():
     # A cuDNN handle shared by contexts once ran the first context's convolutions on the stream
     # of the last context created, unordered with the rest of the first one's work.
