@@ -6,10 +6,10 @@
 engine.precision.fp16_emulated_outputs runs each model's plan on the numpy backend exactly and as
 an FP16 GPU plan rounds it (its error came within 3% of the H100's for every zoo model:
 benchmarks/zoo_conditioning.py), on --images standard-normal images (seed 2, batches of --batch),
-at the sizes of benchmarks/fp16_numerics.py (or --image-size). Per model: the fraction of images whose top-1 class is
-the same both ways, the median and largest relative L2 error of a batch's logits, and the median gap
-between an image's two largest exact logits over its logit vector's norm (when that gap is as small
-as the FP16 error, the top-1 class flips). More images
+at the sizes of benchmarks/fp16_numerics.py (or --image-size). Per model: the fraction of images
+whose top-1 class is the same both ways, the median and largest relative L2 error of a batch's
+logits, and the median gap between an image's two largest exact logits over its logit vector's norm
+(when that gap is as small as the FP16 error, the top-1 class flips). More images
 than a GPU call affords tell 98.7% from 99.0% (binomial noise at 1,024 images is about 0.3%).
 
 --fp16-layer-bound: for each bound (BuildConfig.fp16_layer_bound; default the build's), the layers
@@ -142,7 +142,8 @@ def main() -> int:
         bounds = parse_bounds(args.fp16_layer_bound)
     except ValueError as exc:
         parser.error(f"--fp16-layer-bound: {exc}")
-    rows = [row for name in args.models.split(",") for row in study(name, args.images, args.batch, bounds, args.image_size)]
+    rows = [row for name in args.models.split(",")
+            for row in study(name, args.images, args.batch, bounds, args.image_size)]
     args.out.mkdir(parents=True, exist_ok=True)
     record = {"benchmark": "fp16_top1_emulated",
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -12,8 +12,8 @@ layer writing into it runs in FP32, the concat and all its other writers do too.
 The rounding is most of a layer's error on the GPU: on an H100 the zoo's FP16 layers, fed exact
 inputs, erred by 3.5e-4 to 1.5e-3 (benchmarks/fp16_numerics.py), and this emulation gives the same
 figures for the same layers (resnet50's layer1.0.downsample 9.3e-4 in both, inception_v3's
-Mixed_5b.branch_pool 1.4e-3 here, 1.5e-3 there). A layer that needs FP32 is one whose values overflow float16 (above 65,504)
-or whose result cancels (a large input, a small output).
+Mixed_5b.branch_pool 1.4e-3 here, 1.5e-3 there). A layer that needs FP32 is one whose values
+overflow float16 (above 65,504) or whose result cancels (a large input, a small output).
 
 Overflow is judged with headroom: a layer whose input activations or outputs reach 1/FP16_HEADROOM
 of float16's range on the synthetic inputs runs in FP32 (its error is recorded as inf), because other
