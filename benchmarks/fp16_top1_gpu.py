@@ -112,29 +112,33 @@ def light_names(names: list[str]) -> list[str]:
     return out
 
 
-def _ours(name: str, size: int, batch: int) -> dict[str, Logits]:
-    """Our FP32 and FP16 GPU plans of a zoo model or light_* graph, as functions of an NCHW batch."""
-    import engine
-    from engine.builder import BuildConfig
-
+def _model(name: str, size: int):
+    """(model, logits output) of a zoo model at `size`, or of a light_* graph with seeded weights."""
     if name.startswith("light_"):
         from engine.onnx_tools import expose_logits, seeded_weights
         from tests.light_zoo import load
 
         model = expose_logits(seeded_weights(load(name.removeprefix("light_")), seed=0))
-        logits, configs = model.graph.output[-1].name, {}
-    else:
-        model, logits = zoo.get(name, image_size=size), "logits"
-        configs = {"max_batch": batch}
+        return model, model.graph.output[-1].name
+    return zoo.get(name, image_size=size), "logits"
+
+
+def _ours(model, logits: str, max_batch: int | None) -> dict[str, Logits]:
+    """Our FP32 and FP16 GPU plans of `model` (the build copies it), as functions of an NCHW batch;
+    max_batch None keeps the model's own (the light_* graphs' fixed 1)."""
+    import engine
+    from engine.builder import BuildConfig
+
     runs = {}
     for precision in ("fp32", "fp16"):
-        plan = engine.build(model, BuildConfig(device="cuda", precision=precision, **configs))
+        plan = engine.build(model, BuildConfig(device="cuda", precision=precision, max_batch=max_batch))
         context, feed = engine.engine_for(plan).create_context(), plan.inputs[0]["name"]
         runs[precision] = lambda x, c=context, f=feed: c.run({f: x})[logits].reshape(len(x), -1)
     return runs
 
 
-def _peer(name: str, size: int) -> dict[str, Logits] | None:
+def _peer(name: str, graph) -> dict[str, Logits] | None:
+    """PyTorch FP32 (no TF32) and FP16 on `graph`'s weights, where torch and torchvision import."""
     try:
         import torch
         import torchvision  # noqa: F401
@@ -144,7 +148,6 @@ def _peer(name: str, size: int) -> dict[str, Logits] | None:
 
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    graph = zoo.get(name, image_size=size)
     fp32 = torch_model(name, graph)
     fp16 = torch_model(name, graph).half().to(memory_format=torch.channels_last)
 
@@ -160,11 +163,13 @@ def _peer(name: str, size: int) -> dict[str, Logits] | None:
 
 
 def study(name: str, size: int, images: int, batch: int, peer: bool) -> dict:
-    if name.startswith("light_"):  # a fixed batch of 1 at 224 x 224, and no torch model to compare
+    light = name.startswith("light_")
+    if light:  # a fixed batch of 1 at 224 x 224, and no torch model to compare
         size, batch, peer = LIGHT_SIZE, 1, False
-    ours = _ours(name, size, batch)
+    model, logits = _model(name, size)  # built once: the zoo's calibration runs numpy passes
+    ours = _ours(model, logits, None if light else batch)
     candidates = {"batchscore_fp16": ours["fp16"]}
-    torch_runs = _peer(name, size) if peer else None
+    torch_runs = _peer(name, model) if peer else None
     if torch_runs:
         candidates.update(torch_runs)
     row = {"model": name, "image_size": size, "batch": batch,
@@ -189,16 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.images < 1 or args.batch < 1 or (args.image_size is not None and args.image_size < 1):
         parser.error("--images, --batch and --image-size must be positive")
     names = [n for n in args.models.split(",") if n]
+    known = set(zoo.NAMES)
     if any(n.startswith("light") for n in names):
         try:
             names = light_names(names)
+            known |= set(light_names(["light"]))
         except ImportError:
             parser.error("--models: the light_* graphs need the onnx package (pip install onnx)")
-    known = set(zoo.NAMES)
-    if any(n.startswith("light_") for n in names):
-        from tests.light_zoo import MODELS
-
-        known |= {f"light_{m}" for m in MODELS}
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         parser.error(f"--models: no model named {unknown or '(none given)'}; choose from {', '.join(zoo.NAMES)}, "
