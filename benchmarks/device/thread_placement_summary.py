@@ -56,12 +56,17 @@ def role(pid: str, tid: str, name: str) -> str:
     return "unnamed" if name in UNNAMED else name
 
 
+def is_worker(threads: dict) -> bool:
+    """Whether a sampled process is a scoring worker: one with a bs-read thread."""
+    return any(t["name"] == "bs-read" for t in threads.values())
+
+
 def worker_threads(before: dict, after: dict):
     """Each thread of each worker process (one with a bs-read thread) seen in both samples:
     (pid, tid, thread as in `after`, CPU seconds it used between the two)."""
     for pid, threads in after["procs"].items():
         earlier = before["procs"].get(pid)
-        if not earlier or not any(t["name"] == "bs-read" for t in threads.values()):
+        if not earlier or not is_worker(threads):
             continue
         for tid, thread in threads.items():
             if tid in earlier:
@@ -113,7 +118,7 @@ def per_cpu_rates(samples: list[dict], window: int = WINDOW, busy: float = BUSY)
     seen: dict[tuple[str, str], list[tuple[float, int, float, str]]] = defaultdict(list)
     for sample in samples:
         for pid, threads in sample["procs"].items():
-            if not any(t["name"] == "bs-read" for t in threads.values()):
+            if not is_worker(threads):
                 continue
             for tid, thread in threads.items():
                 name = role(pid, tid, thread["name"])
