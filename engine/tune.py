@@ -110,7 +110,7 @@ def tune_plan(plan: Plan, cache_path: Path | None = DEFAULT_CACHE) -> dict:
                     chosen = _pick(runner, candidates, context.stream, layer)
                     cache.put(key, chosen)
                     tuned += 1
-                runner.select(int(chosen.split(":")[1]))
+                runner.select(tactic_index(chosen))
             layer["tactic"] = bucket.tactics.get(name) if not candidates else runner.tactic
     cache.save()
     summary = {"layers": len(bucket.runners), "tuned": tuned, "cache_hits": cache.hits,
@@ -129,6 +129,11 @@ def _fill_normal(buffer, rng) -> None:
         halves[...] = rng.standard_normal(halves.size, dtype=cp.float32).astype(cp.float16)
 
 
+def tactic_index(tactic: str) -> int:
+    """The plan index in a candidate tactic "LIBRARY:INDEX" or, as runners report it, "LIBRARY:INDEX:NAME"."""
+    return int(tactic.split(":")[1])
+
+
 def _pick(runner, candidates: list[str], stream, layer: dict) -> str:
     """The fastest candidate whose output matches the first working one's (relative L2 < 2e-2)."""
     import cupy as cp
@@ -138,8 +143,8 @@ def _pick(runner, candidates: list[str], stream, layer: dict) -> str:
     failures = []
     for tactic in candidates:
         try:
-            runner.select(int(tactic.split(":")[1]))
-            if runner.tactic != tactic:
+            runner.select(tactic_index(tactic))
+            if tactic_index(runner.tactic) != tactic_index(tactic):
                 continue  # that plan did not build; select() moved on to another
             runner()
             stream.synchronize()

@@ -41,3 +41,12 @@ def test_tactics_without_a_name_or_from_elsewhere():
     assert plan_index_for("cudnn:x:eng3", len(AT_1), name_at) == 0
     assert plan_index_for(None, len(AT_1), name_at) == 0 and plan_index_for("sgemm", len(AT_1), name_at) == 0
     assert calls == []
+
+
+def test_tuning_compares_a_candidate_with_the_named_tactic_a_runner_reports():
+    # Candidates are "cudnn:INDEX"; a runner reports "cudnn:INDEX:NAME". Comparing the strings whole
+    # skipped every candidate, and the build failed with "no candidate could be set up".
+    from engine.tune import tactic_index
+
+    assert tactic_index("cudnn:10:eng41_k2=1_k13=0") == tactic_index("cudnn:10") == 10
+    assert tactic_index("cudnn:2:eng7") != tactic_index("cudnn:12")
