@@ -52,7 +52,9 @@ def ours(out: Path, cases: list[tuple]) -> list[dict]:
             print(f"batchscore {model} {precision} b{row['batch']}: {row['images_per_s']:.0f} images/s, "
                   f"median {row['latency_ms']['median']:.3f} ms, build {build_s:.1f} s", flush=True)
         top = sorted(result["layer_profile_ms"].items(), key=lambda kv: -kv[1])[:8]
-        (out / f"profile_{model}_{precision}.json").write_text(json.dumps(result["layer_profile_ms"], indent=1))
+        profile = {name: {"ms": ms, "tactic": result["layer_tactics"].get(name)}
+                   for name, ms in result["layer_profile_ms"].items()}
+        (out / f"profile_{model}_{precision}.json").write_text(json.dumps(profile, indent=1))
         print("  slowest layers:", ", ".join(f"{k} {v:.3f}ms" for k, v in top), flush=True)
     return rows
 

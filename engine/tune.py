@@ -144,12 +144,15 @@ def _pick(runner, candidates: list[str], stream, layer: dict) -> str:
     for tactic in candidates:
         try:
             runner.select(tactic_index(tactic))
-            if tactic_index(runner.tactic) != tactic_index(tactic):
-                continue  # that plan did not build; select() moved on to another
+            if tactic_index(runner.tactic) != tactic_index(tactic):  # it did not build; select() moved on
+                failures.append(f"{tactic}: did not build: {getattr(runner, 'build_failure', None)}")
+                log.debug("%s: %s", layer.get("name"), failures[-1])
+                continue
             runner()
             stream.synchronize()
         except Exception as exc:
             failures.append(f"{tactic}: {type(exc).__name__}: {str(exc)[:200]}")
+            log.debug("%s: tactic %s failed: %s", layer.get("name"), tactic, failures[-1])
             continue
         if output is not None:
             result = output.astype(cp.float32)
@@ -162,8 +165,10 @@ def _pick(runner, candidates: list[str], stream, layer: dict) -> str:
                     continue
         first = _time_once(runner, stream)
         if first > GIVE_UP * best_ms:
+            log.debug("%s: tactic %s dropped after one run of %.3f ms", layer.get("name"), tactic, first)
             continue
         ms = _time(runner, stream)
+        log.debug("%s: tactic %s %.3f ms", layer.get("name"), tactic, ms)
         if ms < best_ms:
             best, best_ms = tactic, ms
     if best is None:

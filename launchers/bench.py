@@ -64,7 +64,7 @@ def bench_gpu(engine, batches: list[int], iterations: int, warmup: int, sampler_
     from engine.gpu_runtime import time_layers
 
     profile = time_layers(context, batches[-1])
-    return {"rows": rows, "layer_profile_ms": profile}
+    return {"rows": rows, "layer_profile_ms": profile, "layer_tactics": dict(context.bucket(batches[-1]).tactics)}
 
 
 def _host_split(context, bucket, feeds, repeats: int = 5) -> dict:

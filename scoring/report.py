@@ -180,8 +180,9 @@ def average_watts(source) -> float | None:
     """A GPU's average power over a window, from a Metrics or a stopped PowerSampler: the energy
     counter's difference where the GPU has one, else the mean of the power samples. NVML's power
     reading is itself averaged over about a second, so over a run of a second or two the samples
-    lag far behind (an H100 replaying ResNet-50 at 687 W read 223 W that way in `bench`)."""
-    if source.energy_j is not None and source.energy_s:
+    lag far behind (an H100 replaying ResNet-50 at 687 W read 223 W that way in `bench`). A counter
+    that did not advance (a window shorter than its update period: 20 ms of batch 1) is no reading."""
+    if source.energy_j and source.energy_s:
         return source.energy_j / source.energy_s
     return _mean(w for _, w in source.watts)
 

@@ -77,6 +77,7 @@ def test_bench_builds_an_onnx_model_for_this_machine(tmp_path):
 @pytest.mark.parametrize("energy_j, energy_s, watts, expected", [
     (600.0, 1.5, [(0.0, 80.0), (0.5, 150.0)], 400.0),   # the energy counter over the window wins
     (None, None, [(0.0, 80.0), (0.5, 150.0)], 115.0),    # no counter: the mean of the samples
+    (0.0, 0.02, [(0.0, 480.0), (0.02, 490.0)], 485.0),   # the counter did not tick in 20 ms (was 0 W)
     (None, None, [], None),                              # nothing read at all
 ])
 def test_bench_power_prefers_the_energy_counter(energy_j, energy_s, watts, expected):
