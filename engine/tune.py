@@ -2,8 +2,9 @@
 
 For each layer whose kernel offers several tactics (a cuDNN convolution's execution plans), time
 every candidate on the bound buffers of the max-batch bucket (median of a few event-timed runs after
-a warm-up), drop a candidate as soon as it is clearly slower than the best so far, check the
-winner's output against the first candidate's, and keep the fastest. Choices are cached by
+a warm-up), drop a candidate as soon as it is clearly slower than the best so far and one whose
+output differs from the first candidate's, and keep the fastest whose output matches the layer's
+numpy kernel on the first images of the batch (engine/tactic_check.py). Choices are cached by
 (GPU, CUDA, cuDNN, layer signature), so a second build of the same model on the same GPU is fast.
 """
 
@@ -97,7 +98,7 @@ def tune_plan(plan: Plan, cache_path: Path | None = DEFAULT_CACHE) -> dict:
             if array.dtype.kind == "f" and array.size:
                 array[...] = rng.standard_normal(array.shape, dtype=cp.float32).astype(array.dtype)
         by_name = {layer["name"]: layer for layer in plan.layers}
-        tuned = 0
+        tuned, worst_error = 0, 0.0
         for name, runner in bucket.runners:
             layer = by_name.get(name)
             if layer is None:  # a precision conversion before a layer (see _Bucket._cast_inputs)
@@ -107,16 +108,19 @@ def tune_plan(plan: Plan, cache_path: Path | None = DEFAULT_CACHE) -> dict:
                 key = _signature(plan.header["device"], layer, runner)
                 chosen = cache.get(key)
                 if chosen is None or chosen not in candidates:
-                    chosen = _pick(runner, candidates, context.stream, layer)
+                    ranked = _pick(runner, candidates, context.stream, layer)
+                    chosen, error = _agreeing_with_numpy(runner, ranked, layer, bucket, engine, context.stream)
+                    worst_error = max(worst_error, error)
                     cache.put(key, chosen)
                     tuned += 1
                 runner.select(tactic_index(chosen))
             layer["tactic"] = bucket.tactics.get(name) if not candidates else runner.tactic
     cache.save()
     summary = {"layers": len(bucket.runners), "tuned": tuned, "cache_hits": cache.hits,
+               "numpy_check_worst_error": worst_error,
                "host_layers": bucket.host_layers, "seconds": round(time.perf_counter() - started, 1)}
-    log.info("tactics: %d layers timed, %d from the timing cache, %.1f s; on the host: %s", tuned, cache.hits,
-             summary["seconds"], ", ".join(bucket.host_layers) or "none")
+    log.info("tactics: %d layers timed (each within %.1e of its numpy kernel), %d from the timing cache, %.1f s; "
+             "on the host: %s", tuned, worst_error, cache.hits, summary["seconds"], ", ".join(bucket.host_layers) or "none")
     return summary
 
 
@@ -134,11 +138,11 @@ def tactic_index(tactic: str) -> int:
     return int(tactic.split(":")[1])
 
 
-def _pick(runner, candidates: list[str], stream, layer: dict) -> str:
-    """The fastest candidate whose output matches the first working one's (relative L2 < 2e-2)."""
+def _pick(runner, candidates: list[str], stream, layer: dict) -> list[str]:
+    """The candidates whose output matches the first working one's (relative L2 < 2e-2), fastest first."""
     import cupy as cp
 
-    best, best_ms, reference = None, float("inf"), None
+    timed, best_ms, reference = [], float("inf"), None
     output = getattr(runner, "full", None)
     failures = []
     for tactic in candidates:
@@ -169,11 +173,40 @@ def _pick(runner, candidates: list[str], stream, layer: dict) -> str:
             continue
         ms = _time(runner, stream)
         log.debug("%s: tactic %s %.3f ms", layer.get("name"), tactic, ms)
-        if ms < best_ms:
-            best, best_ms = tactic, ms
-    if best is None:
+        timed.append((ms, tactic))
+        best_ms = min(best_ms, ms)
+    if not timed:
         raise no_tactic_error(layer, getattr(runner, "pack", {}), failures)
-    return best
+    return [tactic for _, tactic in sorted(timed)]
+
+
+def _agreeing_with_numpy(runner, ranked: list[str], layer: dict, bucket, engine, stream) -> tuple[str, float]:
+    """The fastest of `ranked` whose output matches the layer's numpy kernel on the first images of
+    the batch (engine/tactic_check.py), and its error; a BuildError where none does."""
+    import cupy as cp
+
+    from engine.tactic_check import CHECK_IMAGES, bound_for, host_inputs, numpy_error
+    from kernels.cpu import CPU_OPS
+
+    attrs, in_arrays, out_arrays = bucket.io[layer["name"]]
+    args = [engine.weights[n] if n in engine.weights else a for n, a in zip(layer["inputs"], in_arrays)]
+    activation = [bool(n) and n not in engine.weights for n in layer["inputs"]]
+    kernel = CPU_OPS.by_key(layer["kernel"])
+    bound = bound_for([o.dtype for o in out_arrays if o is not None], bool(engine.header.get("tf32")))
+    disagreeing = []
+    for tactic in ranked:
+        runner.select(tactic_index(tactic))
+        host = host_inputs(args, activation, bucket.batch, cp.asnumpy)
+        runner()
+        stream.synchronize()
+        error = numpy_error(kernel, attrs, host, out_arrays, cp.asnumpy)
+        if error <= bound:
+            return tactic, error
+        disagreeing.append(f"{tactic} {error:.1e}")
+        log.warning("layer %s: tactic %s differs from the numpy kernel by %.1e (bound %.0e); trying the next",
+                    layer["name"], runner.tactic, error, bound)
+    raise BuildError(f"layer '{layer['name']}' ({layer['kind']}): no tactic matches the numpy kernel on the first "
+                     f"{CHECK_IMAGES} images within {bound:.0e} (relative L2): {', '.join(disagreeing)}")
 
 
 # How the GPU libraries say they ran out of memory: CuPy's OutOfMemoryError, cuDNN's and cuBLAS's statuses.
