@@ -8,11 +8,15 @@ the CPU tests run it with numpy arrays standing in for device ones.
 
 from __future__ import annotations
 
+import logging
 from typing import Callable, Sequence
 
 import numpy as np
 
+from engine.errors import BuildError
 from engine.precision import relative_error
+
+log = logging.getLogger("batchscore.build")
 
 CHECK_IMAGES = 2
 FP16_BOUND = 1e-2  # relative L2 of an FP16 (or TF32) layer against FP32 numpy
@@ -56,3 +60,35 @@ def numpy_error(kernel, attrs: dict, host_args: list, outputs: Sequence, to_host
     errors = [relative_error(np.asarray(to_host(got[:images]), np.float32), np.asarray(want, np.float32))
               for got, want in zip(outputs, wanted) if got is not None]
     return max(errors, default=0.0)
+
+
+def agreeing_tactic(runner, ranked: Sequence[str], layer: dict, io: tuple, weights: dict, batch: int, tf32: bool,
+                    synchronize: Callable, to_host: Callable) -> tuple[str, float]:
+    """The first of `ranked` (fastest first) whose output matches the layer's numpy kernel, and its
+    error; a BuildError naming the layer where none does.
+
+    runner: the layer's GPU kernel (select(index), tactic, a call runs it); io: the bucket's
+    (attrs, input arrays as the kernel reads them, output arrays) for the layer; weights: the
+    plan's host weights by name."""
+    from engine.tune import tactic_index  # the tactic string's format is tune's
+    from kernels.cpu import CPU_OPS
+
+    attrs, in_arrays, out_arrays = io
+    args = [weights[n] if n in weights else a for n, a in zip(layer["inputs"], in_arrays)]
+    activation = [bool(n) and n not in weights for n in layer["inputs"]]
+    kernel = CPU_OPS.by_key(layer["kernel"])
+    bound = bound_for([o.dtype for o in out_arrays if o is not None], tf32)
+    disagreeing = []
+    for tactic in ranked:
+        runner.select(tactic_index(tactic))
+        host = host_inputs(args, activation, batch, to_host)
+        runner()
+        synchronize()
+        error = numpy_error(kernel, attrs, host, out_arrays, to_host)
+        if error <= bound:
+            return tactic, error
+        disagreeing.append(f"{tactic} {error:.1e}")
+        log.warning("layer %s: tactic %s differs from the numpy kernel by %.1e (bound %.0e); trying the next",
+                    layer["name"], runner.tactic, error, bound)
+    raise BuildError(f"layer '{layer['name']}' ({layer['kind']}): no tactic matches the numpy kernel on the first "
+                     f"{CHECK_IMAGES} images within {bound:.0e} (relative L2): {', '.join(disagreeing)}")

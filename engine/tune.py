@@ -22,6 +22,7 @@ import numpy as np
 from engine.errors import BuildError
 from engine.ir import format_shape
 from engine.plan import Plan
+from engine.tactic_check import agreeing_tactic
 
 log = logging.getLogger("batchscore.build")
 
@@ -109,7 +110,9 @@ def tune_plan(plan: Plan, cache_path: Path | None = DEFAULT_CACHE) -> dict:
                 chosen = cache.get(key)
                 if chosen is None or chosen not in candidates:
                     ranked = _pick(runner, candidates, context.stream, layer)
-                    chosen, error = _agreeing_with_numpy(runner, ranked, layer, bucket, engine, context.stream)
+                    chosen, error = agreeing_tactic(runner, ranked, layer, bucket.io[name], engine.weights, batch,
+                                                    bool(engine.header.get("tf32")), context.stream.synchronize,
+                                                    cp.asnumpy)
                     worst_error = max(worst_error, error)
                     cache.put(key, chosen)
                     tuned += 1
@@ -178,35 +181,6 @@ def _pick(runner, candidates: list[str], stream, layer: dict) -> list[str]:
     if not timed:
         raise no_tactic_error(layer, getattr(runner, "pack", {}), failures)
     return [tactic for _, tactic in sorted(timed)]
-
-
-def _agreeing_with_numpy(runner, ranked: list[str], layer: dict, bucket, engine, stream) -> tuple[str, float]:
-    """The fastest of `ranked` whose output matches the layer's numpy kernel on the first images of
-    the batch (engine/tactic_check.py), and its error; a BuildError where none does."""
-    import cupy as cp
-
-    from engine.tactic_check import CHECK_IMAGES, bound_for, host_inputs, numpy_error
-    from kernels.cpu import CPU_OPS
-
-    attrs, in_arrays, out_arrays = bucket.io[layer["name"]]
-    args = [engine.weights[n] if n in engine.weights else a for n, a in zip(layer["inputs"], in_arrays)]
-    activation = [bool(n) and n not in engine.weights for n in layer["inputs"]]
-    kernel = CPU_OPS.by_key(layer["kernel"])
-    bound = bound_for([o.dtype for o in out_arrays if o is not None], bool(engine.header.get("tf32")))
-    disagreeing = []
-    for tactic in ranked:
-        runner.select(tactic_index(tactic))
-        host = host_inputs(args, activation, bucket.batch, cp.asnumpy)
-        runner()
-        stream.synchronize()
-        error = numpy_error(kernel, attrs, host, out_arrays, cp.asnumpy)
-        if error <= bound:
-            return tactic, error
-        disagreeing.append(f"{tactic} {error:.1e}")
-        log.warning("layer %s: tactic %s differs from the numpy kernel by %.1e (bound %.0e); trying the next",
-                    layer["name"], runner.tactic, error, bound)
-    raise BuildError(f"layer '{layer['name']}' ({layer['kind']}): no tactic matches the numpy kernel on the first "
-                     f"{CHECK_IMAGES} images within {bound:.0e} (relative L2): {', '.join(disagreeing)}")
 
 
 # How the GPU libraries say they ran out of memory: CuPy's OutOfMemoryError, cuDNN's and cuBLAS's statuses.

@@ -62,3 +62,50 @@ def test_host_inputs_widen_float16_and_leave_non_batch_arrays_whole():
 ])
 def test_bound_for(dtypes, tf32, bound):
     assert bound_for(dtypes, tf32) == bound
+
+
+class _Runner:
+    """A layer kernel with two tactics, as tuning drives it: tactic 0 writes the wrong answer."""
+
+    def __init__(self, args, out, wrong_tactics):
+        self.args, self.out, self.wrong, self.index = args, out, wrong_tactics, None
+
+    def select(self, index):
+        self.index = index
+
+    @property
+    def tactic(self):
+        return f"cudnn:{self.index}:eng{self.index}"
+
+    def __call__(self):
+        result = CONV.fn(*[a.astype(np.float32) for a in self.args], **ATTRS)
+        self.out[...] = 0 if self.index in self.wrong else result
+
+
+def _tune(wrong_tactics):
+    from engine.tactic_check import agreeing_tactic
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((BATCH, 3, 8, 8)).astype(np.float16)
+    z = rng.standard_normal((BATCH, 5, 8, 8)).astype(np.float16)
+    weights = {"w": rng.standard_normal((5, 3, 3, 3)).astype(np.float16), "b": np.zeros(5, np.float16)}
+    out = np.empty((BATCH, 5, 8, 8), np.float16)
+    layer = {"name": "layer1.0.conv2", "kind": "FusedConv", "kernel": "batchscore:FusedConv-1",
+             "inputs": ["x", "w", "b", "z"]}
+    runner = _Runner([x, weights["w"], weights["b"], z], out, wrong_tactics)
+    io = (ATTRS, [x, None, None, z], [out])  # as the bucket binds them: weights are not device inputs
+    return agreeing_tactic(runner, ["cudnn:0", "cudnn:1"], layer, io, weights, BATCH, False, lambda: None, np.asarray)
+
+
+def test_tuning_skips_a_tactic_that_disagrees_with_numpy(caplog):
+    tactic, error = _tune(wrong_tactics={0})
+    assert tactic == "cudnn:1" and error < FP16_BOUND
+    assert "layer1.0.conv2: tactic cudnn:0:eng0 differs from the numpy kernel" in caplog.text
+
+
+def test_no_tactic_matching_numpy_is_a_build_error_naming_the_layer():
+    from engine.errors import BuildError
+
+    with pytest.raises(BuildError, match=r"layer 'layer1.0.conv2' \(FusedConv\): no tactic matches the numpy "
+                                         r"kernel .* cudnn:0 1\.0e\+00, cudnn:1 1\.0e\+00"):
+        _tune(wrong_tactics={0, 1})
