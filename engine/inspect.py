@@ -65,14 +65,16 @@ def format_plan(info: dict) -> str:
     for spec in info["outputs"]:
         lines.append(f"  output {spec['name']}: {spec['dtype']} {format_shape(spec['shape'])}")
     lines.append("")
-    lines.append(f"  {'#':>4}  {'kind':<16} {'output':<18} {'precision':<9} {'tactic':<8} {'memory':<34} layer")
+    # GPU tactics name their cuDNN engine and knobs ("cudnn:28:eng41_k2=7_k13=0..."): the column fits the longest
+    tw = max([8] + [len(str(layer["tactic"] or "")) for layer in info["layers"]])
+    lines.append(f"  {'#':>4}  {'kind':<16} {'output':<18} {'precision':<9} {'tactic':<{tw}} {'memory':<34} layer")
     for i, layer in enumerate(info["layers"]):
         members = " + ".join(layer["members"])
         first = layer["outputs"][0] if layer["outputs"] else {}
         lines.append(f"  {i:>4}  {layer['kind']:<16} {format_shape(first.get('shape')):<18} {layer['precision'] or '':<9} "
-                     f"{layer['tactic'] or '':<8} {_place(first):<34} {members}")
+                     f"{layer['tactic'] or '':<{tw}} {_place(first):<34} {members}")
         for extra in layer["outputs"][1:]:
-            lines.append(f"  {'':>4}  {'':<16} {format_shape(extra.get('shape')):<18} {'':<9} {'':<8} {_place(extra):<34}")
+            lines.append(f"  {'':>4}  {'':<16} {format_shape(extra.get('shape')):<18} {'':<9} {'':<{tw}} {_place(extra):<34}")
     t = info["totals"]
     lines.append("")
     lines.append(f"  {t['layers']} layers ({t['layers_running_kernels']} run kernels) from {t['source_nodes']} source nodes; "

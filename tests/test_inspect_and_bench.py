@@ -87,3 +87,14 @@ def test_bench_power_prefers_the_energy_counter(energy_j, energy_s, watts, expec
 
     sampler = SimpleNamespace(energy_j=energy_j, energy_s=energy_s, watts=watts)
     assert average_watts(sampler) == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_inspect_widens_the_tactic_column_for_cudnn_engine_names(googlenet_plan):
+    from engine.inspect import format_plan
+
+    info = describe_plan(engine.read_plan(googlenet_plan))
+    info["layers"][0]["tactic"] = "cudnn:28:eng41_k2=7_k13=0_k18=0_k25=0_k27=1_k28=1"  # as a GPU plan records it
+    lines = format_plan(info).splitlines()
+    header = next(line for line in lines if line.strip().startswith("#"))
+    rows = [line for line in lines if "arena @" in line]
+    assert len(rows) > 10 and {row.index("arena @") for row in rows} == {header.index("memory")}
