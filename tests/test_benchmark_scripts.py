@@ -623,3 +623,10 @@ def test_the_batched_nvjpeg_probe_lays_yuv_planes_out_one_after_another(monkeypa
     monkeypatch.setattr(sys, "argv", ["probe", "x.plan", "data", "hardware", "1", "rgbi,bgr"])
     with pytest.raises(SystemExit, match=r"unknown output format\(s\) \['bgr'\]"):
         probe.main()
+
+
+@pytest.mark.parametrize("name", ["cold_tuning_repeat.py", "batch1_probe.py"])
+def test_the_device_probes_print_their_usage_when_called_wrongly(name):
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "device" / name
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=_no_gpu_env(), timeout=60)
+    assert proc.returncode == 1 and "on the GPU machine" in proc.stderr and "Traceback" not in proc.stderr

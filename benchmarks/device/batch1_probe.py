@@ -12,7 +12,9 @@ import json
 import sys
 import time
 
-import cupy as cp
+if len(sys.argv) != 2:
+    sys.exit(__doc__)
+import cupy as cp  # noqa: E402 (after the usage check: a bad call needs no GPU to be told)
 import numpy as np
 
 import engine

@@ -12,8 +12,11 @@ import json
 import logging
 import sys
 import time
+from pathlib import Path
 
-import cupy as cp
+if len(sys.argv) not in (2, 3):
+    sys.exit(__doc__)
+import cupy as cp  # noqa: E402 (after the usage check: a bad call needs no GPU to be told)
 
 import engine
 from engine import tune, zoo
@@ -21,6 +24,7 @@ from engine.builder import BuildConfig
 from launchers.bench import _NoSampler, bench_gpu
 
 out_dir = sys.argv[1]
+Path(out_dir).mkdir(parents=True, exist_ok=True)
 model = sys.argv[2] if len(sys.argv) > 2 else "resnet50"
 handler = logging.FileHandler(f"{out_dir}/tune_debug.log")
 logging.getLogger("batchscore.build").addHandler(handler)

@@ -49,8 +49,8 @@ def plan_index_for(tactic: str | None, count: int, name_at) -> int:
 
     Tuning times a layer at the plan's largest batch, and other batch sizes reuse its choice; but
     cuDNN ranks its plans per shape, so the index recorded at one batch names another engine at
-    batch 1 (the likely cause of ResNet-50 FP16 at batch 1 taking 0.986 ms after a fresh tuning,
-    against 0.434 ms before; not yet measured with this fix). A
+    batch 1 (ResNet-50 FP16 at batch 1 took 0.986 ms after one cold tuning; looked up by name, 0.395-0.413
+    ms in four H100 runs, benchmarks/results/gpu/*_2026-11-22_s14*.json). A
     tactic "cudnn:INDEX:NAME" is found here by NAME (`name_at(i)`, the plan's engine and knobs); where
     this shape has no such plan, cuDNN's own first choice for it (index 0) is taken. A bare
     "cudnn:INDEX" (plans from before names were recorded) keeps its index; anything else gets 0.
