@@ -183,24 +183,40 @@ def _pick(runner, candidates: list[str], stream, layer: dict) -> list[str]:
     return [tactic for _, tactic in sorted(timed)]
 
 
-# How the GPU libraries say they ran out of memory: CuPy's OutOfMemoryError, cuDNN's and cuBLAS's statuses.
-_OUT_OF_MEMORY = ("outofmemory", "alloc_failed", "cudaerrormemoryallocation")  # compared without spaces
+# How the GPU libraries say they ran out of memory: CuPy's OutOfMemoryError, cuDNN's and cuBLAS's statuses,
+# and cuDNN quoting the driver's CUDA_ERROR_OUT_OF_MEMORY (2) from a kernel launch ("err 2 != CUDA_SUCCESS",
+# seen with five test processes on one H100, session 15).
+_OUT_OF_MEMORY = ("outofmemory", "alloc_failed", "cudaerrormemoryallocation", "err2!=cuda_success")  # no spaces
 
 
 def no_tactic_error(layer: dict, tensors: dict, failures: list[str]) -> BuildError:
     """Every tactic of `layer` failed while tuning: name the layer, its op and the tensors it was
-    timed on, quote the first failures, and say what to change when the GPU ran out of memory."""
-    shapes = ", ".join(f"{name} {format_shape(a.shape)} {a.dtype}" for name, a in tensors.items()) or "not known"
-    if failures:
-        why = "; ".join(failures[:3]) + (f" (and {len(failures) - 3} more)" if len(failures) > 3 else "")
-    else:
-        why = "no candidate could be set up"
+    timed on, give every failure's reason once with the tactics it stopped, and say what to change
+    when the GPU ran out of memory."""
+    shapes = ", ".join(f"{_tensor_name(t)} {format_shape(a.shape)} {a.dtype}" for t, a in tensors.items()) or "not known"
+    why = _grouped_reasons(failures) if failures else "no candidate could be set up"
     text = (f"layer '{layer.get('name')}' ({layer.get('kind')}) has no tactic that runs on this GPU; "
             f"tensors: {shapes}. {why}")
     if any(marker in f.lower().replace(" ", "") for f in failures for marker in _OUT_OF_MEMORY):
         text += (". The GPU ran out of memory while timing them: build with a smaller --max-batch, or on a GPU "
                  "that no other process is using (nvidia-smi lists them)")
     return BuildError(text)
+
+
+def _grouped_reasons(failures: list[str]) -> str:
+    """"cudnn:0, cudnn:1: REASON; cudnn:2: OTHER": failures are "TACTIC: REASON", and thirteen plans
+    often fail for two reasons, which a list of the first few hid (session 15)."""
+    by_reason: dict[str, list[str]] = {}
+    for failure in failures:
+        tactic, _, reason = failure.partition(": ")
+        by_reason.setdefault(reason, []).append(tactic)
+    return "; ".join(f"{', '.join(tactics)}: {reason}" for reason, tactics in by_reason.items())
+
+
+def _tensor_name(tensor) -> str:
+    """A cuDNN graph tensor by its name (its repr lists every attribute), anything else as itself."""
+    get_name = getattr(tensor, "get_name", None)
+    return str(get_name()) if callable(get_name) else str(tensor)
 
 
 def _time_once(runner, stream) -> float:
