@@ -48,7 +48,8 @@ def ours(out: Path, cases: list[tuple]) -> list[dict]:
             rows.append({"model": model, "precision": precision, "batch": row["batch"],
                          "images_per_s": row["images_per_s"], "latency_ms": row["latency_ms"],
                          "watts": row.get("watts"), "cuda_graph": row["cuda_graph"], "build_s": round(build_s, 1),
-                         "layers": len(plan.layers), "host_layers": plan.header["tuning"]["host_layers"]})
+                         "layers": len(plan.layers), "host_layers": plan.header["tuning"]["host_layers"],
+                         "numpy_check_worst_error": plan.header["tuning"].get("numpy_check_worst_error")})
             print(f"batchscore {model} {precision} b{row['batch']}: {row['images_per_s']:.0f} images/s, "
                   f"median {row['latency_ms']['median']:.3f} ms, build {build_s:.1f} s", flush=True)
         top = sorted(result["layer_profile_ms"].items(), key=lambda kv: -kv[1])[:8]

@@ -82,6 +82,7 @@ class _Bucket:
         self.runners: list = []
         self.host_layers: list[str] = []
         self.tactics: dict[str, str] = {}
+        self.io: dict[str, tuple] = {}  # layer -> (attrs, input arrays as read, output arrays): for tuning's check
         for entry in engine.layers:
             self._bind(engine, entry, shapes, device)
         self.graph = None
@@ -137,6 +138,7 @@ class _Bucket:
         consts = {i: engine.weights[n] for i, n in enumerate(entry["inputs"]) if n in engine.weights}
         in_arrays = [None if (not n or n in engine.weights) else self.bound[n] for n in entry["inputs"]]
         in_arrays = self._cast_inputs(engine, entry, in_arrays)
+        self.io[name] = (attrs, in_arrays, out_arrays)
         spec = LayerSpec(name, kind, attrs, consts, tactic=entry.get("tactic"),
                          allow_tf32=bool(engine.header.get("tf32")), buffers=buffers)
         try:

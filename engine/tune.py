@@ -2,8 +2,9 @@
 
 For each layer whose kernel offers several tactics (a cuDNN convolution's execution plans), time
 every candidate on the bound buffers of the max-batch bucket (median of a few event-timed runs after
-a warm-up), drop a candidate as soon as it is clearly slower than the best so far, check the
-winner's output against the first candidate's, and keep the fastest. Choices are cached by
+a warm-up), drop a candidate as soon as it is clearly slower than the best so far and one whose
+output differs from the first candidate's, and keep the fastest whose output matches the layer's
+numpy kernel on the first images of the batch (engine/tactic_check.py). Choices are cached by
 (GPU, CUDA, cuDNN, layer signature), so a second build of the same model on the same GPU is fast.
 """
 
@@ -21,6 +22,7 @@ import numpy as np
 from engine.errors import BuildError
 from engine.ir import format_shape
 from engine.plan import Plan
+from engine.tactic_check import agreeing_tactic
 
 log = logging.getLogger("batchscore.build")
 
@@ -97,7 +99,7 @@ def tune_plan(plan: Plan, cache_path: Path | None = DEFAULT_CACHE) -> dict:
             if array.dtype.kind == "f" and array.size:
                 array[...] = rng.standard_normal(array.shape, dtype=cp.float32).astype(array.dtype)
         by_name = {layer["name"]: layer for layer in plan.layers}
-        tuned = 0
+        tuned, worst_error = 0, 0.0
         for name, runner in bucket.runners:
             layer = by_name.get(name)
             if layer is None:  # a precision conversion before a layer (see _Bucket._cast_inputs)
@@ -107,16 +109,21 @@ def tune_plan(plan: Plan, cache_path: Path | None = DEFAULT_CACHE) -> dict:
                 key = _signature(plan.header["device"], layer, runner)
                 chosen = cache.get(key)
                 if chosen is None or chosen not in candidates:
-                    chosen = _pick(runner, candidates, context.stream, layer)
+                    ranked = _pick(runner, candidates, context.stream, layer)
+                    chosen, error = agreeing_tactic(runner, ranked, layer, bucket.io[name], engine.weights, batch,
+                                                    bool(engine.header.get("tf32")), context.stream.synchronize,
+                                                    cp.asnumpy)
+                    worst_error = max(worst_error, error)
                     cache.put(key, chosen)
                     tuned += 1
                 runner.select(tactic_index(chosen))
             layer["tactic"] = bucket.tactics.get(name) if not candidates else runner.tactic
     cache.save()
     summary = {"layers": len(bucket.runners), "tuned": tuned, "cache_hits": cache.hits,
+               "numpy_check_worst_error": worst_error,
                "host_layers": bucket.host_layers, "seconds": round(time.perf_counter() - started, 1)}
-    log.info("tactics: %d layers timed, %d from the timing cache, %.1f s; on the host: %s", tuned, cache.hits,
-             summary["seconds"], ", ".join(bucket.host_layers) or "none")
+    log.info("tactics: %d layers timed (each within %.1e of its numpy kernel), %d from the timing cache, %.1f s; "
+             "on the host: %s", tuned, worst_error, cache.hits, summary["seconds"], ", ".join(bucket.host_layers) or "none")
     return summary
 
 
@@ -134,11 +141,11 @@ def tactic_index(tactic: str) -> int:
     return int(tactic.split(":")[1])
 
 
-def _pick(runner, candidates: list[str], stream, layer: dict) -> str:
-    """The fastest candidate whose output matches the first working one's (relative L2 < 2e-2)."""
+def _pick(runner, candidates: list[str], stream, layer: dict) -> list[str]:
+    """The candidates whose output matches the first working one's (relative L2 < 2e-2), fastest first."""
     import cupy as cp
 
-    best, best_ms, reference = None, float("inf"), None
+    timed, best_ms, reference = [], float("inf"), None
     output = getattr(runner, "full", None)
     failures = []
     for tactic in candidates:
@@ -169,31 +176,47 @@ def _pick(runner, candidates: list[str], stream, layer: dict) -> str:
             continue
         ms = _time(runner, stream)
         log.debug("%s: tactic %s %.3f ms", layer.get("name"), tactic, ms)
-        if ms < best_ms:
-            best, best_ms = tactic, ms
-    if best is None:
+        timed.append((ms, tactic))
+        best_ms = min(best_ms, ms)
+    if not timed:
         raise no_tactic_error(layer, getattr(runner, "pack", {}), failures)
-    return best
+    return [tactic for _, tactic in sorted(timed)]
 
 
-# How the GPU libraries say they ran out of memory: CuPy's OutOfMemoryError, cuDNN's and cuBLAS's statuses.
-_OUT_OF_MEMORY = ("outofmemory", "alloc_failed", "cudaerrormemoryallocation")  # compared without spaces
+# How the GPU libraries say they ran out of memory: CuPy's OutOfMemoryError, cuDNN's and cuBLAS's statuses,
+# and cuDNN quoting the driver's CUDA_ERROR_OUT_OF_MEMORY (2) from a kernel launch ("err 2 != CUDA_SUCCESS",
+# seen with five test processes on one H100, session 15).
+_OUT_OF_MEMORY = ("outofmemory", "alloc_failed", "cudaerrormemoryallocation", "err2!=cuda_success")  # no spaces
 
 
 def no_tactic_error(layer: dict, tensors: dict, failures: list[str]) -> BuildError:
     """Every tactic of `layer` failed while tuning: name the layer, its op and the tensors it was
-    timed on, quote the first failures, and say what to change when the GPU ran out of memory."""
-    shapes = ", ".join(f"{name} {format_shape(a.shape)} {a.dtype}" for name, a in tensors.items()) or "not known"
-    if failures:
-        why = "; ".join(failures[:3]) + (f" (and {len(failures) - 3} more)" if len(failures) > 3 else "")
-    else:
-        why = "no candidate could be set up"
+    timed on, give every failure's reason once with the tactics it stopped, and say what to change
+    when the GPU ran out of memory."""
+    shapes = ", ".join(f"{_tensor_name(t)} {format_shape(a.shape)} {a.dtype}" for t, a in tensors.items()) or "not known"
+    why = _grouped_reasons(failures) if failures else "no candidate could be set up"
     text = (f"layer '{layer.get('name')}' ({layer.get('kind')}) has no tactic that runs on this GPU; "
             f"tensors: {shapes}. {why}")
     if any(marker in f.lower().replace(" ", "") for f in failures for marker in _OUT_OF_MEMORY):
         text += (". The GPU ran out of memory while timing them: build with a smaller --max-batch, or on a GPU "
                  "that no other process is using (nvidia-smi lists them)")
     return BuildError(text)
+
+
+def _grouped_reasons(failures: list[str]) -> str:
+    """"cudnn:0, cudnn:1: REASON; cudnn:2: OTHER": failures are "TACTIC: REASON", and thirteen plans
+    often fail for two reasons, which a list of the first few hid (session 15)."""
+    by_reason: dict[str, list[str]] = {}
+    for failure in failures:
+        tactic, _, reason = failure.partition(": ")
+        by_reason.setdefault(reason, []).append(tactic)
+    return "; ".join(f"{', '.join(tactics)}: {reason}" for reason, tactics in by_reason.items())
+
+
+def _tensor_name(tensor) -> str:
+    """A cuDNN graph tensor by its name (its repr lists every attribute), anything else as itself."""
+    get_name = getattr(tensor, "get_name", None)
+    return str(get_name()) if callable(get_name) else str(tensor)
 
 
 def _time_once(runner, stream) -> float:

@@ -117,7 +117,9 @@ def test_a_layer_without_a_working_tactic_names_it_and_says_when_memory_ran_out(
     text = str(error)
     assert "layer 'conv3_2' (conv_bias_act) has no tactic" in text
     assert "x 256x56x56x64 float16" in text and "w 64x3x3x64 float16" in text
-    assert "cudnn:2" in text and "cudnn:3" not in text and "(and 2 more)" in text
+    # one reason, given once, with every tactic it stopped
+    assert "cudnn:0, cudnn:1, cudnn:2, cudnn:3, cudnn:4: OutOfMemoryError" in text
+    assert text.count("Out of memory allocating") == 1
     assert "smaller --max-batch" in text
 
     other = str(no_tactic_error(layer, {}, ["cudnn:0: RuntimeError: CUDNN_STATUS_NOT_SUPPORTED"]))
@@ -125,3 +127,38 @@ def test_a_layer_without_a_working_tactic_names_it_and_says_when_memory_ran_out(
     assert "no candidate could be set up" in str(no_tactic_error(layer, {}, []))
     cudnn_oom = str(no_tactic_error(layer, {}, ["cudnn:1: cudnnException: CUDNN_STATUS_ALLOC_FAILED"]))
     assert "ran out of memory" in cudnn_oom
+
+
+def test_no_tactic_error_gives_each_reason_once_and_names_graph_tensors_by_name():
+    """Thirteen cuDNN plans that failed for two reasons: both reasons show, each with its plans; a
+    cuDNN graph tensor (whose repr lists every attribute) is named by its get_name()."""
+    from engine.tune import no_tactic_error
+
+    class GraphTensor:  # the cuDNN frontend's tensor: a name behind get_name(), a long repr
+        def get_name(self):
+            return "X"
+
+        def __repr__(self):
+            return "Tensor(name='X', data_type=..., dim=(2, 512, 1, 1), stride=..., is_virtual=False)"
+
+    failures = [f"cudnn:{i}: did not build: cudnnGraphNotSupportedError: Deselecting execution plan"
+                for i in range(3)]
+    failures += [f"cudnn:{i}: did not build: cudnnException: CUDNN_STATUS_INTERNAL_ERROR" for i in range(3, 13)]
+    text = str(no_tactic_error({"name": "layer4.0.conv2", "kind": "FusedConv"},
+                               {GraphTensor(): np.zeros((2, 512, 1, 1), np.float32)}, failures))
+    assert "tensors: X 2x512x1x1 float32." in text and "Tensor(" not in text
+    assert "cudnn:0, cudnn:1, cudnn:2: did not build: cudnnGraphNotSupportedError" in text
+    assert "ran out of memory" not in text
+    assert "cudnn:3, cudnn:4, cudnn:5, cudnn:6, cudnn:7, cudnn:8, cudnn:9, cudnn:10, cudnn:11, cudnn:12: did not " \
+           "build: cudnnException: CUDNN_STATUS_INTERNAL_ERROR" in text
+
+
+def test_a_kernel_launch_that_ran_out_of_memory_gets_the_memory_advice():
+    """cuDNN quotes the driver's error 2 (CUDA_ERROR_OUT_OF_MEMORY) when a plan's kernel cannot launch."""
+    from engine.tune import no_tactic_error
+
+    launch = ("cudnn:12: RuntimeError: execute(handle, plan->get_raw_desc(), variant_pack_descriptor.get_ptr()) "
+              "failed with message: err 2 != CUDA_SUCCESS :: shimCuLaunchKernelEx(&config, func, kernelParams, nullptr)")
+    assert "ran out of memory" in str(no_tactic_error({"name": "c", "kind": "FusedConv"}, {}, [launch]))
+    other = launch.replace("err 2 ", "err 700 ")  # an illegal address is not memory
+    assert "ran out of memory" not in str(no_tactic_error({"name": "c", "kind": "FusedConv"}, {}, [other]))

@@ -111,6 +111,16 @@ def test_a_second_build_uses_the_timing_cache(tmp_path):
     assert [l.get("tactic") for l in first.layers] == [l.get("tactic") for l in second.layers]
 
 
+@pytest.mark.parametrize("precision, bound", [("fp16", 1e-2), ("fp32", 1e-4)])
+def test_every_tuned_tactic_matched_the_numpy_kernel(precision, bound, caplog):
+    """engine/tactic_check: each layer's chosen tactic was run against its numpy kernel while tuning."""
+    plan = engine.build(zoo.get("resnet18", image_size=64),
+                        BuildConfig(max_batch=16, device="cuda", precision=precision, timing_cache=None))
+    tuning = plan.header["tuning"]
+    assert tuning["tuned"] > 0 and 0 < tuning["numpy_check_worst_error"] <= bound, tuning
+    assert "differs from the numpy kernel" not in caplog.text
+
+
 def test_a_smaller_batch_runs_the_engine_tuned_at_the_largest_by_name():
     """cuDNN ranks a convolution's plans per shape: the batch-1 bucket finds the tuned engine by the
     name the plan records (kernels.cuda.conv.plan_index_for), or takes cuDNN's first choice for batch 1."""
