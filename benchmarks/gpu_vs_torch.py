@@ -27,6 +27,7 @@ import engine  # noqa: E402
 from engine import zoo  # noqa: E402
 from engine.builder import BuildConfig  # noqa: E402
 from launchers.bench import bench_gpu, _sampler_factory  # noqa: E402
+from scoring_gpu_e2e import EXIT_NO_GPU, no_gpu_message  # noqa: E402  (this folder is on sys.path)
 
 CASES = [  # (model, precision, batches)
     ("resnet50", "fp16", [1, 256]),
@@ -60,8 +61,9 @@ def ours(out: Path, cases: list[tuple]) -> list[dict]:
     return rows
 
 
-def peer(script: str, out: Path, compile_too: bool, models: list[str]) -> dict:
-    results = {}
+def peer(script: str, out: Path, compile_too: bool, models: list[str], results: dict, saved) -> None:
+    """Run the PyTorch peer (then torch.compile) into `results`, calling `saved()` after each, so a
+    call cut by the device's limit keeps what finished."""
     runs = [("peer_torch", [sys.executable, script, str(out), "--models", ",".join(models)])]
     if compile_too:
         runs.append(("peer_torch_compile", [sys.executable, script, str(out), "--compile"]))
@@ -72,7 +74,7 @@ def peer(script: str, out: Path, compile_too: bool, models: list[str]) -> dict:
         path = out / f"{name}.json"
         results[name] = json.loads(path.read_text()) if path.exists() else {"error": proc.stderr[-2000:]}
         print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
-    return results
+        saved()
 
 
 def peer_fp32(out: Path) -> dict:
@@ -84,6 +86,10 @@ def peer_fp32(out: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {"error": proc.stderr[-2000:]}
 
 
+PEER_MODES = ("eager", "cudagraph", "compile-default", "compile-reduce-overhead", "compile-max-autotune-no-cudagraphs")
+FP32_PEER_MODE = "fastest of eager/cudagraph x NCHW/channels-last, TF32 off"
+
+
 def _peer_ips(peer_results: dict, model: str, dtype: str, bs: int, mode: str) -> float | None:
     for key in ("peer_torch", "peer_torch_compile"):
         data = peer_results.get(key, [])
@@ -91,6 +97,36 @@ def _peer_ips(peer_results: dict, model: str, dtype: str, bs: int, mode: str) ->
             if row.get("model") == model and row.get("dtype") == dtype and row.get("bs") == bs and row.get("mode") == mode:
                 return row.get("ips")
     return None
+
+
+def ratios(ours_rows: list[dict], peer_results: dict) -> list[dict]:
+    """Ours against every peer figure measured so far for the same model, dtype and batch; FP32 at
+    batch 256 also against the fastest PyTorch run with TF32 off."""
+    found = []
+
+    def add(row, mode, theirs):
+        found.append({"model": row["model"], "precision": row["precision"], "batch": row["batch"], "peer_mode": mode,
+                      "peer_images_per_s": theirs, "ours": row["images_per_s"], "ratio": row["images_per_s"] / theirs})
+
+    for row in ours_rows:
+        dtype = {"fp16": "float16", "fp32": "float32"}[row["precision"]]
+        for mode in PEER_MODES:
+            theirs = _peer_ips(peer_results, row["model"], dtype, row["batch"], mode)
+            if theirs:
+                add(row, mode, theirs)
+    fp32 = peer_results.get("peer_fp32_no_tf32", {})
+    best = max((r["ips"] for r in fp32.get("rows", [])), default=None)
+    for row in ours_rows:
+        if best and row["precision"] == "fp32" and row["batch"] == 256:
+            add(row, FP32_PEER_MODE, best)
+    return found
+
+
+def write_record(out: Path, record: dict) -> None:
+    """OUTDIR/gpu_vs_torch.json, with the ratios of what has been measured so far."""
+    if "peer" in record:
+        record["ratios"] = ratios(record["batchscore"], record["peer"])
+    (out / "gpu_vs_torch.json").write_text(json.dumps(record, indent=2, default=float) + "\n")
 
 
 def main() -> int:
@@ -107,38 +143,26 @@ def main() -> int:
     if len(cases) != len(wanted):
         parser.error(f"--cases: choose from {', '.join(f'{m}:{p}' for m, p, _ in CASES)}")
     models = list(dict.fromkeys(m for m, p, _ in cases if p == "fp16"))
+    message = no_gpu_message("gpu_vs_torch")
+    if message:
+        print(message, file=sys.stderr)
+        return EXIT_NO_GPU
     args.out.mkdir(parents=True, exist_ok=True)
     from kernels.cuda.device import describe_gpu
 
     record = {"benchmark": "gpu_vs_torch", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "device": describe_gpu(), "command": "python " + " ".join(sys.argv)}
     record["batchscore"] = ours(args.out, cases)
+    write_record(args.out, record)  # the engine's side first: the peers may not finish in the device's time
     if not args.no_peer and os.path.exists(args.peer):
-        record["peer"] = peer(args.peer, args.out, not args.no_compile, models)
-        ratios = []
-        for row in record["batchscore"]:
-            dtype = {"fp16": "float16", "fp32": "float32"}[row["precision"]]
-            for mode in ("eager", "cudagraph", "compile-default", "compile-reduce-overhead",
-                         "compile-max-autotune-no-cudagraphs"):
-                theirs = _peer_ips(record["peer"], row["model"], dtype, row["batch"], mode)
-                if theirs:
-                    ratios.append({"model": row["model"], "precision": row["precision"], "batch": row["batch"],
-                                   "peer_mode": mode, "peer_images_per_s": theirs, "ours": row["images_per_s"],
-                                   "ratio": row["images_per_s"] / theirs})
-        fp32 = peer_fp32(args.out) if any(p == "fp32" for _, p, _ in cases) else {}
-        record["peer"]["peer_fp32_no_tf32"] = fp32
-        best = max((r["ips"] for r in fp32.get("rows", [])), default=None)
-        for row in record["batchscore"]:
-            if best and row["precision"] == "fp32" and row["batch"] == 256:
-                ratios.append({"model": row["model"], "precision": "fp32", "batch": 256,
-                               "peer_mode": "fastest of eager/cudagraph x NCHW/channels-last, TF32 off",
-                               "peer_images_per_s": best, "ours": row["images_per_s"],
-                               "ratio": row["images_per_s"] / best})
-        record["ratios"] = ratios
-        for r in ratios:
+        record["peer"] = {}
+        peer(args.peer, args.out, not args.no_compile, models, record["peer"], lambda: write_record(args.out, record))
+        if any(p == "fp32" for _, p, _ in cases):
+            record["peer"]["peer_fp32_no_tf32"] = peer_fp32(args.out)
+        write_record(args.out, record)
+        for r in record["ratios"]:
             print(f"{r['model']} {r['precision']} b{r['batch']} vs torch {r['peer_mode']}: {r['ratio']:.2f}x "
                   f"({r['ours']:.0f} vs {r['peer_images_per_s']:.0f} images/s)")
-    (args.out / "gpu_vs_torch.json").write_text(json.dumps(record, indent=2, default=float) + "\n")
     return 0
 
 

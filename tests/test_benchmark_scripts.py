@@ -50,6 +50,14 @@ def test_without_a_gpu_exits_with_a_message(tmp_path, script):
     assert not out.exists()
 
 
+def test_gpu_vs_torch_without_a_gpu_exits_with_a_message(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(BENCH / "gpu_vs_torch.py"), str(out)], cwd=tmp_path,
+                          env=_no_gpu_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == e2e.EXIT_NO_GPU, proc.stderr
+    assert "needs a CUDA GPU" in proc.stderr and "Traceback" not in proc.stderr and not out.exists()
+
+
 @pytest.mark.parametrize("option", ["--decode-threads", "--decode-processes"])
 def test_a_count_that_is_not_a_number_is_refused_before_any_work(tmp_path, option):
     proc = subprocess.run([sys.executable, str(BENCH / "scoring_gpu_e2e.py"), str(tmp_path / "out"), option, "many"],
@@ -60,6 +68,7 @@ def test_a_count_that_is_not_a_number_is_refused_before_any_work(tmp_path, optio
 
 
 @pytest.mark.parametrize("script", ["scoring_gpu_e2e.py", "scaling_gpu.py", "device/slim_wheels.py", "fp16_numerics.py",
+                                    "gpu_vs_torch.py",
                                     "fp16_top1_peer.py", "fp16_top1_emulated.py", "fp16_top1_gpu.py", "fp16_sensitivity.py",
                                     "host_decode_prep.py"])
 def test_help(script):
@@ -630,3 +639,33 @@ def test_the_device_probes_print_their_usage_when_called_wrongly(name):
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "device" / name
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=_no_gpu_env(), timeout=60)
     assert proc.returncode == 1 and "on the GPU machine" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gpu_vs_torch_ratios_cover_what_was_measured_and_the_record_is_written_before_the_peers(tmp_path):
+    """A call cut while torch.compile ran (session 15) lost the engine's figures: the record is now
+    written after each stage, with the ratios of the peers measured so far."""
+    import gpu_vs_torch
+
+    ours = [{"model": "resnet50", "precision": "fp16", "batch": 256, "images_per_s": 30000.0},
+            {"model": "resnet50", "precision": "fp32", "batch": 256, "images_per_s": 4000.0}]
+    record = {"benchmark": "gpu_vs_torch", "batchscore": ours}
+    gpu_vs_torch.write_record(tmp_path, record)
+    assert json.loads((tmp_path / "gpu_vs_torch.json").read_text())["batchscore"] == ours
+    assert "ratios" not in json.loads((tmp_path / "gpu_vs_torch.json").read_text())
+
+    record["peer"] = {"peer_torch": [
+        {"model": "resnet50", "mode": "eager", "dtype": "float16", "bs": 256, "ips": 15000.0},
+        {"model": "resnet50", "mode": "eager", "dtype": "float16", "bs": 1, "ips": 100.0},  # no row of ours
+        {"model": "resnet50", "mode": "eager", "dtype": "float32", "bs": 256, "ips": 8000.0}]}
+    gpu_vs_torch.write_record(tmp_path, record)
+    written = json.loads((tmp_path / "gpu_vs_torch.json").read_text())["ratios"]
+    assert [(r["precision"], r["peer_mode"], r["ratio"]) for r in written] == [("fp16", "eager", 2.0),
+                                                                              ("fp32", "eager", 0.5)]
+
+    record["peer"]["peer_torch_compile"] = [
+        {"model": "resnet50", "mode": "compile-default", "dtype": "float16", "bs": 256, "ips": 24000.0}]
+    record["peer"]["peer_fp32_no_tf32"] = {"rows": [{"ips": 3000.0}, {"ips": 3200.0}]}
+    gpu_vs_torch.write_record(tmp_path, record)
+    written = json.loads((tmp_path / "gpu_vs_torch.json").read_text())["ratios"]
+    assert ("compile-default", 1.25) in [(r["peer_mode"], r["ratio"]) for r in written]
+    assert [r["ratio"] for r in written if r["peer_mode"] == gpu_vs_torch.FP32_PEER_MODE] == [1.25]
