@@ -292,7 +292,8 @@ def test_slim_wheels_combines_and_slims(tmp_path):
     for folder in (gpu, ray):
         _wheel(folder / "nvidia_cudnn_frontend-1.0-cp312-cp312-any.whl", cudnn)
         (folder / "peer_torch.py").write_text("peer")
-    _wheel(ray / "ray-1.0-cp312-cp312-any.whl", {"ray/__init__.py": b"r"})
+    _wheel(ray / "ray-1.0-cp312-cp312-any.whl", {"ray/__init__.py": b"r", "ray/data/__init__.py": b"d",
+                                                  "ray/data/read_api.py": b"d" * 100})
     (ray / "peer_raydata.py").write_text("raydata")
     os.chmod(ray / "peer_raydata.py", 0o444)
 
@@ -306,13 +307,31 @@ def test_slim_wheels_combines_and_slims(tmp_path):
     kept = _check_record(out / "nvidia_cudnn_frontend-1.0-cp312-cp312-any.whl")
     assert [n for n in kept if not n.endswith("RECORD")] == ["cudnn/__init__.py", "cudnn/_pygraph.py",
                                                               "cudnn/engines/base.py", "cudnn/ops/o.py"]
-    assert (out / "ray-1.0-cp312-cp312-any.whl").read_bytes() == (ray / "ray-1.0-cp312-cp312-any.whl").read_bytes()
+    assert _check_record(out / "ray-1.0-cp312-cp312-any.whl") == ["ray/__init__.py", "ray-1.0.dist-info/RECORD"]
     slim_wheels.combine(gpu, ray, out)  # again over its own output (the read-only peer copy included)
 
     with pytest.raises(slim_wheels.SlimError, match="over the 0.0001 MiB limit"):
         slim_wheels.combine(gpu, ray, out, limit_mib=0.0001)
     with pytest.raises(slim_wheels.SlimError, match="fetch-wheels.sh ray"):
         slim_wheels.combine(gpu, tmp_path / "missing", out)
+
+
+def test_the_default_limit_leaves_room_for_the_repositorys_tracked_files(tmp_path, monkeypatch):
+    """The device carries 64 MiB in all: tracked files plus the wheels (the results committed by
+    session 15 made a 54.7 MB folder of wheels too big)."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "results.bin").write_bytes(b"r" * 3 * 2**20)
+    (repo / "untracked.bin").write_bytes(b"u" * 2**20)  # not carried, so not counted
+    subprocess.run(["git", "-C", str(repo), "add", "results.bin"], check=True)
+    assert slim_wheels.default_limit_mib(repo / ".whl_all") == 64 - 3 - slim_wheels.MARGIN_MIB
+    (repo / ".whl_all").mkdir()  # the folder exists (a second run): the whole checkout still counts
+    assert slim_wheels.default_limit_mib(repo / ".whl_all") == 64 - 3 - slim_wheels.MARGIN_MIB
+    outside = tmp_path / "plain"
+    outside.mkdir()
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # git looks no higher for a checkout
+    assert slim_wheels.default_limit_mib(outside / "all") == slim_wheels.LIMIT_MIB
 
 
 def test_ray_programs_get_their_executable_bit_back(tmp_path):

@@ -4,8 +4,9 @@
 
 A run on the GPU machine carries at most 64 MiB of working tree, and the two sets together are about
 81 MiB, so a scoring run with GPU decode under Ray or MPI could not have both. This script rewrites
-the two largest wheels without what a batch job never loads, copies the rest as they are, and
-checks the result stays under LIMIT_MIB (the repository itself takes ~2 MB of the 64):
+the three largest wheels without what a batch job never loads, copies the rest as they are, and
+checks the result fits beside the repository's tracked files (about 11 MB by session 15, most of it
+committed results), leaving MARGIN_MIB:
 
 - nvidia_nvimgcodec_cu13: only the CPython 3.12 extension module (the machine runs 3.12; the wheel
   carries one per Python), and no TIFF, JPEG 2000 or OpenCV extensions: PNG and WebP rows then go to
@@ -14,6 +15,10 @@ checks the result stays under LIMIT_MIB (the repository itself takes ~2 MB of th
   `import cudnn` loads lazily on first use, and no C++ headers. `import cudnn` needs the compiled
   module, _pygraph -> engines, frost, and every top-level .py, which all stay, as do conv, ops and
   norm.
+- ray: no Ray Data (`ray/data/`, 1.3 MiB), which the launchers never import (`ray.data` is a lazy
+  attribute of `ray`). `EngineMapper` users run Ray Data from their own Ray install, and
+  peer_raydata.py needs the whole `ray` set (fetch-wheels.sh ray) in a call of its own. Ray's
+  programs get their executable bit back (restore_exec_bits).
 
 A rewritten wheel keeps its file name; its RECORD loses the dropped files' lines, and it is zipped
 again with deflate level 9. The peer benchmarks (peer_torch.py, peer_raydata.py) are copied too.
@@ -31,7 +36,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-LIMIT_MIB = 58.0
+CARRY_MIB = 64.0   # what the device tool carries: the tracked files plus the carried folders
+MARGIN_MIB = 0.5   # for the files a session commits before its next call
+LIMIT_MIB = 58.0   # where the repository's size cannot be read (not a git checkout)
 PEERS = ("peer_torch.py", "peer_raydata.py")
 SHARED_DEVICE = Path(__file__).resolve().parents[2].parent / "shared" / "device"  # where fetch-wheels.sh lives
 
@@ -47,9 +54,11 @@ _CUDNN_DROP = [
     re.compile(r"^cudnn/(" + "|".join(map(re.escape, _CUDNN_DSL)) + r")/"),
     re.compile(r"^include/"),
 ]
+_RAY_DROP = [re.compile(r"^ray/data/")]
 RULES = {  # distribution name as in the wheel's file name -> paths to drop
     "nvidia_nvimgcodec_cu13": _NVIMGCODEC_DROP,
     "nvidia_cudnn_frontend": _CUDNN_DROP,
+    "ray": _RAY_DROP,
 }
 
 
@@ -110,6 +119,21 @@ def _wheels(folder: Path, label: str) -> list[Path]:
     return wheels
 
 
+def default_limit_mib(out: Path) -> float:
+    """What the carried folder may hold: CARRY_MIB less the tracked files of the repository that
+    holds `out` (or its parent) and MARGIN_MIB; LIMIT_MIB outside a git checkout."""
+    where = out if out.is_dir() else out.parent
+    try:
+        top = Path(subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                                  check=True, cwd=where).stdout.strip())
+        listed = subprocess.run(["git", "ls-files", "-z"], capture_output=True, check=True, cwd=top).stdout  # all of it
+    except (OSError, subprocess.CalledProcessError):
+        return LIMIT_MIB
+    tracked = sum((top / name).stat().st_size for name in listed.decode().split("\0")
+                  if name and (top / name).is_file())
+    return round(CARRY_MIB - tracked / 2**20 - MARGIN_MIB, 1)
+
+
 def combine(gpu: Path, ray: Path, out: Path, limit_mib: float = LIMIT_MIB) -> dict[str, int]:
     """Fill `out` with the wheels of both folders (one copy of a wheel found in both, the big two
     slimmed) and the peer scripts; return file name -> size in bytes."""
@@ -127,16 +151,19 @@ def combine(gpu: Path, ray: Path, out: Path, limit_mib: float = LIMIT_MIB) -> di
     for name, wheel in sorted(by_name.items()):
         dst = out / name
         drop = RULES.get(distribution(wheel))
-        if drop is None and distribution(wheel) == "ray":
-            fixed = restore_exec_bits(wheel, dst)
-            if fixed:
-                print(f"{name}: executable bit restored on {fixed} programs")
-        elif drop is None:
+        if drop is None:
             shutil.copyfile(wheel, dst)
         else:
             n_drop, n_keep = slim_wheel(wheel, dst, drop)
             print(f"{name}: dropped {n_drop} members, kept {n_keep}; "
                   f"{_mib(wheel.stat().st_size)} -> {_mib(dst.stat().st_size)}")
+        if distribution(wheel) == "ray":
+            slimmed = dst.with_name(f".{dst.name}.slim")
+            dst.replace(slimmed)
+            fixed = restore_exec_bits(slimmed, dst)
+            slimmed.unlink()
+            if fixed:
+                print(f"{name}: executable bit restored on {fixed} programs")
         sizes[name] = dst.stat().st_size
     for peer in PEERS:
         src = next((d / peer for d in (gpu, ray, SHARED_DEVICE) if (d / peer).is_file()), None)
@@ -193,8 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", type=Path, default=Path(".whl"), help="the `gpu` set (default .whl)")
     parser.add_argument("--ray", type=Path, required=True, help="the `ray` set, e.g. /tmp/whl_ray")
     parser.add_argument("--out", type=Path, default=Path(".whl_all"), help="the combined folder (default .whl_all)")
-    parser.add_argument("--limit-mib", type=float, default=LIMIT_MIB, help=f"largest size allowed (default {LIMIT_MIB:g})")
+    parser.add_argument("--limit-mib", type=float, default=None,
+                        help=f"largest size allowed (default: {CARRY_MIB:g} MiB less the repository's tracked files "
+                             f"and {MARGIN_MIB:g} MiB)")
     args = parser.parse_args(argv)
+    if args.limit_mib is None:
+        args.limit_mib = default_limit_mib(args.out.resolve())
     try:
         sizes = combine(args.gpu, args.ray, args.out, args.limit_mib)
     except SlimError as exc:
