@@ -33,6 +33,7 @@ import engine  # noqa: E402
 from engine import zoo  # noqa: E402
 from engine.builder import BuildConfig  # noqa: E402
 from engine.precision import relative_error as _rel  # noqa: E402
+from fp16_top1_gpu import agreement  # noqa: E402  (this folder is on sys.path)
 
 SIZES = {"resnet18": 64, "resnet50": 64, "googlenet": 64, "vgg19": 224, "alexnet": 224, "inception_v3": 139,
          "resnet152": 64}
@@ -80,18 +81,15 @@ def _local_errors(context16, bucket16, reference: dict) -> dict:
 
 
 def top1_agreement(engines: dict, size: int, batch: int, inputs: int) -> dict:
-    """FP16 against FP32 plan on `inputs` random images, through CUDA graphs."""
+    """FP16 against the FP32 plan on `inputs` random images, through CUDA graphs: fp16_top1_gpu's
+    tally (same seed, same images), with its Wilson interval."""
     contexts = {p: e.create_context() for p, e in engines.items()}
-    rng = np.random.default_rng(2)
-    same, errors = 0, []
-    for _ in range(max(1, inputs // batch)):
-        x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
-        got, want = (contexts[p].run({"input": x})["logits"] for p in ("fp16", "fp32"))
-        same += int((got.argmax(1) == want.argmax(1)).sum())
-        errors.append(_rel(got, want))
-    count = max(1, inputs // batch) * batch
-    return {"inputs": count, "top1_agree": same / count, "rel_l2_median": float(np.median(errors)),
-            "rel_l2_max": float(max(errors))}
+
+    def logits(precision):
+        return lambda x: contexts[precision].run({"input": x})["logits"]
+
+    result = agreement(logits("fp32"), {"fp16": logits("fp16")}, inputs, batch, size)
+    return {"inputs": result["images"], **result["candidates"]["fp16"]}
 
 
 def study(name: str, batch: int, top1_inputs: int = 0) -> dict:

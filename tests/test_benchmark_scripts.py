@@ -533,6 +533,33 @@ def test_fp16_top1_gpu_agreement_counts_flipped_top1_on_the_same_images():
         script.agreement(reference, {"short": lambda x: np.zeros((4, 3))}, 4, 4, 32)
 
 
+def test_fp16_numerics_top1_is_fp16_top1_gpus_tally():
+    """fp16_numerics.top1_agreement runs fp16_top1_gpu.agreement on its two engines: FP32 as the reference."""
+    import engine
+    import fp16_numerics
+    from engine import zoo
+    from engine.builder import BuildConfig
+
+    plan = engine.build(zoo.get("resnet18", image_size=32), BuildConfig(max_batch=4))
+
+    class Flipped(engine.Engine):  # an "FP16" engine whose first image per batch changes class
+        def create_context(self):
+            context = super().create_context()
+            run = context.run
+
+            def flipped(feeds):
+                out = dict(run(feeds))
+                out["logits"] = out["logits"].copy()
+                out["logits"][0, out["logits"][0].argmin()] = out["logits"][0].max() + 1.0
+                return out
+            context.run = flipped
+            return context
+
+    result = fp16_numerics.top1_agreement({"fp32": engine.Engine(plan), "fp16": Flipped(plan)}, 32, 4, 8)
+    assert result["inputs"] == 8 and result["top1_agree"] == pytest.approx(6 / 8)
+    assert result["top1_agree_95"][0] < 6 / 8 < result["top1_agree_95"][1] and result["rel_l2_max"] > 0
+
+
 def test_fp16_top1_gpu_without_a_gpu_or_with_bad_options_writes_nothing(tmp_path):
     run = lambda *extra: subprocess.run([sys.executable, str(BENCH / "fp16_top1_gpu.py"), str(tmp_path / "out"),  # noqa: E731
                                          *extra], capture_output=True, text=True, timeout=120, env=_no_gpu_env())
