@@ -41,7 +41,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from engine import zoo  # noqa: E402
 from engine.precision import relative_error  # noqa: E402
 
-EXIT_NO_GPU = 2
 LIGHT_SIZE = 224  # the light_* graphs' fixed input
 Logits = Callable[[np.ndarray], np.ndarray]
 
@@ -205,14 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or not names:
         parser.error(f"--models: no model named {unknown or '(none given)'}; choose from {', '.join(zoo.NAMES)}, "
                      "light or light_NAME")
-    from kernels.cuda import gpu_unavailable
+    from scoring_gpu_e2e import EXIT_NO_GPU, device_info, no_gpu_message, versions
 
-    reason = gpu_unavailable()
-    if reason:
-        print(f"fp16_top1_gpu: this benchmark needs a CUDA GPU, and here {reason}; nothing was written.",
-              file=sys.stderr)
+    message = no_gpu_message("fp16_top1_gpu")
+    if message:
+        print(message, file=sys.stderr)
         return EXIT_NO_GPU
-    from scoring_gpu_e2e import device_info, versions
 
     rows = []
     for name in names:
