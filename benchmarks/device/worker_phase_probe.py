@@ -4,11 +4,24 @@
 calling thread's submit, input copy, graph launch and result waits are timed the same way.
 
     python benchmarks/device/worker_phase_probe.py PLAN DATA_DIR OUT_DIR [--switch-interval S] [--slots N]
+                                                   [--skip resize,hardware] [--output yuv]
                                                                           -> one JSON on stdout
 
 --switch-interval and --slots override scoring.worker's GPU_WORKER_SWITCH_INTERVAL_S and
 GPU_DECODE_SLOTS for the run (trials); $BATCHSCORE_GPU_DECODERS sets the decoder count. The decoder
 threads' waits (for a read, for a free ring slot) are timed too.
+
+--skip leaves out GPU work of the decoders, to see what each part costs the worker beside the
+engine (issue #5's ablation): "resize" skips the resize/crop/normalize kernel, "hardware" the
+hardware JPEG decode (the kernel then reads whatever the pooled buffer holds). The scores are then
+meaningless; only the rates count. --output yuv has the hardware decoder write planar YCbCr (no
+chroma upsampling or colour conversion on the GPU) where it writes interleaved RGB, each plane at a
+column offset of the image's RGB area (the kernel then reads planes as if they were RGB): what
+nvJPEG's conversion costs the worker.
+
+It also notes each wait of the calling thread for the next batch in order, and whether later batches
+were decoded when it began and when it ended (head-of-line waits: a batch decoded late holds up
+those behind it), and the spread of each decoder call's time.
 
 A diagnostic for the device (it patches GpuDecoder's methods in this process only).
 """
@@ -83,6 +96,97 @@ def _timed_poll(pipeline):
     return wrapper
 
 
+# (seconds the caller waited for the next batch, later batches decoded when it began, and when it ended)
+WAITS: list[tuple[float, int, int]] = []
+DECODE_CALLS: list[float] = []  # seconds of each decode_into call
+
+
+def _iter_noting_waits(self):
+    """Prefetcher.__iter__ with each wait for the next batch noted in WAITS."""
+    from scoring.pipeline import _DONE
+
+    while True:
+        if self._last is not None:
+            self.release(self._last)
+            self._last = None
+        with self._done:
+            start, later = time.perf_counter(), None
+            while self._next not in self._slots:
+                if later is None:
+                    later = sum(1 for seq in self._slots if seq > self._next)
+                self._done.wait()
+            if later is not None:
+                WAITS.append((time.perf_counter() - start, later, sum(1 for seq in self._slots if seq > self._next)))
+            item = self._slots.pop(self._next)
+        self._next += 1
+        if item is _DONE:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        self._last = item
+        yield item
+
+
+def _noting_decode_calls(fn):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with _lock:
+                DECODE_CALLS.append(time.perf_counter() - start)
+    return wrapper
+
+
+def _wait_summary() -> dict:
+    import numpy as np
+
+    steady = WAITS[1:]  # the first wait is the start-up's
+    later = [w for w, at_start, _ in steady if at_start > 0]
+    overtaken = [w for w, _, at_end in steady if at_end > 0]
+    calls = np.array(DECODE_CALLS) * 1e3 if DECODE_CALLS else np.zeros(1)
+    return {"caller_waits": len(WAITS), "caller_wait_s": round(sum(w for w, _, _ in WAITS), 3),
+            "first_wait_s": round(WAITS[0][0], 3) if WAITS else None,
+            "steady_wait_s": round(sum(w for w, _, _ in steady), 3),
+            "head_of_line_waits": len(later), "head_of_line_wait_s": round(sum(later), 3),
+            # waits at whose end later batches were decoded already: the next one was overtaken
+            "overtaken_waits": len(overtaken), "overtaken_wait_s": round(sum(overtaken), 3),
+            "later_ready_at_end": [n for _, _, n in steady if n > 0][:40],
+            "decode_call_ms": {q: round(float(np.percentile(calls, int(q[1:]))), 2) for q in ("p10", "p50", "p90", "p99")}
+            | {"max": round(float(calls.max()), 2)}}
+
+
+_OUTPUT_YUV = 1  # nvjpegOutputFormat_t NVJPEG_OUTPUT_YUV
+
+
+def _decode_planar(self, pointers, lengths, outputs, pitches, stream_ptr) -> None:
+    """HardwareJpegDecoder.decode with planar YCbCr out: in each image's area (rows of 3 x width
+    bytes), Y in the first third of every row, Cb in the second, Cr in the last (chroma planes
+    are at most as wide and tall as Y)."""
+    import numpy as np
+
+    from scoring.nvjpeg_hardware import _IMAGE_WORDS, HardwareDecodeError
+
+    n = len(pointers)
+    if n != getattr(self, "_planar_batch", None):
+        status = self._lib.nvjpegDecodeBatchedInitialize(self._handle, self._state, n, 1, _OUTPUT_YUV)
+        if status != 0:
+            raise HardwareDecodeError(f"nvjpegDecodeBatchedInitialize({n}, YUV): status {status}")
+        self._planar_batch = n
+    widths = np.asarray(pitches, np.uint64) // 3
+    images = np.zeros((n, _IMAGE_WORDS), np.uint64)
+    for plane in range(3):
+        images[:, plane] = np.asarray(outputs, np.uint64) + plane * widths
+        images[:, 4 + plane] = pitches
+    data = np.ascontiguousarray(pointers, np.uint64)
+    sizes = np.ascontiguousarray(lengths, np.uint64)
+    status = self._lib.nvjpegDecodeBatched(self._handle, self._state, data.ctypes.data, sizes.ctypes.data,
+                                           images.ctypes.data, stream_ptr)
+    if status != 0:
+        self._planar_batch = None
+        raise HardwareDecodeError(f"planar hardware decode of {n} images failed: status {status}")
+
+
 def main() -> int:
     import argparse
 
@@ -92,7 +196,12 @@ def main() -> int:
     parser.add_argument("out", type=Path)
     parser.add_argument("--switch-interval", type=float)
     parser.add_argument("--slots", type=int)
+    parser.add_argument("--skip", default="", help="comma-separated: resize, hardware")
+    parser.add_argument("--output", default="rgbi", choices=["rgbi", "yuv"])
     args = parser.parse_args()
+    skip = {name for name in args.skip.split(",") if name}
+    if skip - {"resize", "hardware"}:
+        parser.error(f"--skip: unknown {sorted(skip - {'resize', 'hardware'})}; use resize, hardware")
     plan, data, out = args.plan, args.data, args.out
     from scoring import worker
 
@@ -113,8 +222,16 @@ def main() -> int:
         setattr(G, name, timed(name, getattr(G, name)))
     pipeline.read_shard = _timed_iterator(pipeline.read_shard)
     pipeline.Prefetcher._poll = _timed_poll(pipeline)
+    pipeline.Prefetcher.__iter__ = _iter_noting_waits
+    G.decode_into = _noting_decode_calls(G.decode_into)
     H = nvjpeg_hardware.HardwareJpegDecoder
     H.decode = timed("nvjpeg_decode_batched", H.decode)
+    if args.output == "yuv":
+        H.decode = timed("nvjpeg_decode_batched", _decode_planar)
+    if "hardware" in skip:
+        H.decode = timed("nvjpeg_decode_batched", lambda *args, **kwargs: None)
+    if "resize" in skip:
+        G._launch = timed("_launch", lambda *args, **kwargs: None)
     # The calling thread's side: submit (which waits for the previous batch's graph), the copy into
     # the binding and the graph launch (host time between them is GPU time if the stream is idle).
     from engine.gpu_runtime import GpuContext
@@ -136,6 +253,9 @@ def main() -> int:
         "steady_images_per_s": round(steady_rate(metrics.samples) or 0),
         "worker_stages_s": {k: round(v, 2) for k, v in metrics.stages.items()},
         "cpu_s": round(metrics.cpu_s or 0, 2),
+        "skip": sorted(skip), "output": args.output, "waits": _wait_summary(),
+        "busy_fraction": round(metrics.busy_fraction, 4) if metrics.busy_fraction is not None else None,
+        "compute_ms_per_batch": round(1e3 * metrics.stages.get("compute", 0.0) / max(1, CALLS["context.execute"]), 3),
         "phases_s": {k: round(v, 3) for k, v in sorted(SECONDS.items(), key=lambda kv: -kv[1])},
         "phase_us_per_image": {k: round(1e6 * v / images, 1) for k, v in SECONDS.items()},
         "calls": dict(CALLS)}, indent=1))

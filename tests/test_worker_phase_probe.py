@@ -1,0 +1,59 @@
+"""benchmarks/device/worker_phase_probe.py: its head-of-line wait notes and its options (the GPU
+part runs on the device). A real Parquet dataset, two CPU decoders and the tiny net of
+test_run_local."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import engine
+from scoring import pipeline
+from scoring.dataset import open_dataset
+from scoring.decode import CpuDecoder
+from scoring.make_data import make_dataset
+from tests.scoring.test_pipeline import PREPROCESS
+from tests.scoring.test_run_local import tiny_network
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "device"))
+
+import worker_phase_probe as probe  # noqa: E402
+
+
+def test_the_noting_iterator_hands_over_every_batch_in_order_and_notes_its_waits(tmp_path, monkeypatch):
+    make_dataset(tmp_path / "images", 50, row_groups=10, image_size=(40, 48), seed=5, workers=1)
+    plan = engine.build(tiny_network().graph(), engine.BuildConfig(max_batch=16)).save(tmp_path / "tiny.plan")
+    dataset = open_dataset(tmp_path / "images")
+    monkeypatch.setattr(pipeline.Prefetcher, "__iter__", probe._iter_noting_waits)
+    monkeypatch.setattr(probe, "WAITS", [])
+    runner = pipeline.CpuRunner(engine.load(plan), 4, PREPROCESS)
+    with CpuDecoder(PREPROCESS) as one, CpuDecoder(PREPROCESS) as two, \
+            pipeline.Prefetcher(dataset, iter(dataset.shards(10)), [one, two], runner.make_ring(3),
+                                batch_rows=4) as batches:
+        ids = [i for slot in batches for i in slot.ids]
+    assert ids == [f"img-{i:06d}" for i in range(50)]
+    assert probe.WAITS, "the first batch at least is waited for"
+    assert all(seconds >= 0 and 0 <= at_start <= 3 and 0 <= at_end <= 3 for seconds, at_start, at_end in probe.WAITS)
+    summary = probe._wait_summary()
+    assert summary["caller_waits"] == len(probe.WAITS)
+    assert summary["steady_wait_s"] <= summary["caller_wait_s"]
+    assert summary["overtaken_wait_s"] <= summary["steady_wait_s"] + 1e-9
+
+
+def test_decode_call_spread(monkeypatch):
+    monkeypatch.setattr(probe, "WAITS", [])
+    monkeypatch.setattr(probe, "DECODE_CALLS", [0.010] * 98 + [0.050, 0.100])
+    spread = probe._wait_summary()["decode_call_ms"]
+    assert spread["p50"] == pytest.approx(10.0) and spread["max"] == pytest.approx(100.0)
+    assert spread["p10"] <= spread["p50"] <= spread["p90"] <= spread["p99"] <= spread["max"]
+
+
+def test_an_unknown_part_to_skip_is_refused_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["worker_phase_probe.py", "plan", str(tmp_path), str(tmp_path / "out"),
+                                      "--skip", "resize,decoder"])
+    with pytest.raises(SystemExit) as exc:
+        probe.main()
+    assert exc.value.code == 2
+    assert "--skip: unknown ['decoder']; use resize, hardware" in capsys.readouterr().err
