@@ -42,6 +42,16 @@ def test_the_noting_iterator_hands_over_every_batch_in_order_and_notes_its_waits
     assert summary["overtaken_wait_s"] <= summary["steady_wait_s"] + 1e-9
 
 
+def test_timed_adds_up_a_phase_and_can_keep_each_call(monkeypatch):
+    monkeypatch.setattr(probe, "SECONDS", __import__("collections").defaultdict(float))
+    monkeypatch.setattr(probe, "CALLS", __import__("collections").defaultdict(int))
+    each: list = []
+    double = probe.timed("double", lambda x: 2 * x, each)
+    assert [double(1), double(2)] == [2, 4]
+    assert probe.CALLS["double"] == 2 and len(each) == 2
+    assert probe.SECONDS["double"] == pytest.approx(sum(each))
+
+
 def test_decode_call_spread(monkeypatch):
     monkeypatch.setattr(probe, "WAITS", [])
     monkeypatch.setattr(probe, "DECODE_CALLS", [0.010] * 98 + [0.050, 0.100])

@@ -44,15 +44,19 @@ CALLS: dict[str, int] = collections.defaultdict(int)
 _lock = threading.Lock()
 
 
-def timed(name: str, fn):
+def timed(name: str, fn, each: list | None = None):
+    """fn with its seconds added to SECONDS[name] (and each call's to `each`, where given)."""
     def wrapper(*args, **kwargs):
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
+            seconds = time.perf_counter() - start
             with _lock:
-                SECONDS[name] += time.perf_counter() - start
+                SECONDS[name] += seconds
                 CALLS[name] += 1
+                if each is not None:
+                    each.append(seconds)
     return wrapper
 
 
@@ -125,17 +129,6 @@ def _iter_noting_waits(self):
             raise item
         self._last = item
         yield item
-
-
-def _noting_decode_calls(fn):
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            with _lock:
-                DECODE_CALLS.append(time.perf_counter() - start)
-    return wrapper
 
 
 def _wait_summary() -> dict:
@@ -219,11 +212,10 @@ def main() -> int:
     G = gpu_decode.GpuDecoder
     for name in ("decode_into", "route", "_decode_batch", "_decode_on_hardware", "_decode_jpegs", "_launch",
                  "_upload_arrays", "_cpu_fallback"):
-        setattr(G, name, timed(name, getattr(G, name)))
+        setattr(G, name, timed(name, getattr(G, name), DECODE_CALLS if name == "decode_into" else None))
     pipeline.read_shard = _timed_iterator(pipeline.read_shard)
     pipeline.Prefetcher._poll = _timed_poll(pipeline)
     pipeline.Prefetcher.__iter__ = _iter_noting_waits
-    G.decode_into = _noting_decode_calls(G.decode_into)
     H = nvjpeg_hardware.HardwareJpegDecoder
     H.decode = timed("nvjpeg_decode_batched", H.decode)
     if args.output == "yuv":
