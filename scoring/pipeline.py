@@ -3,7 +3,7 @@
     runner = CpuRunner(engine, batch=64, preprocess=preprocess)       # or scoring.gpu_runner.GpuRunner
     ring = runner.make_ring(slots=3)
     with Prefetcher(dataset, shards, decoder, ring, batch_rows=64) as batches:
-        for slot in batches:                    # slot.shard, slot.first, slot.last, slot.ids, slot.errors
+        for slot in batches:                    # slot.seq, slot.shard, slot.first, slot.last, slot.ids, slot.errors
             pending = runner.submit(slot)       # the slot's buffer is consumed when submit returns
             batches.release(slot)               # so it may be refilled now
             scores = pending.result()           # (rows, classes) float32; on a GPU, later (see below)
@@ -12,6 +12,13 @@ Two threads per worker:
 
     background thread:  next shard -> read rows (Parquet) -> decode into a free ring slot -> hand it over
     calling thread:     submit the slot to the runner -> release it -> write the rows of a finished batch
+
+With several decoders, slots are handed over in the order their decoding ends, not the order they
+were read: a decode call that takes five times the usual (they vary that much on a GPU) would
+otherwise hold back the batches decoded behind it, and the engine would wait with work ready.
+Each slot carries its read-order number `seq` (0, 1, 2, ... over every slot of the run), so the
+caller can put rows back in read order before writing them (scoring.worker's _ShardWriter); how
+far out of order it may get is bounded (`max_ahead`).
 
 A ring holds K preallocated buffers; a slot goes round free -> filled -> in use -> free, so with
 K >= 2 the decode of batch i+1 overlaps the compute of batch i and no batch allocates. The
@@ -50,6 +57,10 @@ from scoring.thread_names import name_this_thread
 log = logging.getLogger(__name__)
 
 DEFAULT_SLOTS = 3
+# How far past the oldest batch still being decoded a Prefetcher hands batches over: what the
+# caller may have to hold to put rows back in read order. On an H100 a decode call took up to 12
+# times the engine's time for a batch (benchmarks/results/scoring/h100_2026-11-22_s16_ablation).
+DEFAULT_MAX_AHEAD = 32
 
 
 class PipelineError(ScoringError):
@@ -86,8 +97,8 @@ class HostRing:
 class Slot:
     """One filled ring buffer: rows [0, rows) of `buffer` hold the decoded images of `ids`, rows of
     `shard`; a row whose `errors` entry is not None could not be decoded (its pixels are zeros).
-    `first` and `last` mark the shard's first and last batch. An empty shard's only slot has
-    rows = 0, index -1 and no buffer."""
+    `first` and `last` mark the shard's first and last batch; `seq` is the slot's place in read
+    order. An empty shard's only slot has rows = 0, index -1 and no buffer."""
 
     index: int
     buffer: Any
@@ -97,6 +108,7 @@ class Slot:
     shard: Shard | None = None
     first: bool = True
     last: bool = True
+    seq: int = 0
     released: bool = field(default=False, repr=False)
 
     @property
@@ -128,17 +140,24 @@ class Prefetcher:
     """Reads `shards` one after another in batches of `batch_rows` on a reader thread and decodes
     them into the ring's free slots on one thread per decoder, at most len(ring) batches ahead of
     the caller. `shards` is any iterable (a launcher's generator that asks for the next shard) and
-    is iterated on the reader thread. Iterate the Prefetcher to get filled slots in read order;
-    `release(slot)` gives a buffer back (the iterator also releases the slot it handed out last
+    is iterated on the reader thread. Iterate the Prefetcher to get filled slots as they are
+    decoded (order="decoded", at most `max_ahead` slots past the oldest one not yet handed over)
+    or in read order (order="read"); `release(slot)` gives a buffer back (the iterator also releases the slot it handed out last
     when the next one is asked for). An error on a background thread (an unreadable file, a
     launcher that cannot be reached) is raised in the caller at the point it was reached.
 
     `decoders` is one decoder or a list: with several (GPU decoders on their own streams, say),
-    consecutive batches are decoded at the same time and handed over in order. `stages` holds the
+    consecutive batches are decoded at the same time. The end of the shards, and an error on a
+    background thread, come in read order: after every slot read before them. `stages` holds the
     seconds spent reading and decoding (decode summed over the decoder threads)."""
 
     def __init__(self, dataset: ImageDataset, shards: Shard | Iterable[Shard], decoders, ring: HostRing,
-                 batch_rows: int, slow_cpus: SlowCpus | None = None):
+                 batch_rows: int, slow_cpus: SlowCpus | None = None, order: str = "decoded",
+                 max_ahead: int = DEFAULT_MAX_AHEAD):
+        if order not in ("decoded", "read"):
+            raise ValueError(f"a Prefetcher hands slots over in order \"decoded\" or \"read\", not {order!r}")
+        if max_ahead < 1:
+            raise ValueError(f"max_ahead must be at least 1, got {max_ahead}")
         if batch_rows > ring.capacity:
             raise ValueError(f"batches of {batch_rows} rows do not fit ring slots of {ring.capacity} rows")
         self.decoders = list(decoders) if isinstance(decoders, (list, tuple)) else [decoders]
@@ -164,7 +183,9 @@ class Prefetcher:
         self._take = threading.Lock()  # a decoder takes the next read and a free slot together, in order
         self._done = threading.Condition()
         self._slots: dict[int, object] = {}  # seq -> Slot, an exception, or _DONE
-        self._next = 0
+        self._next = 0  # the oldest seq not yet handed over
+        self._ahead = 0 if order == "read" else max_ahead  # how far past it a slot may be handed over
+        self._handed_ahead: set[int] = set()  # seqs past _next already handed over
         self._stop = threading.Event()
         self._last: Slot | None = None
         self._waiting_for_shard = False
@@ -207,7 +228,7 @@ class Prefetcher:
     def _read_shard(self, shard: Shard, seq: int, cpu_watch) -> int:
         """Queue the shard's batches for the decoders; the next sequence number, or -1 to stop."""
         if shard.num_rows == 0:
-            self._hand_over(seq, Slot(-1, None, np.empty(0, np.int64), [], 0, shard, True, True))
+            self._hand_over(seq, Slot(-1, None, np.empty(0, np.int64), [], 0, shard, True, True, seq))
             return seq + 1
         batches = read_shard(self.dataset, shard, self.batch_rows)
         done = 0
@@ -272,7 +293,8 @@ class Prefetcher:
                     errors = decoder.decode_into(read.items, buffer)
                 self.stages["decode"] += time.perf_counter() - start
                 cpu_watch.note(len(read.items))
-                slot = Slot(index, buffer, read.ids, errors, len(read.items), read.shard, read.first, read.last)
+                slot = Slot(index, buffer, read.ids, errors, len(read.items), read.shard, read.first, read.last,
+                            read.seq)
             except BaseException as exc:
                 slot = exc
             self._hand_over(read.seq, slot)
@@ -299,12 +321,27 @@ class Prefetcher:
                 self._free.put(slot.index)
 
     def has_next(self, timeout: float = 0.0) -> bool:
-        """Whether the next slot (or the end) is there, waiting up to `timeout` seconds for it, so
-        that iterating would not wait."""
+        """Whether a slot (or the end) can be handed over now, waiting up to `timeout` seconds for
+        one, so that iterating would not wait."""
         with self._done:
-            if self._next not in self._slots and timeout > 0:
+            if self._ready_seq() is None and timeout > 0:
                 self._done.wait(timeout)
-            return self._next in self._slots
+            return self._ready_seq() is not None
+
+    def _ready_seq(self) -> int | None:
+        """The seq to hand over next, or None: the oldest one where it is there, else the first
+        decoded slot within `max_ahead` of it (not the end or an error: those wait their turn)."""
+        if self._next in self._slots:
+            return self._next
+        ready = [seq for seq, item in self._slots.items()
+                 if seq <= self._next + self._ahead and isinstance(item, Slot)]
+        return min(ready) if ready else None
+
+    def _wait_for_next(self) -> int:
+        """Wait (holding self._done) until a slot or the end can be handed over; its seq."""
+        while (seq := self._ready_seq()) is None:
+            self._done.wait()
+        return seq
 
     def __iter__(self) -> Iterator[Slot]:
         while True:
@@ -312,16 +349,24 @@ class Prefetcher:
                 self.release(self._last)
                 self._last = None
             with self._done:
-                while self._next not in self._slots:
-                    self._done.wait()
-                item = self._slots.pop(self._next)
-            self._next += 1
+                seq = self._wait_for_next()
+                item = self._slots.pop(seq)
+                self._count_handed_over(seq)
             if item is _DONE:
                 return
             if isinstance(item, BaseException):
                 raise item
             self._last = item
             yield item
+
+    def _count_handed_over(self, seq: int) -> None:
+        if seq != self._next:
+            self._handed_ahead.add(seq)
+            return
+        self._next += 1
+        while self._next in self._handed_ahead:
+            self._handed_ahead.remove(self._next)
+            self._next += 1
 
     def close(self) -> None:
         """Stop the background threads (early, when the caller gives up) and wait for them."""

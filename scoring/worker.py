@@ -27,6 +27,7 @@ import socket
 import sys
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
 
 
@@ -54,6 +55,14 @@ GPU_DECODE_SLOTS = 4  # device slots per GPU decoder beyond the first: decoding 
 # spread, not more speed; later runs with this setting gave 17,700-22,500 (*_s5_final_*.json).
 GPU_WORKER_SWITCH_INTERVAL_S = 0.0005
 
+
+# The order batches reach the engine in (scoring.pipeline.Prefetcher): as they are decoded. In read
+# order, on an H100 with three GPU decoders, nearly every wait of this loop for the next batch
+# ended with 1-5 later batches decoded already: a decode call of 256 images took 17.5-19.3 ms at the
+# median but 53-83 ms at the 99th percentile, and the engine sat idle behind it
+# (benchmarks/results/scoring/h100_2026-11-22_s16_ablation/NOTES.md). The writer puts rows back
+# in read order. "read" is there for comparison (benchmarks/device/worker_phase_probe.py --order).
+BATCH_ORDER = "decoded"
 
 # Three decoders: ResNet-50 FP16 on an H100 scored 25,306, 26,408 and 26,088 images/s steady with
 # three against 24,717-25,927 with two in the same calls, 25,859 with four (2026-11-22, session 8:
@@ -285,20 +294,22 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
     # This thread's CPU per row measures its CPU only while its waits for the GPU sleep.
     main_watch = NoWatch() if runner.spin_wait else watch(slow_cpus, "main")
     try:
-        with Prefetcher(dataset, todo(), decoders, ring, job.run.batch, slow_cpus=slow_cpus) as batches:
+        with Prefetcher(dataset, todo(), decoders, ring, job.run.batch, slow_cpus=slow_cpus,
+                        order=BATCH_ORDER) as batches:
             pending: deque = deque()
             slots = iter(batches)
             while True:
-                # While the next batch is not there, write the batches whose scores are: a
-                # launcher may hand out the next shard only once this one is recorded (Ray), and
-                # a batch that arrives meanwhile is submitted at once, not after the writing.
-                while pending and not batches.has_next(timeout=0.002):
-                    if _ready(pending[0][1]):
+                # While the next batch is not there, write the batches whose scores are and record
+                # the shards whose part files are closed: a launcher may hand out the next shard
+                # only once this one is recorded (Ray), and a batch that arrives meanwhile is
+                # submitted at once, not after the writing.
+                while (pending or writer.closing) and not batches.has_next(timeout=0.002):
+                    if pending and _ready(pending[0][1]):
                         writer.finish(*pending.popleft())
+                    writer.reap()
                 slot = next(slots, None)
                 if slot is None:
                     break
-                writer.check(slot)
                 failed = sum(e is not None for e in slot.errors)
                 handle = runner.submit(slot) if failed < slot.rows else None
                 pending.append((writer.begin(slot), handle))
@@ -308,6 +319,7 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
                     writer.finish(*pending.popleft())
             while pending:
                 writer.finish(*pending.popleft())
+            writer.close()
             for name, seconds in batches.stages.items():
                 metrics.add_stage(name, seconds)
         # after the with: the background threads have ended and noted their CPU time
@@ -346,7 +358,16 @@ def _power_sampler(on_gpu: bool, metrics: Metrics):
 
 class _ShardWriter:
     """The calling thread's side of scoring: one open part file per shard in flight; a batch's
-    rows are written when its scores arrive, and a shard is recorded once its last batch is in."""
+    rows are written when its scores arrive, and a shard is recorded once its last batch is in.
+
+    Batches reach it in the order they were decoded (scoring.pipeline.Prefetcher), not always the
+    order they were read: a batch's scores wait in `held` until every batch read before it is
+    written, so each part file gets its rows in the dataset's order.
+
+    A finished part file is closed (its last rows encoded, the file hashed, fsynced and renamed
+    into place) on a thread of its own, and recorded here once that is done (`reap`): on the
+    calling thread, a close held up the next batch's launch, and the GPU waited. Shards are
+    recorded in read order."""
 
     def __init__(self, job: JobSpec, spec: OutputSpec, manifest: Manifest, metrics: Metrics, on_batch, on_shard):
         self.job, self.spec, self.manifest, self.metrics = job, spec, manifest, metrics
@@ -354,31 +375,32 @@ class _ShardWriter:
         self.open: dict[str, PartWriter] = {}
         self.counts: dict[str, list[int]] = {}
         self.images = self.errors = 0
-
-    def check(self, slot: Slot) -> None:
-        """Stop at the first bad row when [run] fail_fast is on."""
-        failed = [i for i, e in enumerate(slot.errors) if e is not None]
-        if failed and self.job.run.fail_fast:
-            i, shard = failed[0], slot.shard
-            raise BadRowError(
-                f"row with id {slot.ids[i]!r} (shard {shard.key}, {shard.file}) cannot be scored: "
-                f"{slot.errors[i]}. [run] fail_fast is on, so the job stops at the first bad row; set "
-                f"fail_fast = false to write such rows with an error message and carry on")
+        self.held: dict[int, tuple] = {}  # seq -> (what begin() kept, scores): read after one not yet written
+        self.next_seq = 0  # the seq of the next batch to write
+        self.closing: deque = deque()  # (shard, [rows, errors], future of _close_part), oldest first
+        self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bs-close")
 
     def begin(self, slot: Slot) -> tuple:
-        """Open the shard's part file at its first batch; return what finish() needs of the slot
-        (the slot itself is recycled before its scores arrive)."""
-        shard = slot.shard
-        if slot.first:
+        """What finish() needs of the slot (the slot itself is recycled before its scores arrive)."""
+        return slot.seq, slot.shard, slot.ids, list(slot.errors), slot.rows, slot.first, slot.last
+
+    def finish(self, meta: tuple, handle) -> None:
+        """Take a batch's scores (waiting for them), then write every batch whose turn has come."""
+        self.held[meta[0]] = (meta, handle.result() if handle is not None else None)
+        while self.next_seq in self.held:
+            meta, scores = self.held.pop(self.next_seq)
+            self.next_seq += 1
+            self._write(meta, scores)
+        self.reap()
+
+    def _write(self, meta: tuple, scores) -> None:
+        _, shard, ids, errors, rows, first, last = meta
+        self._check(shard, ids, errors)
+        if first:
             if self.on_shard is not None:
                 self.on_shard("start", shard, {})
             self.open[shard.key] = PartWriter(self.job.output.dir, shard.key, self.spec)
             self.counts[shard.key] = [0, 0]
-        return shard, slot.ids, list(slot.errors), slot.rows, slot.last
-
-    def finish(self, meta: tuple, handle) -> None:
-        shard, ids, errors, rows, last = meta
-        scores = handle.result() if handle is not None else None
         writer = self.open[shard.key]
         bad = sum(e is not None for e in errors)
         with self.metrics.stage("write"):
@@ -394,20 +416,55 @@ class _ShardWriter:
             if self.on_batch is not None:
                 self.on_batch(rows, bad)
         if last:
-            self._close(shard)
+            part = self.open.pop(shard.key)
+            self.closing.append((shard, self.counts.pop(shard.key), self._closer.submit(_close_part, part)))
 
-    def _close(self, shard: Shard) -> None:
-        with self.metrics.stage("write"):
-            info = self.open.pop(shard.key).close()
-        self.manifest.record(info)
-        rows, bad = self.counts.pop(shard.key)
-        if info.rows != shard.num_rows:  # pragma: no cover - read_shard guarantees it
-            raise ScoringError(f"shard {shard.key}: {shard.num_rows} rows expected, {info.rows} written")
-        if self.on_shard is not None:
-            self.on_shard("done", shard, {"rows": rows, "errors": bad})
+    def _check(self, shard: Shard, ids, errors: list) -> None:
+        """Stop at the first bad row (in read order) when [run] fail_fast is on."""
+        failed = [i for i, e in enumerate(errors) if e is not None]
+        if failed and self.job.run.fail_fast:
+            i = failed[0]
+            raise BadRowError(
+                f"row with id {ids[i]!r} (shard {shard.key}, {shard.file}) cannot be scored: "
+                f"{errors[i]}. [run] fail_fast is on, so the job stops at the first bad row; set "
+                f"fail_fast = false to write such rows with an error message and carry on")
+
+    def reap(self, wait: bool = False) -> None:
+        """Record the shards whose part files are in place, oldest first; with `wait`, all of them."""
+        while self.closing and (wait or self.closing[0][2].done()):
+            shard, (rows, bad), closed = self.closing.popleft()
+            info, seconds = closed.result()  # a close that failed raises here
+            self.metrics.add_stage("write", seconds)
+            self.manifest.record(info)
+            if info.rows != shard.num_rows:  # pragma: no cover - read_shard guarantees it
+                raise ScoringError(f"shard {shard.key}: {shard.num_rows} rows expected, {info.rows} written")
+            if self.on_shard is not None:
+                self.on_shard("done", shard, {"rows": rows, "errors": bad})
+
+    def close(self) -> None:
+        """At the end: every shard recorded, every batch handed over written."""
+        self.reap(wait=True)
+        self._closer.shutdown(wait=True)
+        if self.held:  # pragma: no cover - the Prefetcher hands over every seq before its end
+            raise ScoringError(f"batches {sorted(self.held)} were scored but never written: batch "
+                               f"{self.next_seq} before them never arrived")
 
     def abort(self) -> None:
-        """A failure: drop every part file not finished (nothing of those shards is left behind)."""
+        """A failure: drop every part file not finished (nothing of those shards is left behind).
+        Those already being closed are whole: they are recorded, as they were before the failure."""
         for writer in self.open.values():
             writer.abort()
         self.open.clear()
+        try:
+            self.reap(wait=True)
+        except Exception:  # the failure being handled is the one to raise
+            log.warning("a part file closed as the job failed could not be recorded", exc_info=True)
+        finally:
+            self._closer.shutdown(wait=True)
+
+
+def _close_part(part: PartWriter):
+    """PartWriter.close on the closing thread: its PartInfo and the seconds it took."""
+    start = time.perf_counter()
+    info = part.close()
+    return info, time.perf_counter() - start

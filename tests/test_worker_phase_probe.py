@@ -1,4 +1,4 @@
-"""benchmarks/device/worker_phase_probe.py: its head-of-line wait notes and its options (the GPU
+"""benchmarks/device/worker_phase_probe.py: its wait notes and its options (the GPU
 part runs on the device). A real Parquet dataset, two CPU decoders and the tiny net of
 test_run_local."""
 
@@ -22,18 +22,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "dev
 import worker_phase_probe as probe  # noqa: E402
 
 
-def test_the_noting_iterator_hands_over_every_batch_in_order_and_notes_its_waits(tmp_path, monkeypatch):
+@pytest.mark.parametrize("order", ["read", "decoded"])
+def test_the_noted_waits_leave_the_hand_over_as_it_was(tmp_path, monkeypatch, order):
     make_dataset(tmp_path / "images", 50, row_groups=10, image_size=(40, 48), seed=5, workers=1)
     plan = engine.build(tiny_network().graph(), engine.BuildConfig(max_batch=16)).save(tmp_path / "tiny.plan")
     dataset = open_dataset(tmp_path / "images")
-    monkeypatch.setattr(pipeline.Prefetcher, "__iter__", probe._iter_noting_waits)
+    monkeypatch.setattr(pipeline.Prefetcher, "_wait_for_next", probe._noting_waits(pipeline.Prefetcher._wait_for_next))
     monkeypatch.setattr(probe, "WAITS", [])
     runner = pipeline.CpuRunner(engine.load(plan), 4, PREPROCESS)
     with CpuDecoder(PREPROCESS) as one, CpuDecoder(PREPROCESS) as two, \
             pipeline.Prefetcher(dataset, iter(dataset.shards(10)), [one, two], runner.make_ring(3),
-                                batch_rows=4) as batches:
-        ids = [i for slot in batches for i in slot.ids]
-    assert ids == [f"img-{i:06d}" for i in range(50)]
+                                batch_rows=4, order=order) as batches:
+        slots = [(slot.seq, list(slot.ids)) for slot in batches]
+    if order == "read":
+        assert [seq for seq, _ in slots] == list(range(15))
+    assert [i for _, ids in sorted(slots) for i in ids] == [f"img-{i:06d}" for i in range(50)]
     assert probe.WAITS, "the first batch at least is waited for"
     assert all(seconds >= 0 and 0 <= at_start <= 3 and 0 <= at_end <= 3 for seconds, at_start, at_end in probe.WAITS)
     summary = probe._wait_summary()
@@ -67,3 +70,36 @@ def test_an_unknown_part_to_skip_is_refused_before_any_work(tmp_path, monkeypatc
         probe.main()
     assert exc.value.code == 2
     assert "--skip: unknown ['decoder']; use resize, hardware" in capsys.readouterr().err
+
+
+def test_the_gap_summary_says_how_the_idle_time_is_spread(monkeypatch):
+    gaps = [9.0, 9.0, 9.0] + [0.01] * 100 + [5.0, 2.0]  # the first three are the start-up's
+    monkeypatch.setattr(probe, "GAPS", gaps)
+    summary = probe._gap_summary()
+    assert summary["batches"] == 102 and summary["total_ms"] == pytest.approx(8.0)
+    assert summary["largest_ms"][:2] == [5.0, 2.0]
+    assert summary["over_1ms"] == 2 and summary["over_1ms_total_ms"] == pytest.approx(7.0)
+    assert summary["share_of_largest_25"] == pytest.approx((7.0 + 0.23) / 8.0, abs=1e-3)
+    assert probe._spread_ms([]) == {}
+    spread = probe._spread_ms([0.001, 0.002, 0.010])
+    assert spread["calls"] == 3 and spread["max"] == pytest.approx(10.0) and spread["total"] == pytest.approx(13.0)
+
+
+def test_the_tick_summary_reads_the_steady_window_batch_by_batch(monkeypatch):
+    from scoring.report import Metrics
+
+    monkeypatch.setattr(probe, "TICKS", [])
+    metrics = Metrics(worker=0)
+    clock = [0.0]
+    metrics.now = lambda: clock[0]
+    tick = probe._noting_ticks(Metrics.tick)
+    for k in range(20):  # 20 batches 0.1 s apart, then the end 2.1 s after the last
+        clock[0] = 1.0 + 0.1 * k
+        tick(metrics, 10 * (k + 1))
+    clock[0] = 5.0
+    metrics.finish()
+    summary = probe._tick_summary(metrics)
+    assert summary["first_to_last_batch_per_s"] == 100 and summary["from_batch_10_per_s"] == 100
+    assert summary["last_batch_to_end_s"] == pytest.approx(5.0 - 2.9)
+    assert summary["first_batches_ms"][:3] == [0.0, 100.0, 200.0]
+    assert metrics.images == 200

@@ -5,10 +5,11 @@ calling thread's submit, input copy, graph launch and result waits are timed the
 
     python benchmarks/device/worker_phase_probe.py PLAN DATA_DIR OUT_DIR [--switch-interval S] [--slots N]
                                                    [--skip resize,hardware] [--output yuv]
+                                                   [--order decoded|read]
                                                                           -> one JSON on stdout
 
---switch-interval and --slots override scoring.worker's GPU_WORKER_SWITCH_INTERVAL_S and
-GPU_DECODE_SLOTS for the run (trials); $BATCHSCORE_GPU_DECODERS sets the decoder count. The decoder
+--switch-interval, --slots and --order override scoring.worker's GPU_WORKER_SWITCH_INTERVAL_S,
+GPU_DECODE_SLOTS and BATCH_ORDER for the run (trials); $BATCHSCORE_GPU_DECODERS sets the decoder count. The decoder
 threads' waits (for a read, for a free ring slot) are timed too.
 
 --skip leaves out GPU work of the decoders, to see what each part costs the worker beside the
@@ -19,9 +20,12 @@ chroma upsampling or colour conversion on the GPU) where it writes interleaved R
 column offset of the image's RGB area (the kernel then reads planes as if they were RGB): what
 nvJPEG's conversion costs the worker.
 
-It also notes each wait of the calling thread for the next batch in order, and whether later batches
-were decoded when it began and when it ended (head-of-line waits: a batch decoded late holds up
-those behind it), and the spread of each decoder call's time.
+It also notes each wait of the calling thread for a batch to hand over, and whether later batches
+were decoded when it began and when it ended (in read order, head-of-line waits: a batch decoded
+late holds up those behind it), and the spread of each decoder call's time. On the writing side it
+times each batch's rows, each part file's close and its manifest record, and it notes the engine's
+idle gap before each batch (whether the busy fraction's idle time comes in a few long gaps or many
+short ones), and the time of every batch written (the steady rate's window, batch by batch).
 
 A diagnostic for the device (it patches GpuDecoder's methods in this process only).
 """
@@ -103,32 +107,77 @@ def _timed_poll(pipeline):
 # (seconds the caller waited for the next batch, later batches decoded when it began, and when it ended)
 WAITS: list[tuple[float, int, int]] = []
 DECODE_CALLS: list[float] = []  # seconds of each decode_into call
+CLOSE_CALLS: list[float] = []  # seconds of each PartWriter.close
+GAPS: list[float] = []  # ms the engine's stream sat idle before each batch (from the second on)
+TICKS: list[tuple[float, int]] = []  # (Metrics.now(), images written) after every batch
 
 
-def _iter_noting_waits(self):
-    """Prefetcher.__iter__ with each wait for the next batch noted in WAITS."""
-    from scoring.pipeline import _DONE
+def _noting_ticks(tick):
+    """Metrics.tick with every batch's (time, images) kept (Metrics keeps one every 0.25 s)."""
+    def wrapper(self, images, errors=None):
+        TICKS.append((self.now(), int(images)))
+        return tick(self, images, errors)
+    return wrapper
 
-    while True:
-        if self._last is not None:
-            self.release(self._last)
-            self._last = None
-        with self._done:
-            start, later = time.perf_counter(), None
-            while self._next not in self._slots:
-                if later is None:
-                    later = sum(1 for seq in self._slots if seq > self._next)
-                self._done.wait()
-            if later is not None:
-                WAITS.append((time.perf_counter() - start, later, sum(1 for seq in self._slots if seq > self._next)))
-            item = self._slots.pop(self._next)
-        self._next += 1
-        if item is _DONE:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        self._last = item
-        yield item
+
+def _tick_summary(metrics) -> dict:
+    """The steady rate's window, batch by batch: from the first batch written to the last, and to
+    the worker's end (which the reported steady rate runs to); the rate without the first 10
+    batches (the decoders' start-up); and the first batches' times."""
+    if len(TICKS) < 12:
+        return {}
+    (t0, n0), (t10, n10), (t1, n1) = TICKS[0], TICKS[10], TICKS[-1]
+    return {"first_to_last_batch_per_s": round((n1 - n0) / (t1 - t0)),
+            "from_batch_10_per_s": round((n1 - n10) / (t1 - t10)),
+            "last_batch_to_end_s": round(metrics.wall_s - t1, 3),
+            "first_batches_ms": [round(1e3 * (t - t0), 1) for t, _ in TICKS[:12]]}
+
+
+def _noting_gaps(account):
+    """GpuRunner._account with the gap before each batch noted in GAPS, as the busy fraction
+    counts it (the time from the previous batch's end to this one's start)."""
+    def wrapper(self, events):
+        if self._previous_end is not None:
+            GAPS.append(max(0.0, self.cp.cuda.get_elapsed_time(self._previous_end, events["start"])))
+        return account(self, events)
+    return wrapper
+
+
+def _gap_summary() -> dict:
+    """How the engine's idle time is spread over the batches: a few long gaps (something on the
+    calling thread held up a launch now and then) or many short ones."""
+    steady = sorted(GAPS[3:], reverse=True)  # the busy fraction leaves out the first batches too
+    total = sum(steady)
+    return {"batches": len(steady), "total_ms": round(total, 1),
+            "largest_ms": [round(g, 2) for g in steady[:12]],
+            "share_of_largest_25": round(sum(steady[:25]) / total, 3) if total else None,
+            "over_1ms": sum(g > 1 for g in steady), "over_1ms_total_ms": round(sum(g for g in steady if g > 1), 1)}
+
+
+def _spread_ms(seconds: list[float]) -> dict:
+    import numpy as np
+
+    if not seconds:
+        return {}
+    ms = np.array(seconds) * 1e3
+    return {"calls": len(ms), "total": round(float(ms.sum()), 1),
+            **{q: round(float(np.percentile(ms, int(q[1:]))), 2) for q in ("p50", "p90")}, "max": round(float(ms.max()), 2)}
+
+
+def _noting_waits(wait_for_next):
+    """Prefetcher._wait_for_next (called holding the Prefetcher's lock) with each wait noted in
+    WAITS: one where no batch could be handed over when the calling thread asked. In read order
+    those are head-of-line waits where later batches were decoded already; handed over as decoded
+    (the worker's way since session 17), later batches wait only past the Prefetcher's max_ahead."""
+    def wrapper(self):
+        if self._ready_seq() is not None:
+            return wait_for_next(self)
+        start, later = time.perf_counter(), sum(1 for seq in self._slots if seq > self._next)
+        seq = wait_for_next(self)
+        WAITS.append((time.perf_counter() - start, later,
+                      sum(1 for other in self._slots if other > self._next and other != seq)))
+        return seq
+    return wrapper
 
 
 def _wait_summary() -> dict:
@@ -191,6 +240,7 @@ def main() -> int:
     parser.add_argument("--slots", type=int)
     parser.add_argument("--skip", default="", help="comma-separated: resize, hardware")
     parser.add_argument("--output", default="rgbi", choices=["rgbi", "yuv"])
+    parser.add_argument("--order", choices=["decoded", "read"], help="the order batches reach the engine in")
     args = parser.parse_args()
     skip = {name for name in args.skip.split(",") if name}
     if skip - {"resize", "hardware"}:
@@ -202,6 +252,9 @@ def main() -> int:
         worker.GPU_WORKER_SWITCH_INTERVAL_S = args.switch_interval
     if args.slots is not None:
         worker.GPU_DECODE_SLOTS = args.slots
+    if args.order is not None:
+        worker.BATCH_ORDER = args.order
+    order = getattr(worker, "BATCH_ORDER", "read")  # trees before session 17 hand over in read order
     from scoring_gpu_e2e import job_dict
 
     from scoring import gpu_decode, nvjpeg_hardware, pipeline
@@ -215,7 +268,8 @@ def main() -> int:
         setattr(G, name, timed(name, getattr(G, name), DECODE_CALLS if name == "decode_into" else None))
     pipeline.read_shard = _timed_iterator(pipeline.read_shard)
     pipeline.Prefetcher._poll = _timed_poll(pipeline)
-    pipeline.Prefetcher.__iter__ = _iter_noting_waits
+    if hasattr(pipeline.Prefetcher, "_wait_for_next"):  # not in trees before session 17 (A/B runs)
+        pipeline.Prefetcher._wait_for_next = _noting_waits(pipeline.Prefetcher._wait_for_next)
     H = nvjpeg_hardware.HardwareJpegDecoder
     H.decode = timed("nvjpeg_decode_batched", H.decode)
     if args.output == "yuv":
@@ -233,6 +287,17 @@ def main() -> int:
         setattr(GpuRunner, name, timed(f"runner.{name}", getattr(GpuRunner, name)))
     GpuContext.execute = timed("context.execute", GpuContext.execute)
     GpuPending.result = timed("pending.result", GpuPending.result)
+    GpuRunner._account = _noting_gaps(GpuRunner._account)
+    from scoring.report import Metrics
+
+    Metrics.tick = _noting_ticks(Metrics.tick)
+    # The writing side: a batch's rows, a part file's close (fsync and rename) and its record.
+    from scoring.manifest import Manifest
+    from scoring.outputs import PartWriter
+
+    PartWriter.add = timed("part.add", PartWriter.add)
+    PartWriter.close = timed("part.close", PartWriter.close, CLOSE_CALLS)
+    Manifest.record = timed("manifest.record", Manifest.record)
     job = parse_job(job_dict(plan, data, out, 256, "fp16", decode="gpu"), check_files=False)
     dataset = open_job_dataset(job)
     shards = dataset.shards(4096)
@@ -245,7 +310,9 @@ def main() -> int:
         "steady_images_per_s": round(steady_rate(metrics.samples) or 0),
         "worker_stages_s": {k: round(v, 2) for k, v in metrics.stages.items()},
         "cpu_s": round(metrics.cpu_s or 0, 2),
-        "skip": sorted(skip), "output": args.output, "waits": _wait_summary(),
+        "skip": sorted(skip), "output": args.output, "order": order, "waits": _wait_summary(),
+        "gpu_gaps": _gap_summary(), "part_close_ms": _spread_ms(CLOSE_CALLS), "ticks": _tick_summary(metrics),
+        "first_decode_calls_ms": [round(1e3 * c, 1) for c in DECODE_CALLS[:8]],
         "busy_fraction": round(metrics.busy_fraction, 4) if metrics.busy_fraction is not None else None,
         # per graph launch; the count includes the warm-up's two (about 0.5% low for 100,000 rows)
         "compute_ms_per_batch": round(1e3 * metrics.stages.get("compute", 0.0) / max(1, CALLS["context.execute"]), 3),

@@ -5,6 +5,7 @@ A real Parquet dataset, the CPU decoder and the tiny conv net of test_run_local;
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -46,15 +47,80 @@ def test_prefetcher_runs_across_shards_with_first_and_last_marks(data):
     assert ids == [f"img-{i:06d}" for i in range(50)]  # every row once, in order
 
 
-def test_two_decoders_hand_over_batches_in_read_order(data):
+def test_two_decoders_in_read_order_hand_over_batches_in_read_order(data):
     _, dataset, plan = data
     runner = CpuRunner(engine.load(plan), 4, PREPROCESS)
-    with CpuDecoder(PREPROCESS) as one, CpuDecoder(PREPROCESS) as two, \
-            Prefetcher(dataset, iter(dataset.shards(10)), [one, two], runner.make_ring(3), batch_rows=4) as batches:
-        ids = [i for slot in batches for i in slot.ids]
-    assert ids == [f"img-{i:06d}" for i in range(50)]
+    with CpuDecoder(PREPROCESS) as one, _SlowFirstCall(PREPROCESS) as two, \
+            Prefetcher(dataset, iter(dataset.shards(10)), [one, two], runner.make_ring(3), batch_rows=4,
+                       order="read") as batches:
+        slots = [(slot.seq, list(slot.ids)) for slot in batches]
+    assert [seq for seq, _ in slots] == list(range(15))
+    assert [i for _, ids in slots for i in ids] == [f"img-{i:06d}" for i in range(50)]
     with pytest.raises(ValueError, match="2 decoders need a ring of at least 3 slots"):
         Prefetcher(dataset, iter(dataset.shards(10)), [one, two], runner.make_ring(2), batch_rows=4)
+    with pytest.raises(ValueError, match="in order \"decoded\" or \"read\", not 'sorted'"):
+        Prefetcher(dataset, iter(dataset.shards(10)), [one, two], runner.make_ring(3), batch_rows=4, order="sorted")
+    with pytest.raises(ValueError, match="max_ahead must be at least 1, got 0"):
+        Prefetcher(dataset, iter(dataset.shards(10)), [one, two], runner.make_ring(3), batch_rows=4, max_ahead=0)
+
+
+class _SlowFirstCall(CpuDecoder):
+    """A CpuDecoder whose first batch takes `delay` seconds more: a decode call far slower than the
+    rest, as GPU decode calls sometimes are."""
+
+    def __init__(self, preprocess, delay: float = 0.4):
+        super().__init__(preprocess)
+        self.delay, self.calls = delay, 0
+
+    def decode_into(self, items, out, route=None):
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(self.delay)
+        return super().decode_into(items, out)
+
+
+def _oldest_not_handed_over(handed: set[int]) -> int:
+    return next(seq for seq in range(len(handed) + 1) if seq not in handed)
+
+
+@pytest.mark.parametrize("max_ahead", [2, 32])
+def test_batches_decoded_behind_a_slow_one_are_handed_over_first_within_max_ahead(data, max_ahead):
+    _, dataset, plan = data
+    runner = CpuRunner(engine.load(plan), 4, PREPROCESS)
+    handed, ahead = set(), []
+    with _SlowFirstCall(PREPROCESS) as slow, CpuDecoder(PREPROCESS) as fast, \
+            Prefetcher(dataset, iter(dataset.shards(10)), [slow, fast], runner.make_ring(3), batch_rows=4,
+                       max_ahead=max_ahead) as batches:
+        slots = []
+        for slot in batches:
+            ahead.append(slot.seq - _oldest_not_handed_over(handed))
+            handed.add(slot.seq)
+            slots.append((slot.seq, slot.shard.key, slot.first, slot.last, list(slot.ids)))
+    seqs = [seq for seq, *_ in slots]
+    assert sorted(seqs) == list(range(15)) and seqs != sorted(seqs)  # all of them, some overtaken
+    assert 0 < max(ahead) <= max_ahead
+    # each slot still says where it belongs: put back in read order, the rows are the dataset's
+    in_order = sorted(slots)
+    assert [i for *_, ids in in_order for i in ids] == [f"img-{i:06d}" for i in range(50)]
+    assert [(key, first, last) for _, key, first, last, _ in in_order[:3]] == [
+        ("part-00000", True, False), ("part-00000", False, False), ("part-00000", False, True)]
+
+
+def test_a_failure_of_the_shard_source_comes_after_every_batch_read_before_it(data):
+    _, dataset, plan = data
+
+    def shards():
+        yield from dataset.shards(10)[:2]
+        raise ConnectionError("the driver went away")
+
+    runner = CpuRunner(engine.load(plan), 4, PREPROCESS)
+    with _SlowFirstCall(PREPROCESS) as slow, CpuDecoder(PREPROCESS) as fast, \
+            Prefetcher(dataset, shards(), [slow, fast], runner.make_ring(3), batch_rows=4) as batches:
+        seqs = []
+        with pytest.raises(ConnectionError, match="driver went away"):
+            for slot in batches:
+                seqs.append(slot.seq)
+    assert sorted(seqs) == list(range(6))  # both shards whole, the slow batch included
 
 
 def test_the_cpu_runner_takes_rows_in_the_jobs_layout_only(data):
@@ -157,6 +223,79 @@ def test_worker_asks_for_the_next_shard_before_the_current_one_is_done(data, tmp
     assert set(metrics.thread_cpu_s) == {"main", "read", "decode-0", "engine"}
     assert all(0 <= s <= metrics.cpu_s for s in metrics.thread_cpu_s.values())
     assert metrics.thread_cpu_s["engine"] > 0
+
+
+def test_the_worker_writes_rows_in_read_order_when_batches_arrive_out_of_it(data, tmp_path, monkeypatch):
+    """Two decoders, one slow on its first batch: the engine gets later batches first, and every
+    part file still holds its shard's rows in the dataset's order, each shard recorded in turn."""
+    import pyarrow.parquet as pq
+
+    from scoring import worker
+
+    root, dataset, plan = data
+    job = parse_job({"model": {"plan": str(plan)}, "data": {"source": str(root / "images"), "shard_rows": 10},
+                     "preprocess": {"resize_shorter": 36, "crop": CROP}, "output": {"dir": str(tmp_path / "out")},
+                     "run": {"batch": 4, "device": "cpu", "decode_threads": 1}}, base_dir=tmp_path)
+    submitted = []
+
+    def two_decoders(job, decode, threads, runner):
+        submit = runner.submit
+        runner.submit = lambda slot: submitted.append(slot.seq) or submit(slot)
+        return [_SlowFirstCall(runner.ring_preprocess), CpuDecoder(runner.ring_preprocess)], runner.make_ring(3)
+
+    monkeypatch.setattr(worker, "_thread_decoders", two_decoders)
+    done = []
+    metrics = score_shards(job, plan, iter(dataset.shards(10)), 0, dataset=dataset,
+                           on_shard=lambda event, shard, info: done.append((event, shard.key, info.get("rows"))))
+    assert sorted(submitted) == list(range(15)) and submitted != sorted(submitted)
+    assert metrics.images == 50 and metrics.errors == 2
+    keys = [f"part-{i:05d}" for i in range(5)]
+    assert [d for d in done if d[0] == "done"] == [("done", key, 10) for key in keys]
+    for k, key in enumerate(keys):
+        ids = pq.read_table(tmp_path / "out" / "parts" / f"{key}.parquet").column("id").to_pylist()
+        assert ids == [f"img-{i:06d}" for i in range(10 * k, 10 * k + 10)]
+    assert Manifest(tmp_path / "out").verify().ok
+
+
+def test_a_shard_source_that_waits_for_each_shard_to_be_recorded_is_fed(data, tmp_path, monkeypatch):
+    """Ray's actor hands out the next shard only once the last one is recorded: the worker must
+    record a shard whose part file is closed (on the closing thread) while it has nothing else
+    to do. Part files are closed off the calling thread and recorded on it, in order."""
+    from scoring import outputs
+
+    root, dataset, plan = data
+    job = parse_job({"model": {"plan": str(plan)}, "data": {"source": str(root / "images"), "shard_rows": 10},
+                     "preprocess": {"resize_shorter": 36, "crop": CROP}, "output": {"dir": str(tmp_path / "out")},
+                     "run": {"batch": 4, "device": "cpu", "decode_threads": 1}}, base_dir=tmp_path)
+    recorded, closed_on = threading.Event(), set()
+    close = outputs.PartWriter.close
+
+    def slow_close(self):  # a slow disk: the calling thread would wait here
+        closed_on.add(threading.current_thread().name)
+        time.sleep(0.05)
+        return close(self)
+
+    monkeypatch.setattr(outputs.PartWriter, "close", slow_close)
+
+    def one_shard_at_a_time():
+        for shard in dataset.shards(10):
+            yield shard
+            assert recorded.wait(timeout=30), f"{shard.key} was never recorded"
+            recorded.clear()
+
+    done = []
+
+    def on_shard(event, shard, info):
+        assert threading.current_thread() is threading.main_thread()
+        if event == "done":
+            done.append(shard.key)
+            recorded.set()
+
+    metrics = score_shards(job, plan, one_shard_at_a_time(), 0, dataset=dataset, on_shard=on_shard)
+    assert done == [f"part-{i:05d}" for i in range(5)] and metrics.images == 50
+    assert closed_on and threading.main_thread().name not in closed_on
+    assert metrics.stages["write"] >= 5 * 0.05  # the closes' seconds count as writing
+    assert Manifest(tmp_path / "out").verify().ok
 
 
 def test_the_worker_watches_its_loops_cpus_and_reports_those_it_left(data, tmp_path, monkeypatch):
