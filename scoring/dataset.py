@@ -82,6 +82,14 @@ class RowBatch:
     def __len__(self) -> int:
         return len(self.items)
 
+    def joined(self, other: "RowBatch") -> "RowBatch":
+        """This batch's rows, then `other`'s (the end of one shard and the start of the next)."""
+        if isinstance(self.items, EncodedItems) and isinstance(other.items, EncodedItems):
+            items = self.items.joined(other.items)
+        else:
+            items = list(self.items) + list(other.items)
+        return RowBatch(ids=np.concatenate([self.ids, other.ids]), items=items)
+
 
 @dataclass(frozen=True)
 class ImageDataset:
@@ -162,10 +170,14 @@ def open_dataset(source: str | os.PathLike | Sequence[str | os.PathLike], image_
                         row_groups=tuple(row_groups), tensor_shape=tensor_shape)
 
 
-def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int) -> Iterator[RowBatch]:
-    """Yield the shard's rows in order, batch_rows at a time (the last batch may be shorter)."""
-    if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:
-        raise ValueError(f"batch_rows must be a positive integer, got {batch_rows!r}")
+def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int, first_rows: int | None = None
+               ) -> Iterator[RowBatch]:
+    """Yield the shard's rows in order, batch_rows at a time (the last batch may be shorter), the
+    first batch `first_rows` rows where given (to fill a batch begun with another shard's rows)."""
+    for name, value in (("batch_rows", batch_rows), ("first_rows", batch_rows if first_rows is None else first_rows)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    want = batch_rows if first_rows is None else first_rows
     start, stop = shard.row_groups
     pf = _read_footer(shard.file)
     try:
@@ -199,11 +211,11 @@ def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int) -> Iterator
                 pending.append(batch)
                 pending_rows += batch.num_rows
             # Hand out full batches whatever sizes the reader produced; the remainder at the end.
-            while pending_rows >= batch_rows or (batch is None and pending_rows > 0):
+            while pending_rows >= want or (batch is None and pending_rows > 0):
                 table = pa.Table.from_batches(pending)
-                take = min(batch_rows, pending_rows)
+                take = min(want, pending_rows)
                 yield _row_batch(dataset, shard, table.slice(0, take), next_row)
-                next_row += take
+                next_row, want = next_row + take, batch_rows
                 rest = table.slice(take)
                 pending, pending_rows = rest.to_batches(), rest.num_rows
             if batch is None:

@@ -3,14 +3,16 @@
     runner = CpuRunner(engine, batch=64, preprocess=preprocess)       # or scoring.gpu_runner.GpuRunner
     ring = runner.make_ring(slots=3)
     with Prefetcher(dataset, shards, decoder, ring, batch_rows=64) as batches:
-        for slot in batches:                    # slot.seq, slot.shard, slot.first, slot.last, slot.ids, slot.errors
+        for slot in batches:                    # slot.seq, slot.segments, slot.ids, slot.errors
             pending = runner.submit(slot)       # the slot's buffer is consumed when submit returns
             batches.release(slot)               # so it may be refilled now
             scores = pending.result()           # (rows, classes) float32; on a GPU, later (see below)
 
-Two threads per worker:
+The threads of a worker:
 
-    background thread:  next shard -> read rows (Parquet) -> decode into a free ring slot -> hand it over
+    shard feed:         ask the launcher for the next shard, one ahead of the reader
+    reader:             read the shards' rows (Parquet) in batches -> queue them for the decoders
+    decoders (1 or more): decode a batch into a free ring slot -> hand it over
     calling thread:     submit the slot to the runner -> release it -> write the rows of a finished batch
 
 With several decoders, slots are handed over in the order their decoding ends, not the order they
@@ -22,10 +24,12 @@ far out of order it may get is bounded (`max_ahead`).
 
 A ring holds K preallocated buffers; a slot goes round free -> filled -> in use -> free, so with
 K >= 2 the decode of batch i+1 overlaps the compute of batch i and no batch allocates. The
-background thread goes on from one shard into the next (it pulls `shards` itself), so the device
-is not left idle at shard boundaries while the next shard's first batch is read and decoded; each
-slot says which shard it belongs to and whether it is the shard's first and last batch. A shard
-with no rows still yields one slot (rows = 0, first and last) so its empty part file is written.
+reader goes on from one shard into the next, so the device is not left idle at shard boundaries
+while the next shard's first batch is read and decoded, and a batch is filled across the boundary:
+a shard of 4,166 rows in batches of 256 would otherwise end in a batch of 70 rows that costs the
+engine as much as a full one (4% of a GPU's time where every shard is that size). Each slot's
+`segments` say which shard each of its rows belongs to, and whether they are the shard's first
+and last rows. A shard with no rows is a segment of no rows (its empty part file is written).
 
 Runners (`CpuRunner` here, `GpuRunner` in scoring/gpu_runner.py) share one interface:
 `make_ring(slots)`, `submit(slot) -> Pending` (`Pending.result()` gives the scores), `lag` (how
@@ -48,7 +52,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from scoring.dataset import ImageDataset, Shard, read_shard
+from scoring.dataset import ImageDataset, RowBatch, Shard, read_shard
 from scoring.decode import Preprocess
 from scoring.errors import ScoringError
 from scoring.slow_cpus import SlowCpus, watch
@@ -94,20 +98,31 @@ class HostRing:
 
 
 @dataclass
+class Segment:
+    """Rows [start, start + rows) of a slot, all of `shard`; `first` and `last` say whether they
+    are the shard's first and last rows."""
+
+    shard: Shard
+    start: int
+    rows: int
+    first: bool = True
+    last: bool = True
+
+
+@dataclass
 class Slot:
-    """One filled ring buffer: rows [0, rows) of `buffer` hold the decoded images of `ids`, rows of
-    `shard`; a row whose `errors` entry is not None could not be decoded (its pixels are zeros).
-    `first` and `last` mark the shard's first and last batch; `seq` is the slot's place in read
-    order. An empty shard's only slot has rows = 0, index -1 and no buffer."""
+    """One filled ring buffer: rows [0, rows) of `buffer` hold the decoded images of `ids`; a row
+    whose `errors` entry is not None could not be decoded (its pixels are zeros). `segments` say
+    which shard each run of rows belongs to: one, or several where a shard's last rows share the
+    batch with the next shard's first. `seq` is the slot's place in read order. An empty shard
+    with nothing to share a batch with gets a slot of its own: rows = 0, index -1, no buffer."""
 
     index: int
     buffer: Any
     ids: np.ndarray
     errors: list
     rows: int
-    shard: Shard | None = None
-    first: bool = True
-    last: bool = True
+    segments: list[Segment] = field(default_factory=list)
     seq: int = 0
     released: bool = field(default=False, repr=False)
 
@@ -121,6 +136,16 @@ class Slot:
 # ---------------------------------------------------------------------------------------------
 
 _DONE = object()
+_END = object()  # the shard source has no more shards
+_NOT_YET = object()  # the next shard did not come in time
+
+# How long the reader waits for the next shard before it hands over a shard's last rows as a batch
+# short of full (a launcher may hold the next shard back until this one is recorded: Ray).
+SHARD_WAIT_S = 0.01
+
+
+class _Stopped(Exception):
+    """close() was called: the background threads stop where they are."""
 
 
 @dataclass
@@ -128,22 +153,86 @@ class _Read:
     """One batch read from Parquet, numbered in read order, waiting for a decoder."""
 
     seq: int
-    shard: Shard
+    segments: list[Segment]
     ids: np.ndarray
     items: Sequence  # a RowBatch's items: EncodedItems or a list
-    first: bool
-    last: bool
     route: object = None  # the decoders' route(items), made on the reader thread (GpuDecoder)
+
+
+class _ShardFeed:
+    """The launcher's shard source, iterated on a thread of its own one shard ahead of the reader,
+    so the reader can ask whether the next shard is there without waiting on the source: a
+    launcher may hand out a shard only once an earlier one is recorded (Ray), and that may need
+    rows the reader still holds."""
+
+    def __init__(self, shards: Iterable[Shard], stop: threading.Event):
+        self._source, self._stop = shards, stop
+        self._changed = threading.Condition()
+        self._next = None  # a Shard, _END or the source's exception; None while there is none
+        self.parked = False  # in the source: close() leaves the thread to end on its own
+        self.thread = threading.Thread(target=self._run, name="prefetch-shards", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        name_this_thread("bs-shards")
+        shards = iter(self._source)
+        while True:
+            with self._changed:
+                while self._next is not None and not self._stop.is_set():
+                    self._changed.wait(0.1)
+            if self._stop.is_set():
+                return
+            self.parked = True
+            try:
+                item = next(shards, _END)
+            except BaseException as exc:  # raised in the reader, which hands it to the caller
+                item = exc
+            finally:
+                self.parked = False
+            with self._changed:
+                self._next = item
+                self._changed.notify_all()
+            if not isinstance(item, Shard):
+                return
+
+    def get(self, timeout: float | None = None):
+        """The next shard, _END, or _NOT_YET where none came within `timeout` seconds (None: as
+        long as it takes). The source's error is raised here; close() raises _Stopped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while self._next is None:
+                if self._stop.is_set():
+                    raise _Stopped
+                left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+                if left <= 0:
+                    return _NOT_YET
+                self._changed.wait(left)
+            item, self._next = self._next, None
+            self._changed.notify_all()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+
+@dataclass
+class _Carry:
+    """A shard's last rows, fewer than a batch, waiting to share a batch with the next shard's."""
+
+    segments: list[Segment]
+    batch: RowBatch
 
 
 class Prefetcher:
     """Reads `shards` one after another in batches of `batch_rows` on a reader thread and decodes
     them into the ring's free slots on one thread per decoder, at most len(ring) batches ahead of
     the caller. `shards` is any iterable (a launcher's generator that asks for the next shard) and
-    is iterated on the reader thread. Iterate the Prefetcher to get filled slots as they are
+    is iterated on a thread of its own, one shard ahead of the reader. A shard's last rows, where
+    they are fewer than a batch, share a batch with the next shard's first rows when the next shard
+    is there (within SHARD_WAIT_S): the engine runs full batches, and only the last one of the
+    run may be short. Iterate the Prefetcher to get filled slots as they are
     decoded (order="decoded", at most `max_ahead` slots past the oldest one not yet handed over)
-    or in read order (order="read"); `release(slot)` gives a buffer back (the iterator also releases the slot it handed out last
-    when the next one is asked for). An error on a background thread (an unreadable file, a
+    or in read order (order="read"); `release(slot)` gives a buffer back (the iterator also
+    releases the slot it handed out last when the next one is asked for). An error on a background thread (an unreadable file, a
     launcher that cannot be reached) is raised in the caller at the point it was reached.
 
     `decoders` is one decoder or a list: with several (GPU decoders on their own streams, say),
@@ -169,7 +258,6 @@ class Prefetcher:
         # reader thread does it, so the decoder threads go from one GPU call to the next.
         kinds = {type(d) for d in self.decoders}
         self._route = getattr(self.decoders[0], "route", None) if len(kinds) == 1 else None
-        self.shards = [shards] if isinstance(shards, Shard) else shards
         self.batch_rows = batch_rows
         self.slow_cpus = slow_cpus  # the reader and decoders move off CPUs that run them slowly
         self.stages = {"read": 0.0, "decode": 0.0}
@@ -188,7 +276,8 @@ class Prefetcher:
         self._handed_ahead: set[int] = set()  # seqs past _next already handed over
         self._stop = threading.Event()
         self._last: Slot | None = None
-        self._waiting_for_shard = False
+        self._seq = 0  # the reader's next batch number
+        self._feed = _ShardFeed([shards] if isinstance(shards, Shard) else shards, self._stop)
         self._threads = [threading.Thread(target=self._read_all, name="prefetch-read", daemon=True)]
         self._threads += [threading.Thread(target=self._decode_all, args=(d,), name=f"prefetch-decode-{k}",
                                            daemon=True) for k, d in enumerate(self.decoders)]
@@ -200,21 +289,31 @@ class Prefetcher:
         name_this_thread("bs-read")  # threads it starts (Arrow's) inherit the name
         cpu_at_start = time.thread_time()
         cpu_watch = watch(self.slow_cpus, "read")
-        seq = 0
+        carry: _Carry | None = None
         try:
-            shards = iter(self.shards)
-            while True:
-                self._waiting_for_shard = True  # close() need not wait for a launcher that holds us here
-                shard = next(shards, None)
-                self._waiting_for_shard = False
-                if shard is None or self._stop.is_set():
-                    break
-                seq = self._read_shard(shard, seq, cpu_watch)
-                if seq < 0:
-                    return
-            self._hand_over(seq, _DONE)
-        except BaseException as exc:  # handed to the caller, raised there
-            self._hand_over(seq, exc)
+            try:
+                while True:
+                    # Holding a shard's last rows, wait only briefly for the next shard to fill
+                    # the batch: the source may hold it back until those rows are scored.
+                    shard = self._feed.get(SHARD_WAIT_S if carry is not None else None)
+                    if shard is _END:
+                        break
+                    if shard is _NOT_YET:
+                        carry = self._queue(carry.segments, carry.batch, cpu_watch)
+                        continue
+                    carry = self._read_shard(shard, carry, cpu_watch)
+            except _Stopped:
+                return
+            except BaseException as exc:  # handed to the caller after the rows read before it
+                if carry is not None:
+                    self._queue(carry.segments, carry.batch, cpu_watch)
+                self._hand_over(self._seq, exc)
+                return
+            if carry is not None:
+                self._queue(carry.segments, carry.batch, cpu_watch)
+            self._hand_over(self._seq, _DONE)
+        except _Stopped:
+            return
         finally:
             self.thread_cpu_s["read"] = time.thread_time() - cpu_at_start
             for _ in self.decoders:  # one end marker per decoder thread
@@ -225,12 +324,19 @@ class Prefetcher:
                     except queue.Full:
                         continue
 
-    def _read_shard(self, shard: Shard, seq: int, cpu_watch) -> int:
-        """Queue the shard's batches for the decoders; the next sequence number, or -1 to stop."""
-        if shard.num_rows == 0:
-            self._hand_over(seq, Slot(-1, None, np.empty(0, np.int64), [], 0, shard, True, True, seq))
-            return seq + 1
-        batches = read_shard(self.dataset, shard, self.batch_rows)
+    def _read_shard(self, shard: Shard, carry: _Carry | None, cpu_watch) -> _Carry | None:
+        """Queue the shard's batches for the decoders, the first one filled up with `carry`'s rows;
+        return the shard's last rows where they are fewer than a batch (they wait for the next
+        shard's), else None."""
+        if shard.num_rows == 0:  # its empty part file is written with the batch it joins
+            segment = Segment(shard, len(carry.batch) if carry is not None else 0, 0)
+            if carry is not None:
+                return _Carry(carry.segments + [segment], carry.batch)
+            self._hand_over(self._seq, Slot(-1, None, np.empty(0, np.int64), [], 0, [segment], self._seq))
+            self._seq += 1
+            return None
+        fill = self.batch_rows - len(carry.batch) if carry is not None else None
+        batches = read_shard(self.dataset, shard, self.batch_rows, first_rows=fill)
         done = 0
         try:
             while True:
@@ -238,23 +344,37 @@ class Prefetcher:
                 batch = next(batches, None)
                 if batch is None:
                     self.stages["read"] += time.perf_counter() - start
-                    return seq
-                route = self._route_ahead(batch.items)
+                    return None
+                segment = Segment(shard, 0, len(batch), done == 0, done + len(batch) >= shard.num_rows)
+                done += len(batch)
+                segments = [segment]
+                if carry is not None:
+                    segment.start = len(carry.batch)
+                    segments, batch, carry = carry.segments + segments, carry.batch.joined(batch), None
                 self.stages["read"] += time.perf_counter() - start
-                cpu_watch.note(len(batch))
-                first, done = done == 0, done + len(batch)
-                read = _Read(seq, shard, batch.ids, batch.items, first, done >= shard.num_rows, route)
-                while True:
-                    if self._stop.is_set():
-                        return -1
-                    try:
-                        self._reads.put(read, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                seq += 1
+                if segment.last and len(batch) < self.batch_rows:
+                    return _Carry(segments, batch)
+                self._queue(segments, batch, cpu_watch)
         finally:
             batches.close()
+
+    def _queue(self, segments: list[Segment], batch: RowBatch, cpu_watch) -> None:
+        """Number a batch and queue it for the decoders (with its route, where they have one).
+        Returns None: no rows are left over."""
+        start = time.perf_counter()
+        read = _Read(self._seq, segments, batch.ids, batch.items, self._route_ahead(batch.items))
+        self.stages["read"] += time.perf_counter() - start
+        cpu_watch.note(len(batch))
+        while True:
+            if self._stop.is_set():
+                raise _Stopped
+            try:
+                self._reads.put(read, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+        self._seq += 1
+        return None
 
     def _route_ahead(self, items):
         """The decoders' route for a batch, or None (no route method, or it failed: the decoder
@@ -293,8 +413,7 @@ class Prefetcher:
                     errors = decoder.decode_into(read.items, buffer)
                 self.stages["decode"] += time.perf_counter() - start
                 cpu_watch.note(len(read.items))
-                slot = Slot(index, buffer, read.ids, errors, len(read.items), read.shard, read.first, read.last,
-                            read.seq)
+                slot = Slot(index, buffer, read.ids, errors, len(read.items), read.segments, read.seq)
             except BaseException as exc:
                 slot = exc
             self._hand_over(read.seq, slot)
@@ -373,13 +492,14 @@ class Prefetcher:
         self._stop.set()
         for t in self._threads[1:]:  # decoders notice the stop flag within 0.1 s
             t.join()
-        # The reader notices it too, unless it is parked in the launcher's shard source (a Ray
-        # actor's inbox, fed only after a shard in flight is answered), which may never return:
+        self._threads[0].join()  # the reader too: it never waits on the shard source itself
+        # The feed's thread notices it too, unless it is parked in the launcher's shard source (a
+        # Ray actor's inbox, fed only after a shard in flight is answered), which may never return:
         # then it is left to end on its own (a daemon thread): it checks the stop flag before it
         # touches anything.
-        reader = self._threads[0]
-        while reader.is_alive() and not self._waiting_for_shard:
-            reader.join(0.05)
+        feed = self._feed.thread
+        while feed.is_alive() and not self._feed.parked:
+            feed.join(0.05)
 
     def __enter__(self) -> "Prefetcher":
         return self

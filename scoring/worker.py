@@ -39,7 +39,7 @@ from scoring.gpu_wait import spin_wait
 from scoring.job import JobSpec
 from scoring.manifest import Manifest
 from scoring.outputs import OutputSpec, PartWriter
-from scoring.pipeline import DEFAULT_SLOTS, CpuRunner, Prefetcher, Slot
+from scoring.pipeline import DEFAULT_SLOTS, CpuRunner, Prefetcher, Segment, Slot
 from scoring.report import Metrics, sum_counts
 from scoring.slow_cpus import NoWatch, SlowCpus, watch
 
@@ -382,7 +382,7 @@ class _ShardWriter:
 
     def begin(self, slot: Slot) -> tuple:
         """What finish() needs of the slot (the slot itself is recycled before its scores arrive)."""
-        return slot.seq, slot.shard, slot.ids, list(slot.errors), slot.rows, slot.first, slot.last
+        return slot.seq, slot.segments, slot.ids, list(slot.errors), slot.rows
 
     def finish(self, meta: tuple, handle) -> None:
         """Take a batch's scores (waiting for them), then write every batch whose turn has come."""
@@ -394,28 +394,34 @@ class _ShardWriter:
         self.reap()
 
     def _write(self, meta: tuple, scores) -> None:
-        _, shard, ids, errors, rows, first, last = meta
-        self._check(shard, ids, errors)
-        if first:
-            if self.on_shard is not None:
-                self.on_shard("start", shard, {})
-            self.open[shard.key] = PartWriter(self.job.output.dir, shard.key, self.spec)
-            self.counts[shard.key] = [0, 0]
-        writer = self.open[shard.key]
+        """A batch's rows into the part files of its segments' shards."""
+        _, segments, ids, errors, rows = meta
+        for segment in segments:
+            rows_of = slice(segment.start, segment.start + segment.rows)
+            self._write_segment(segment, ids[rows_of], errors[rows_of], None if scores is None else scores[rows_of])
         bad = sum(e is not None for e in errors)
-        with self.metrics.stage("write"):
-            if rows:
-                writer.add(ids, scores, errors)
-        counts = self.counts[shard.key]
-        counts[0] += rows
-        counts[1] += bad
         self.images += rows
         self.errors += bad
         if rows:
             self.metrics.tick(self.images, self.errors)
             if self.on_batch is not None:
                 self.on_batch(rows, bad)
-        if last:
+
+    def _write_segment(self, segment: Segment, ids, errors: list, scores) -> None:
+        shard = segment.shard
+        self._check(shard, ids, errors)
+        if segment.first:
+            if self.on_shard is not None:
+                self.on_shard("start", shard, {})
+            self.open[shard.key] = PartWriter(self.job.output.dir, shard.key, self.spec)
+            self.counts[shard.key] = [0, 0]
+        if segment.rows:
+            with self.metrics.stage("write"):
+                self.open[shard.key].add(ids, scores, errors)
+        counts = self.counts[shard.key]
+        counts[0] += segment.rows
+        counts[1] += sum(e is not None for e in errors)
+        if segment.last:
             part = self.open.pop(shard.key)
             self.closing.append((shard, self.counts.pop(shard.key), self._closer.submit(_close_part, part)))
 

@@ -282,6 +282,23 @@ def test_read_shard_rejects_a_bad_batch_size(tmp_path):
     ds = open_dataset(binary_file(tmp_path / "a.parquet", range(3)))
     with pytest.raises(ValueError, match="batch_rows"):
         next(read_shard(ds, ds.shards(10)[0], 0))
+    with pytest.raises(ValueError, match="first_rows must be a positive integer, got 0"):
+        next(read_shard(ds, ds.shards(10)[0], 2, first_rows=0))
+
+
+def test_a_first_batch_of_its_own_size_then_full_ones_joined_to_another_shards(tmp_path):
+    binary_file(tmp_path / "a.parquet", range(10), row_group_rows=3)
+    binary_file(tmp_path / "b.parquet", range(10, 17), row_group_rows=3)
+    ds = open_dataset(tmp_path)
+    first, second = [s for s in ds.shards(10) if s.num_rows]
+    batches = list(read_shard(ds, first, 4, first_rows=3))
+    assert [b.ids.tolist() for b in batches] == [[0, 1, 2], [3, 4, 5, 6], [7, 8, 9]]
+    head = next(read_shard(ds, second, 4, first_rows=1))
+    joined = batches[-1].joined(head)  # two files' rows: their buffers are Arrow's of each
+    assert joined.ids.tolist() == [7, 8, 9, 10] and len(joined) == 4
+    assert list(joined.items) == list(batches[-1].items) + list(head.items)
+    tensors = RowBatch(ids=np.arange(2), items=[np.zeros((2, 2, 3), np.uint8), None])
+    assert [type(i) for i in tensors.joined(tensors).items] == [np.ndarray, type(None)] * 2
 
 
 # -- errors ---------------------------------------------------------------------------------------------

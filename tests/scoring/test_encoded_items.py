@@ -58,3 +58,13 @@ def test_other_types_and_bad_ranges_are_refused():
         EncodedItems(np.zeros(4, np.uint8), [0], [5], [True])
     with pytest.raises(ValueError, match="differ in length"):
         EncodedItems(np.zeros(4, np.uint8), [0, 1], [1], [True])
+
+
+def test_rows_of_two_buffers_joined_into_one():
+    arrow = EncodedItems.from_arrow(pa.array(ROWS * 2, pa.binary()).slice(3, 4))  # in place, at an offset
+    scattered = EncodedItems(np.frombuffer(b"hello world", np.uint8), [6, 0, 5], [11, 5, 5], [True, True, False])
+    joined = arrow.joined(scattered)
+    assert list(joined) == ROWS[3:5] + ROWS[:2] + [b"world", b"hello", None]
+    assert not np.shares_memory(joined.data, arrow.data)  # its own buffer: the others may go
+    assert joined.lengths().sum() == len(joined.data)
+    assert list(EncodedItems.from_list([]).joined(scattered)) == [b"world", b"hello", None]

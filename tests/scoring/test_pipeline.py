@@ -10,7 +10,7 @@ import time
 import pytest
 
 import engine
-from scoring.dataset import open_dataset
+from scoring.dataset import Shard, open_dataset
 from scoring.decode import CpuDecoder, Preprocess
 from scoring.job import parse_job
 from scoring.make_data import make_dataset
@@ -31,20 +31,48 @@ def data(tmp_path_factory):
     return root, open_dataset(root / "images"), plan
 
 
-def test_prefetcher_runs_across_shards_with_first_and_last_marks(data):
+def _segments(slot):
+    return [(g.shard.key, g.start, g.rows, g.first, g.last) for g in slot.segments]
+
+
+def test_prefetcher_fills_batches_across_shards_and_marks_where_each_begins_and_ends(data):
     _, dataset, plan = data
-    shards = dataset.shards(10)  # 5 shards of 10 rows, batches of 4: 4 + 4 + 2 per shard
+    shards = dataset.shards(10)  # 5 shards of 10 rows in batches of 4: 12 full batches, then 2 rows
     runner = CpuRunner(engine.load(plan), 4, PREPROCESS)
     seen = []
     with CpuDecoder(PREPROCESS) as decoder, \
             Prefetcher(dataset, iter(shards), decoder, runner.make_ring(2), batch_rows=4) as batches:
         for slot in batches:
-            seen.append((slot.shard.key, slot.rows, slot.first, slot.last, list(slot.ids)))
-    assert [s[:4] for s in seen[:3]] == [("part-00000", 4, True, False), ("part-00000", 4, False, False),
-                                         ("part-00000", 2, False, True)]
-    assert len(seen) == 15 and sum(s[3] for s in seen) == 5 and sum(s[2] for s in seen) == 5
-    ids = [i for s in seen for i in s[4]]
+            seen.append((slot.rows, _segments(slot), list(slot.ids)))
+    assert [rows for rows, _, _ in seen] == [4] * 12 + [2]
+    assert [segments for _, segments, _ in seen[:3]] == [
+        [("part-00000", 0, 4, True, False)], [("part-00000", 0, 4, False, False)],
+        [("part-00000", 0, 2, False, True), ("part-00001", 2, 2, True, False)]]
+    by_shard = {}
+    for _, segments, _ in seen:
+        for key, _, rows, first, last in segments:
+            by_shard.setdefault(key, []).append((rows, first, last))
+    for key, parts in by_shard.items():  # each shard's rows once, first at its start, last at its end
+        assert sum(rows for rows, _, _ in parts) == 10, key
+        assert [first for _, first, _ in parts] == [True] + [False] * (len(parts) - 1)
+        assert [last for _, _, last in parts] == [False] * (len(parts) - 1) + [True]
+    ids = [i for _, _, slot_ids in seen for i in slot_ids]
     assert ids == [f"img-{i:06d}" for i in range(50)]  # every row once, in order
+
+
+def test_an_empty_shard_rides_with_the_batch_it_falls_in_or_comes_alone(data):
+    _, dataset, plan = data
+    shards = dataset.shards(10)
+    empty = [Shard(90 + k, shards[0].file, (0, 0), 0, 0) for k in range(2)]
+    runner = CpuRunner(engine.load(plan), 4, PREPROCESS)
+    with CpuDecoder(PREPROCESS) as decoder, \
+            Prefetcher(dataset, iter([empty[0], shards[0], empty[1], shards[1]]), decoder, runner.make_ring(2),
+                       batch_rows=4) as batches:
+        seen = [(slot.rows, slot.index, _segments(slot)) for slot in batches]
+    assert seen[0] == (0, -1, [("part-00090", 0, 0, True, True)])  # nothing to ride with: a slot of its own
+    assert seen[3][2] == [("part-00000", 0, 2, False, True), ("part-00091", 2, 0, True, True),
+                          ("part-00001", 2, 2, True, False)]
+    assert sum(rows for rows, _, _ in seen) == 20
 
 
 def test_two_decoders_in_read_order_hand_over_batches_in_read_order(data):
@@ -54,7 +82,7 @@ def test_two_decoders_in_read_order_hand_over_batches_in_read_order(data):
             Prefetcher(dataset, iter(dataset.shards(10)), [one, two], runner.make_ring(3), batch_rows=4,
                        order="read") as batches:
         slots = [(slot.seq, list(slot.ids)) for slot in batches]
-    assert [seq for seq, _ in slots] == list(range(15))
+    assert [seq for seq, _ in slots] == list(range(13))
     assert [i for _, ids in slots for i in ids] == [f"img-{i:06d}" for i in range(50)]
     with pytest.raises(ValueError, match="2 decoders need a ring of at least 3 slots"):
         Prefetcher(dataset, iter(dataset.shards(10)), [one, two], runner.make_ring(2), batch_rows=4)
@@ -95,15 +123,16 @@ def test_batches_decoded_behind_a_slow_one_are_handed_over_first_within_max_ahea
         for slot in batches:
             ahead.append(slot.seq - _oldest_not_handed_over(handed))
             handed.add(slot.seq)
-            slots.append((slot.seq, slot.shard.key, slot.first, slot.last, list(slot.ids)))
+            slots.append((slot.seq, _segments(slot), list(slot.ids)))
     seqs = [seq for seq, *_ in slots]
-    assert sorted(seqs) == list(range(15)) and seqs != sorted(seqs)  # all of them, some overtaken
+    assert sorted(seqs) == list(range(13)) and seqs != sorted(seqs)  # all of them, some overtaken
     assert 0 < max(ahead) <= max_ahead
     # each slot still says where it belongs: put back in read order, the rows are the dataset's
     in_order = sorted(slots)
     assert [i for *_, ids in in_order for i in ids] == [f"img-{i:06d}" for i in range(50)]
-    assert [(key, first, last) for _, key, first, last, _ in in_order[:3]] == [
-        ("part-00000", True, False), ("part-00000", False, False), ("part-00000", False, True)]
+    assert [segments for _, segments, _ in in_order[:3]] == [
+        [("part-00000", 0, 4, True, False)], [("part-00000", 0, 4, False, False)],
+        [("part-00000", 0, 2, False, True), ("part-00001", 2, 2, True, False)]]
 
 
 def test_a_failure_of_the_shard_source_comes_after_every_batch_read_before_it(data):
@@ -116,11 +145,13 @@ def test_a_failure_of_the_shard_source_comes_after_every_batch_read_before_it(da
     runner = CpuRunner(engine.load(plan), 4, PREPROCESS)
     with _SlowFirstCall(PREPROCESS) as slow, CpuDecoder(PREPROCESS) as fast, \
             Prefetcher(dataset, shards(), [slow, fast], runner.make_ring(3), batch_rows=4) as batches:
-        seqs = []
+        seqs, ids = [], []
         with pytest.raises(ConnectionError, match="driver went away"):
             for slot in batches:
                 seqs.append(slot.seq)
-    assert sorted(seqs) == list(range(6))  # both shards whole, the slow batch included
+                ids += list(slot.ids)
+    assert sorted(seqs) == list(range(5))  # both shards whole, the slow batch included
+    assert sorted(ids) == [f"img-{i:06d}" for i in range(20)]
 
 
 def test_the_cpu_runner_takes_rows_in_the_jobs_layout_only(data):
@@ -247,7 +278,7 @@ def test_the_worker_writes_rows_in_read_order_when_batches_arrive_out_of_it(data
     done = []
     metrics = score_shards(job, plan, iter(dataset.shards(10)), 0, dataset=dataset,
                            on_shard=lambda event, shard, info: done.append((event, shard.key, info.get("rows"))))
-    assert sorted(submitted) == list(range(15)) and submitted != sorted(submitted)
+    assert sorted(submitted) == list(range(13)) and submitted != sorted(submitted)
     assert metrics.images == 50 and metrics.errors == 2
     keys = [f"part-{i:05d}" for i in range(5)]
     assert [d for d in done if d[0] == "done"] == [("done", key, 10) for key in keys]
