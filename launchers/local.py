@@ -13,10 +13,12 @@ and writers share a lock, and a worker killed while holding it (SIGKILL, the OOM
 hang every other worker. With a pipe each, the driver always knows which shards each worker holds,
 and a dead worker is seen at once (its process sentinel).
 
-A worker reads ahead across shards: score_shards iterates its shards on its background prefetch
-thread, which asks for shard k+1 as soon as it has read the last batch of shard k, while shard k
-(and perhaps k-1) is still being computed and written on the main thread. So a worker may hold up
-to 3 shards, and its pipe is used from two threads: the prefetch thread sends "next" and is the
+A worker reads ahead across shards: score_shards iterates its shards on a background thread (its
+shard feed) one shard ahead of its reader, so it asks for shard k+1 as the reader starts on shard
+k, while shard k-1 (and perhaps k-2) is still being computed and written on the main thread; the
+reader at the end of shard k finds shard k+1 there and fills its last batch with shard k+1's first
+rows. So a worker may hold up to 4 shards, and its pipe is used from two threads: the feed's
+thread sends "next" and is the
 only one to receive (the driver sends nothing but replies), the main thread sends progress and
 "done"; a lock keeps the two threads' messages whole. When a worker dies the others finish the
 shards they hold and get no more; the job then fails with an error naming the worker and every
@@ -196,7 +198,7 @@ def _environment(values: dict[str, str]):
 
 
 class _DriverLink:
-    """A worker's end of its pipe, shared by two threads: score_shards' prefetch thread asks for
+    """A worker's end of its pipe, shared by two threads: score_shards' shard feed thread asks for
     shards (`next_shard`, the only receiver), the main thread reports progress and results (`send`).
     One lock keeps the messages of the two from interleaving on the pipe."""
 
@@ -231,7 +233,7 @@ def _worker_main(conn, job, plan_path, dataset, worker_id, device, threads) -> N
 
     link = _DriverLink(conn)
 
-    def feed():  # runs on score_shards' prefetch thread
+    def feed():  # runs on score_shards' shard feed thread
         while True:
             shard = link.next_shard()
             if shard is None:

@@ -25,11 +25,12 @@ Every rank runs the same command. What happens, in order:
    ones still scoring. A rank asks ahead (below), so a reply up to 20 ms late arrives while it
    still reads the shard before. (On 4 x H200 rank 0 still scored slower than the others in most
    runs, with either poll: benchmarks/results/scaling/h200x4_2026-11-22_s8_weak/NOTES.md.)
-   A rank other than 0 keeps SHARDS_AHEAD requests out beyond the shard its prefetch thread
-   reads: just before that thread starts reading shard k, it asks for shard k+SHARDS_AHEAD (with
-   0, it asks for shard k only then, and the reader waits for the answer). Shard k-1 (and perhaps
-   k-2) may still be computed and written on its main thread meanwhile; so with one request ahead
-   a rank may hold up to 4 shards. Rank 0 takes its shards by a direct call, with no wait worth
+   A rank other than 0 keeps SHARDS_AHEAD requests out beyond the shard it hands to its worker's
+   shard feed (scoring.pipeline, which takes a shard one ahead of the reader, so a reader at a
+   shard's end finds the next one there to fill its last batch): as the feed takes shard k, the
+   rank asks for shard k+SHARDS_AHEAD (with 0, it asks for shard k only then, and the feed waits
+   for the answer). The reader may read shard k-1 and the main thread compute and write k-2 (and
+   perhaps k-3) meanwhile; so with one request ahead a rank may hold up to 5 shards. Rank 0 takes its shards by a direct call, with no wait worth
    hiding. The shards a rank has finished (recorded in
    the manifest) since its last request ride along with its next request as a list, taken
    atomically from what the main thread has collected: none, one or several. Those finished
@@ -178,7 +179,7 @@ def _abort(comm, message: str, code: int = 1):
 
 class _Finished:
     """The shards a rank has finished and not yet reported to the dispatcher. score_shards adds to
-    it on the main thread ("done") while the prefetch thread takes it for the next request, so
+    it on the main thread ("done") while the shard feed thread takes it for the next request, so
     `take` empties it atomically: each entry is taken, and so reported, exactly once."""
 
     def __init__(self):
@@ -367,7 +368,7 @@ def _run_root(comm, job, workers, quiet, plan, local_size, gpu):
 
             finished = _Finished()
 
-            def feed():  # runs on score_shards' prefetch thread: a direct call, no MPI
+            def feed():  # runs on score_shards' shard feed thread: a direct call, no MPI
                 while True:
                     shard = dispatcher.next_shard(0, finished.take())
                     if shard is None:
@@ -411,7 +412,7 @@ def _run_rank(comm, job, rank: int, local_size: int) -> None:
     link = _RootLink(comm, _timeout("BATCHSCORE_MPI_REPLY_TIMEOUT", 300))
 
     try:
-        feed = shards_from(link, shards_ahead())  # iterated on score_shards' prefetch thread
+        feed = shards_from(link, shards_ahead())  # iterated on score_shards' shard feed thread
         m = score_shards(job, setup["plan"], feed, rank, dataset=setup["dataset"],
                          device=_device_name(setup["device"], os.environ.get("CUDA_VISIBLE_DEVICES")),
                          decode_threads=threads, on_shard=link.finished.on_shard)
@@ -441,7 +442,7 @@ def shards_from(link, ahead: int):
 
 
 class _RootLink:
-    """A rank's conversation with rank 0, used from two threads: score_shards' prefetch thread asks
+    """A rank's conversation with rank 0, used from two threads: score_shards' shard feed thread asks
     for shards and takes the answers (in the order asked: one dispatcher thread answers, and MPI
     keeps the order of messages between two ranks), the main thread sends the final report. The
     report waits for every answer still to come: rank 0 waits until each of its replies has

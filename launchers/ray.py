@@ -20,10 +20,11 @@ The driver (this process; under `ray job submit` the job's entrypoint on the hea
    finishes a shard first, so a slow actor takes fewer shards;
 5. gathers each actor's Metrics (`to_dict`) and writes the report.
 
-Two shards per actor, because score_shards reads ahead across shards: its prefetch thread starts
-reading shard k+1 as soon as it has read the last batch of shard k, while shard k is still being
-computed and written. With one shard at a time the actor would drain its pipeline at every shard
-boundary. So an actor is a threaded actor (max_concurrency 4): its two `score` calls (and
+Two shards per actor, because score_shards reads ahead across shards: its reader starts reading
+shard k+1 as soon as it has read the last batch of shard k (filling that batch with shard k+1's
+first rows where shard k+1 is there), while shard k is still being computed and written. With one
+shard at a time the actor would drain its pipeline at every shard boundary, and every shard's
+last batch would go short. So an actor is a threaded actor (max_concurrency 4): its two `score` calls (and
 `finish`) wait at once, each for its own shard's result (or the worker's error, which wakes
 them all).
 
@@ -74,7 +75,7 @@ from launchers.local import _plan_for
 log = logging.getLogger(__name__)
 
 MAX_RETRIES = 3  # times a shard is handed out again after the actor scoring it died
-SHARDS_PER_ACTOR = 2  # in flight per actor: one being scored, one its prefetch thread reads ahead
+SHARDS_PER_ACTOR = 2  # in flight per actor: one being scored, one its reader reads ahead
 ACTOR_CONCURRENCY = 4  # threads per actor: SHARDS_PER_ACTOR waiting score calls, finish, pid
 
 

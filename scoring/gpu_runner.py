@@ -16,12 +16,12 @@ The ring holds rows in the plan input's memory layout (`ring_preprocess`): an FP
 NCHW input channels-last, so the decoders write NHWC rows and the compute stream's copy into the
 binding is a straight copy, not a transpose of every batch.
 
-Every batch runs at the full `capacity` (the last, partial batch of a shard too: its padding
-rows are left over from an earlier batch and their scores dropped), so one CUDA graph serves the
-whole job. The caller submits batch i+1 before it collects batch i (`lag` = 1): while the GPU
-computes batch i, the host copies batch i+1 in and writes batch i-1's rows out. A slot filled by
-the GPU decoder is already on the device (its stream was synchronized by the decode thread), so
-only the compute stream touches it.
+Every batch runs at the full `capacity` (a short one too, the run's last or one whose next shard
+was not there in time: its padding rows are left over from an earlier batch and their scores
+dropped), so one CUDA graph serves the whole job. The caller submits batch i+1 before it collects
+batch i (`lag` = 1): while the GPU computes batch i, the host copies batch i+1 in and writes batch
+i-1's rows out. A slot filled by the GPU decoder is already on the device (its stream was
+synchronized by the decode thread), so only the compute stream touches it.
 
 The busy fraction comes from events on the compute stream: per batch, the time from its start to
 its end, against the gap since the previous batch ended. Within it, the stage "input" is the copy

@@ -10,7 +10,7 @@
 
 The threads of a worker:
 
-    shard feed:         ask the launcher for the next shard, one ahead of the reader
+    shard feed:         ask the launcher for the next shard, one ahead of the reader (scoring/shard_feed.py)
     reader:             read the shards' rows (Parquet) in batches -> queue them for the decoders
     decoders (1 or more): decode a batch into a free ring slot -> hand it over
     calling thread:     submit the slot to the runner -> release it -> write the rows of a finished batch
@@ -55,6 +55,7 @@ import numpy as np
 from scoring.dataset import ImageDataset, RowBatch, Shard, read_shard
 from scoring.decode import Preprocess
 from scoring.errors import ScoringError
+from scoring.shard_feed import END, NOT_YET, ShardFeed, Stopped
 from scoring.slow_cpus import SlowCpus, watch
 from scoring.thread_names import name_this_thread
 
@@ -136,16 +137,10 @@ class Slot:
 # ---------------------------------------------------------------------------------------------
 
 _DONE = object()
-_END = object()  # the shard source has no more shards
-_NOT_YET = object()  # the next shard did not come in time
 
 # How long the reader waits for the next shard before it hands over a shard's last rows as a batch
 # short of full (a launcher may hold the next shard back until this one is recorded: Ray).
 SHARD_WAIT_S = 0.01
-
-
-class _Stopped(Exception):
-    """close() was called: the background threads stop where they are."""
 
 
 @dataclass
@@ -157,61 +152,6 @@ class _Read:
     ids: np.ndarray
     items: Sequence  # a RowBatch's items: EncodedItems or a list
     route: object = None  # the decoders' route(items), made on the reader thread (GpuDecoder)
-
-
-class _ShardFeed:
-    """The launcher's shard source, iterated on a thread of its own one shard ahead of the reader,
-    so the reader can ask whether the next shard is there without waiting on the source: a
-    launcher may hand out a shard only once an earlier one is recorded (Ray), and that may need
-    rows the reader still holds."""
-
-    def __init__(self, shards: Iterable[Shard], stop: threading.Event):
-        self._source, self._stop = shards, stop
-        self._changed = threading.Condition()
-        self._next = None  # a Shard, _END or the source's exception; None while there is none
-        self.parked = False  # in the source: close() leaves the thread to end on its own
-        self.thread = threading.Thread(target=self._run, name="prefetch-shards", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        name_this_thread("bs-shards")
-        shards = iter(self._source)
-        while True:
-            with self._changed:
-                while self._next is not None and not self._stop.is_set():
-                    self._changed.wait(0.1)
-            if self._stop.is_set():
-                return
-            self.parked = True
-            try:
-                item = next(shards, _END)
-            except BaseException as exc:  # raised in the reader, which hands it to the caller
-                item = exc
-            finally:
-                self.parked = False
-            with self._changed:
-                self._next = item
-                self._changed.notify_all()
-            if not isinstance(item, Shard):
-                return
-
-    def get(self, timeout: float | None = None):
-        """The next shard, _END, or _NOT_YET where none came within `timeout` seconds (None: as
-        long as it takes). The source's error is raised here; close() raises _Stopped."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._changed:
-            while self._next is None:
-                if self._stop.is_set():
-                    raise _Stopped
-                left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
-                if left <= 0:
-                    return _NOT_YET
-                self._changed.wait(left)
-            item, self._next = self._next, None
-            self._changed.notify_all()
-        if isinstance(item, BaseException):
-            raise item
-        return item
 
 
 @dataclass
@@ -227,13 +167,14 @@ class Prefetcher:
     them into the ring's free slots on one thread per decoder, at most len(ring) batches ahead of
     the caller. `shards` is any iterable (a launcher's generator that asks for the next shard) and
     is iterated on a thread of its own, one shard ahead of the reader. A shard's last rows, where
-    they are fewer than a batch, share a batch with the next shard's first rows when the next shard
-    is there (within SHARD_WAIT_S): the engine runs full batches, and only the last one of the
-    run may be short. Iterate the Prefetcher to get filled slots as they are
-    decoded (order="decoded", at most `max_ahead` slots past the oldest one not yet handed over)
-    or in read order (order="read"); `release(slot)` gives a buffer back (the iterator also
-    releases the slot it handed out last when the next one is asked for). An error on a background thread (an unreadable file, a
-    launcher that cannot be reached) is raised in the caller at the point it was reached.
+    they are fewer than a batch, share a batch with the next shard's first rows when the next
+    shard is there (within SHARD_WAIT_S): the engine runs full batches, and only the run's last
+    may be short. Iterate the Prefetcher to get filled slots as they are decoded
+    (order="decoded", at most `max_ahead` slots past the oldest one not yet handed over) or in
+    read order (order="read"); `release(slot)` gives a buffer back (the iterator also releases
+    the slot it handed out last when the next one is asked for). An error on a background thread
+    (an unreadable file, a launcher that cannot be reached) is raised in the caller at the point
+    it was reached.
 
     `decoders` is one decoder or a list: with several (GPU decoders on their own streams, say),
     consecutive batches are decoded at the same time. The end of the shards, and an error on a
@@ -277,7 +218,7 @@ class Prefetcher:
         self._stop = threading.Event()
         self._last: Slot | None = None
         self._seq = 0  # the reader's next batch number
-        self._feed = _ShardFeed([shards] if isinstance(shards, Shard) else shards, self._stop)
+        self._feed = ShardFeed([shards] if isinstance(shards, Shard) else shards, self._stop)
         self._threads = [threading.Thread(target=self._read_all, name="prefetch-read", daemon=True)]
         self._threads += [threading.Thread(target=self._decode_all, args=(d,), name=f"prefetch-decode-{k}",
                                            daemon=True) for k, d in enumerate(self.decoders)]
@@ -296,13 +237,14 @@ class Prefetcher:
                     # Holding a shard's last rows, wait only briefly for the next shard to fill
                     # the batch: the source may hold it back until those rows are scored.
                     shard = self._feed.get(SHARD_WAIT_S if carry is not None else None)
-                    if shard is _END:
+                    if shard is END:
                         break
-                    if shard is _NOT_YET:
-                        carry = self._queue(carry.segments, carry.batch, cpu_watch)
+                    if shard is NOT_YET:  # the batch goes short
+                        self._queue(carry.segments, carry.batch, cpu_watch)
+                        carry = None
                         continue
                     carry = self._read_shard(shard, carry, cpu_watch)
-            except _Stopped:
+            except Stopped:
                 return
             except BaseException as exc:  # handed to the caller after the rows read before it
                 if carry is not None:
@@ -312,7 +254,7 @@ class Prefetcher:
             if carry is not None:
                 self._queue(carry.segments, carry.batch, cpu_watch)
             self._hand_over(self._seq, _DONE)
-        except _Stopped:
+        except Stopped:
             return
         finally:
             self.thread_cpu_s["read"] = time.thread_time() - cpu_at_start
@@ -359,22 +301,20 @@ class Prefetcher:
             batches.close()
 
     def _queue(self, segments: list[Segment], batch: RowBatch, cpu_watch) -> None:
-        """Number a batch and queue it for the decoders (with its route, where they have one).
-        Returns None: no rows are left over."""
+        """Number a batch and queue it for the decoders (with its route, where they have one)."""
         start = time.perf_counter()
         read = _Read(self._seq, segments, batch.ids, batch.items, self._route_ahead(batch.items))
         self.stages["read"] += time.perf_counter() - start
         cpu_watch.note(len(batch))
         while True:
             if self._stop.is_set():
-                raise _Stopped
+                raise Stopped
             try:
                 self._reads.put(read, timeout=0.1)
                 break
             except queue.Full:
                 continue
         self._seq += 1
-        return None
 
     def _route_ahead(self, items):
         """The decoders' route for a batch, or None (no route method, or it failed: the decoder
@@ -479,6 +419,7 @@ class Prefetcher:
             yield item
 
     def _count_handed_over(self, seq: int) -> None:
+        """Note `seq` handed over; move `_next` past every seq handed over from it on."""
         if seq != self._next:
             self._handed_ahead.add(seq)
             return

@@ -56,12 +56,14 @@ GPU_DECODE_SLOTS = 4  # device slots per GPU decoder beyond the first: decoding 
 GPU_WORKER_SWITCH_INTERVAL_S = 0.0005
 
 
-# The order batches reach the engine in (scoring.pipeline.Prefetcher): as they are decoded. In read
-# order, on an H100 with three GPU decoders, nearly every wait of this loop for the next batch
-# ended with 1-5 later batches decoded already: a decode call of 256 images took 17.5-19.3 ms at the
-# median but 53-83 ms at the 99th percentile, and the engine sat idle behind it
-# (benchmarks/results/scoring/h100_2026-11-22_s16_ablation/NOTES.md). The writer puts rows back
-# in read order. "read" is there for comparison (benchmarks/device/worker_phase_probe.py --order).
+# The order batches reach the engine in (scoring.pipeline.Prefetcher): as they are decoded, so a
+# slow decode call does not hold up the batches decoded behind it. In read order, on an H100 with
+# three GPU decoders, nearly every wait of this loop for the next batch ended with 1-5 later batches
+# decoded already (a decode call of 256 images took 17.5-19.3 ms at the median, 53-83 ms at the
+# 99th percentile: benchmarks/results/scoring/h100_2026-11-22_s16_ablation/NOTES.md). Decode order
+# then scored 0.800-0.826 of the engine alone against 0.798-0.828, alternating: no measurable gain
+# there (benchmarks/results/scoring/h100_2026-11-22_s17/NOTES.md). The writer puts rows back in
+# read order. "read" is there for comparison (benchmarks/device/worker_phase_probe.py --order).
 BATCH_ORDER = "decoded"
 
 # Three decoders: ResNet-50 FP16 on an H100 scored 25,306, 26,408 and 26,088 images/s steady with

@@ -103,3 +103,19 @@ def test_the_tick_summary_reads_the_steady_window_batch_by_batch(monkeypatch):
     assert summary["last_batch_to_end_s"] == pytest.approx(5.0 - 2.9)
     assert summary["first_batches_ms"][:3] == [0.0, 100.0, 200.0]
     assert metrics.images == 200
+
+
+def test_late_launches_are_split_by_whether_the_batch_was_there(monkeypatch):
+    # submits: (entered, returned = the GPU began it, seq); a 10 ms graph. The first four are the
+    # start-up's. Batch 5 is entered 12 ms after batch 4 began, just as it was handed over: the
+    # decoders were behind; batch 6 13 ms after batch 5 began, there for 18 ms: the calling thread
+    # was late.
+    submits = [(0.000, 0.001, 0), (0.001, 0.011, 1), (0.011, 0.021, 2), (0.021, 0.031, 3),
+               (0.031, 0.040, 4), (0.052, 0.053, 5), (0.066, 0.067, 6), (0.070, 0.076, 7)]
+    monkeypatch.setattr(probe, "SUBMITS", submits)
+    monkeypatch.setattr(probe, "HANDED", {5: 0.0515, 6: 0.048, 7: 0.060})
+    late = probe._launch_summary(10.0)
+    assert late["decoders_behind"]["launches"] == 1
+    assert late["decoders_behind"]["ms_beyond_graph"] == pytest.approx(2.0)
+    assert late["calling_thread"]["launches"] == 1
+    assert late["calling_thread"]["ms_beyond_graph"] == pytest.approx(3.0)

@@ -25,7 +25,9 @@ were decoded when it began and when it ended (in read order, head-of-line waits:
 late holds up those behind it), and the spread of each decoder call's time. On the writing side it
 times each batch's rows, each part file's close and its manifest record, and it notes the engine's
 idle gap before each batch (whether the busy fraction's idle time comes in a few long gaps or many
-short ones), and the time of every batch written (the steady rate's window, batch by batch).
+short ones), and the time of every batch written (the steady rate's window, batch by batch). And
+each launch that came later than the batch before it took on the GPU, split by whether the decoders
+were behind or the calling thread was busy elsewhere (late_launches).
 
 A diagnostic for the device (it patches GpuDecoder's methods in this process only).
 """
@@ -110,6 +112,46 @@ DECODE_CALLS: list[float] = []  # seconds of each decode_into call
 CLOSE_CALLS: list[float] = []  # seconds of each PartWriter.close
 GAPS: list[float] = []  # ms the engine's stream sat idle before each batch (from the second on)
 TICKS: list[tuple[float, int]] = []  # (Metrics.now(), images written) after every batch
+HANDED: dict[int, float] = {}  # seq -> when its slot was handed over (perf_counter)
+SUBMITS: list[tuple[float, float, int]] = []  # (entered, returned, seq) of every GpuRunner.submit
+
+
+def _noting_hand_over(hand_over):
+    """Prefetcher._hand_over with each slot's time noted in HANDED."""
+    def wrapper(self, seq, item):
+        HANDED[seq] = time.perf_counter()
+        return hand_over(self, seq, item)
+    return wrapper
+
+
+def _noting_submits(submit):
+    """GpuRunner.submit with its start and return noted: it returns once the GPU has begun the
+    batch (its copy into the input), so a batch's return to the next one's start is the time
+    the calling thread took to launch the next batch while this one ran."""
+    def wrapper(self, slot):
+        entered = time.perf_counter()
+        try:
+            return submit(self, slot)
+        finally:
+            SUBMITS.append((entered, time.perf_counter(), slot.seq))
+    return wrapper
+
+
+def _launch_summary(graph_ms: float) -> dict:
+    """Each launch's lateness: how long after the previous batch began the calling thread began
+    submitting the next, beyond the previous batch's `graph_ms` (then the GPU sat idle), split by
+    whether that next batch came just before the calling thread took it (within 1 ms: the thread
+    was waiting for it, the decoders were behind) or had been waiting for the calling thread, busy
+    with something else (writing, the GIL)."""
+    late = {"decoders_behind": [0, 0.0], "calling_thread": [0, 0.0]}
+    for (_, began, _), (entered, _, seq) in zip(SUBMITS[3:], SUBMITS[4:]):
+        over = 1e3 * (entered - began) - graph_ms
+        if over <= 0:
+            continue
+        kind = "decoders_behind" if HANDED.get(seq, 0.0) > entered - 0.001 else "calling_thread"
+        late[kind][0] += 1
+        late[kind][1] += over
+    return {kind: {"launches": n, "ms_beyond_graph": round(ms, 1)} for kind, (n, ms) in late.items()}
 
 
 def _noting_ticks(tick):
@@ -288,6 +330,8 @@ def main() -> int:
     GpuContext.execute = timed("context.execute", GpuContext.execute)
     GpuPending.result = timed("pending.result", GpuPending.result)
     GpuRunner._account = _noting_gaps(GpuRunner._account)
+    GpuRunner.submit = _noting_submits(GpuRunner.submit)  # inside the timed wrapper set above
+    pipeline.Prefetcher._hand_over = _noting_hand_over(pipeline.Prefetcher._hand_over)
     from scoring.report import Metrics
 
     Metrics.tick = _noting_ticks(Metrics.tick)
@@ -304,6 +348,7 @@ def main() -> int:
     started = time.perf_counter()
     metrics = score_shards(job, plan, shards, 0, dataset=dataset, device="cuda:0")
     wall = time.perf_counter() - started
+    graph_ms = 1e3 * metrics.stages.get("compute", 0.0) / max(1, CALLS["context.execute"] - 2)  # less the warm-up's
     images = metrics.images
     print(json.dumps({
         "argv": sys.argv[1:], "images": images, "wall_s": round(wall, 2), "images_per_s": round(images / wall),
@@ -313,6 +358,7 @@ def main() -> int:
         "skip": sorted(skip), "output": args.output, "order": order, "waits": _wait_summary(),
         "gpu_gaps": _gap_summary(), "part_close_ms": _spread_ms(CLOSE_CALLS), "ticks": _tick_summary(metrics),
         "first_decode_calls_ms": [round(1e3 * c, 1) for c in DECODE_CALLS[:8]],
+        "late_launches": _launch_summary(graph_ms),
         "busy_fraction": round(metrics.busy_fraction, 4) if metrics.busy_fraction is not None else None,
         # per graph launch; the count includes the warm-up's two (about 0.5% low for 100,000 rows)
         "compute_ms_per_batch": round(1e3 * metrics.stages.get("compute", 0.0) / max(1, CALLS["context.execute"]), 3),

@@ -1,0 +1,32 @@
+# Issue #5, session 17: where the late launches come from (decoders behind, or the calling thread busy).
+set -u
+source .scratch/env.sh
+[ -d .scratch/cache ] && cp -r .scratch/cache /tmp/bscache
+mkdir -p /tmp/r
+t0=$(date +%s)
+python3 benchmarks/scoring_gpu_e2e.py /tmp/e --rows 100000 --cpu-rows 0 > /tmp/r/e2e_1.log 2>&1; echo "e2e rc=$? $(( $(date +%s)-t0 ))s"
+cp /tmp/e/scoring_gpu_e2e.json /tmp/r/e2e_1.json 2>/dev/null
+PLAN=/tmp/e/plan/resnet50.fp16.b256.plan
+probe() {  # name, then probe options
+  local name=$1; shift
+  timeout 60 python3 benchmarks/device/worker_phase_probe.py $PLAN /tmp/e/data /tmp/wp_$name "$@" > /tmp/r/probe_$name.json 2> /tmp/r/probe_$name.err
+  echo "$name rc=$? $(( $(date +%s)-t0 ))s"; rm -rf /tmp/wp_$name
+}
+for r in 1 2; do
+  probe def$r; BATCHSCORE_GPU_DECODERS=4 probe dec4_$r; probe switch2ms_$r --switch-interval 0.002; probe def$((r+2))
+done
+python3 - <<'PY' | tee /tmp/r/summary.txt
+import json, glob, os
+b = json.load(open("/tmp/r/e2e_1.json")); e = b["end_to_end"]
+eng = b["engine_only"]["images_per_s"]
+print(f"e2e_1: engine alone {eng:.0f}  steady {e['steady_images_per_s']:.0f} ratio {b['ratio_steady_over_engine']:.3f} busy {e['busy_fraction']:.3f}")
+for f in sorted(glob.glob("/tmp/r/probe_*.json")):
+    try:
+        d = json.load(open(f))
+    except Exception as exc:
+        print(f, "unreadable", exc); continue
+    s = d["steady_images_per_s"]; g = d["gpu_gaps"]
+    print(f"{os.path.basename(f)[6:-5]:>11} steady {s:6d} ratio {s/eng:.3f} busy {d.get('busy_fraction')} ms/b {d['compute_ms_per_batch']} "
+          f"gaps {g['total_ms']}ms >1ms {g['over_1ms']} late {d['late_launches']}")
+PY
+tar czf $OUT/results.tgz -C /tmp r
