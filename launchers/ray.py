@@ -514,7 +514,7 @@ class EngineMapper:
                  keep_image: bool = True):
         import engine
         from scoring.decode import CpuDecoder, Preprocess
-        from scoring.pipeline import CpuRunner
+        from scoring.runner import CpuRunner
 
         if plan is not None:
             if not isinstance(plan, (bytes, bytearray)):

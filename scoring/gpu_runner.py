@@ -38,7 +38,8 @@ import numpy as np
 
 from scoring.decode import Preprocess
 from scoring.gpu_wait import wait_event
-from scoring.pipeline import DEFAULT_SLOTS, HostRing, PlanBinding, Slot
+from scoring.pipeline import DEFAULT_SLOTS, HostRing, Slot
+from scoring.runner import PlanBinding
 from scoring.stream_priority import stream_priority
 
 STEADY_AFTER = 3  # batches left out of the busy fraction at the start

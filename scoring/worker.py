@@ -39,7 +39,8 @@ from scoring.gpu_wait import spin_wait
 from scoring.job import JobSpec
 from scoring.manifest import Manifest
 from scoring.outputs import OutputSpec, PartWriter
-from scoring.pipeline import DEFAULT_SLOTS, CpuRunner, Prefetcher, Segment, Slot
+from scoring.pipeline import DEFAULT_SLOTS, Prefetcher, Segment, Slot
+from scoring.runner import CpuRunner
 from scoring.report import Metrics, sum_counts
 from scoring.slow_cpus import NoWatch, SlowCpus, watch
 

@@ -14,6 +14,7 @@ from scoring import pipeline
 from scoring.dataset import open_dataset
 from scoring.decode import CpuDecoder
 from scoring.make_data import make_dataset
+from scoring.runner import CpuRunner
 from tests.scoring.test_pipeline import PREPROCESS
 from tests.scoring.test_run_local import tiny_network
 
@@ -29,7 +30,7 @@ def test_the_noted_waits_leave_the_hand_over_as_it_was(tmp_path, monkeypatch, or
     dataset = open_dataset(tmp_path / "images")
     monkeypatch.setattr(pipeline.Prefetcher, "_wait_for_next", probe._noting_waits(pipeline.Prefetcher._wait_for_next))
     monkeypatch.setattr(probe, "WAITS", [])
-    runner = pipeline.CpuRunner(engine.load(plan), 4, PREPROCESS)
+    runner = CpuRunner(engine.load(plan), 4, PREPROCESS)
     with CpuDecoder(PREPROCESS) as one, CpuDecoder(PREPROCESS) as two, \
             pipeline.Prefetcher(dataset, iter(dataset.shards(10)), [one, two], runner.make_ring(3),
                                 batch_rows=4, order=order) as batches:

@@ -16,7 +16,8 @@ from scoring.job import parse_job
 from scoring.make_data import make_dataset
 from scoring.manifest import Manifest
 from scoring.outputs import read_predictions
-from scoring.pipeline import CpuRunner, PipelineError, Prefetcher
+from scoring.pipeline import Prefetcher
+from scoring.runner import CpuRunner, PipelineError
 from scoring.worker import score_shards
 from tests.scoring.test_run_local import CROP, tiny_network
 
