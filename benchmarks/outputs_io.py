@@ -3,10 +3,11 @@
     python benchmarks/outputs_io.py OUTDIR [--rows 20000] [--classes 1000] [--top-k 5]
 
 - `writer`: --rows rows of random float32 logits (numpy, seed 0) with string ids like make_dataset's
-  written as the worker writes them (scoring/worker.py's _ShardWriter): one PartWriter per shard of
-  4096 rows, add() per batch of 256 rows (top-k computed there), close(), Manifest.record(). Twice:
-  top-k only, and top-k plus the raw score vectors ([output] raw = true). Rows/s is the median of
-  3 repeats, each into an empty OUTDIR/writer/<variant>; bytes are the part files' of the last one.
+  written as the worker writes them (scoring/shard_writer.py's ShardWriter): one PartWriter per
+  shard of 4096 rows, add() per batch of 256 rows (top-k computed there), close(),
+  Manifest.record(). Twice: top-k only, and top-k plus the raw score vectors ([output] raw =
+  true). Rows/s is the median of 3 repeats, each into an empty OUTDIR/writer/<variant>; bytes are
+  the part files' of the last one.
 - `reader`: a JPEG Parquet dataset of --rows photo-like rows (make_dataset, seed 0, the layout of
   scoring_gpu_e2e.py: files of ~8k rows, row groups of ~1024), made once in OUTDIR/data and reused
   while OUTDIR/data.json matches; open_dataset, then every shard of 4096 rows read with read_shard

@@ -19,7 +19,7 @@ With several decoders, slots are handed over in the order their decoding ends, n
 were read: a decode call that takes five times the usual (they vary that much on a GPU) would
 otherwise hold back the batches decoded behind it, and the engine would wait with work ready.
 Each slot carries its read-order number `seq` (0, 1, 2, ... over every slot of the run), so the
-caller can put rows back in read order before writing them (scoring.worker's _ShardWriter); how
+caller can put rows back in read order before writing them (scoring.shard_writer); how
 far out of order it may get is bounded (`max_ahead`).
 
 A ring holds K preallocated buffers; a slot goes round free -> filled -> in use -> free, so with

@@ -15,7 +15,8 @@ On a GPU ("cuda" devices) the runner is scoring.gpu_runner.GpuRunner and, with [
 device ring slots; NVML samples the GPU's power for the report.
 
 Undecodable rows become error rows with null predictions; with [run] fail_fast the first one
-stops the worker with a `BadRowError` naming the row, its shard and file.
+stops the worker with a `BadRowError` (scoring.shard_writer) naming the row, its shard and file.
+Rows go into part files through scoring.shard_writer.ShardWriter, on a thread of its own.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import socket
 import sys
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable
 
 
@@ -38,10 +38,10 @@ from scoring.errors import ScoringError
 from scoring.gpu_wait import spin_wait
 from scoring.job import JobSpec
 from scoring.manifest import Manifest
-from scoring.outputs import OutputSpec, PartWriter
-from scoring.pipeline import DEFAULT_SLOTS, Prefetcher, Segment, Slot
-from scoring.runner import CpuRunner
+from scoring.pipeline import DEFAULT_SLOTS, Prefetcher
 from scoring.report import Metrics, sum_counts
+from scoring.runner import CpuRunner
+from scoring.shard_writer import ShardWriter
 from scoring.slow_cpus import NoWatch, SlowCpus, watch
 
 log = logging.getLogger(__name__)
@@ -127,10 +127,6 @@ def gil_switch_interval(seconds: float):
 def ring_slots(decode: str, decoders: int) -> int:
     """Ring slots for `decoders` decoders: on the GPU, GPU_DECODE_SLOTS beyond the first decoder's."""
     return decoders + GPU_DECODE_SLOTS - 1 if decode == "gpu" else DEFAULT_SLOTS
-
-
-class BadRowError(ScoringError):
-    """A row that could not be scored while [run] fail_fast is on."""
 
 
 def open_job_dataset(job: JobSpec) -> ImageDataset:
@@ -292,7 +288,7 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
             yield shard
 
     sampler = _power_sampler(on_gpu, metrics)
-    writer = _ShardWriter(job, spec, manifest, metrics, on_batch, on_shard)
+    writer = ShardWriter(job, spec, manifest, metrics, on_batch, on_shard)
     main_cpu_at_start = time.thread_time()
     # This thread's CPU per row measures its CPU only while its waits for the GPU sleep.
     main_watch = NoWatch() if runner.spin_wait else watch(slow_cpus, "main")
@@ -303,10 +299,10 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
             slots = iter(batches)
             while True:
                 # While the next batch is not there, write the batches whose scores are and record
-                # the shards whose part files are closed: a launcher may hand out the next shard
+                # the shards whose part files are in place: a launcher may hand out the next shard
                 # only once this one is recorded (Ray), and a batch that arrives meanwhile is
                 # submitted at once, not after the writing.
-                while (pending or writer.closing) and not batches.has_next(timeout=0.002):
+                while (pending or writer.tasks) and not batches.has_next(timeout=0.002):
                     if pending and _ready(pending[0][1]):
                         writer.finish(*pending.popleft())
                     writer.reap()
@@ -357,123 +353,3 @@ def _power_sampler(on_gpu: bool, metrics: Metrics):
     if not on_gpu:
         return PowerSampler(t0=metrics.started_at)
     return nvml_power_sampler(0, t0=metrics.started_at).start()
-
-
-class _ShardWriter:
-    """The calling thread's side of scoring: one open part file per shard in flight; a batch's
-    rows are written when its scores arrive, and a shard is recorded once its last batch is in.
-
-    Batches reach it in the order they were decoded (scoring.pipeline.Prefetcher), not always the
-    order they were read: a batch's scores wait in `held` until every batch read before it is
-    written, so each part file gets its rows in the dataset's order.
-
-    A finished part file is closed (its last rows encoded, the file hashed, fsynced and renamed
-    into place) on a thread of its own, and recorded here once that is done (`reap`): on the
-    calling thread, a close held up the next batch's launch, and the GPU waited. Shards are
-    recorded in read order."""
-
-    def __init__(self, job: JobSpec, spec: OutputSpec, manifest: Manifest, metrics: Metrics, on_batch, on_shard):
-        self.job, self.spec, self.manifest, self.metrics = job, spec, manifest, metrics
-        self.on_batch, self.on_shard = on_batch, on_shard
-        self.open: dict[str, PartWriter] = {}
-        self.counts: dict[str, list[int]] = {}
-        self.images = self.errors = 0
-        self.held: dict[int, tuple] = {}  # seq -> (what begin() kept, scores): read after one not yet written
-        self.next_seq = 0  # the seq of the next batch to write
-        self.closing: deque = deque()  # (shard, [rows, errors], future of _close_part), oldest first
-        self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bs-close")
-
-    def begin(self, slot: Slot) -> tuple:
-        """What finish() needs of the slot (the slot itself is recycled before its scores arrive)."""
-        return slot.seq, slot.segments, slot.ids, list(slot.errors), slot.rows
-
-    def finish(self, meta: tuple, handle) -> None:
-        """Take a batch's scores (waiting for them), then write every batch whose turn has come."""
-        self.held[meta[0]] = (meta, handle.result() if handle is not None else None)
-        while self.next_seq in self.held:
-            meta, scores = self.held.pop(self.next_seq)
-            self.next_seq += 1
-            self._write(meta, scores)
-        self.reap()
-
-    def _write(self, meta: tuple, scores) -> None:
-        """A batch's rows into the part files of its segments' shards."""
-        _, segments, ids, errors, rows = meta
-        for segment in segments:
-            rows_of = slice(segment.start, segment.start + segment.rows)
-            self._write_segment(segment, ids[rows_of], errors[rows_of], None if scores is None else scores[rows_of])
-        bad = sum(e is not None for e in errors)
-        self.images += rows
-        self.errors += bad
-        if rows:
-            self.metrics.tick(self.images, self.errors)
-            if self.on_batch is not None:
-                self.on_batch(rows, bad)
-
-    def _write_segment(self, segment: Segment, ids, errors: list, scores) -> None:
-        shard = segment.shard
-        self._check(shard, ids, errors)
-        if segment.first:
-            if self.on_shard is not None:
-                self.on_shard("start", shard, {})
-            self.open[shard.key] = PartWriter(self.job.output.dir, shard.key, self.spec)
-            self.counts[shard.key] = [0, 0]
-        if segment.rows:
-            with self.metrics.stage("write"):
-                self.open[shard.key].add(ids, scores, errors)
-        counts = self.counts[shard.key]
-        counts[0] += segment.rows
-        counts[1] += sum(e is not None for e in errors)
-        if segment.last:
-            part = self.open.pop(shard.key)
-            self.closing.append((shard, self.counts.pop(shard.key), self._closer.submit(_close_part, part)))
-
-    def _check(self, shard: Shard, ids, errors: list) -> None:
-        """Stop at the first bad row (in read order) when [run] fail_fast is on."""
-        failed = [i for i, e in enumerate(errors) if e is not None]
-        if failed and self.job.run.fail_fast:
-            i = failed[0]
-            raise BadRowError(
-                f"row with id {ids[i]!r} (shard {shard.key}, {shard.file}) cannot be scored: "
-                f"{errors[i]}. [run] fail_fast is on, so the job stops at the first bad row; set "
-                f"fail_fast = false to write such rows with an error message and carry on")
-
-    def reap(self, wait: bool = False) -> None:
-        """Record the shards whose part files are in place, oldest first; with `wait`, all of them."""
-        while self.closing and (wait or self.closing[0][2].done()):
-            shard, (rows, bad), closed = self.closing.popleft()
-            info, seconds = closed.result()  # a close that failed raises here
-            self.metrics.add_stage("write", seconds)
-            self.manifest.record(info)
-            if info.rows != shard.num_rows:  # pragma: no cover - read_shard guarantees it
-                raise ScoringError(f"shard {shard.key}: {shard.num_rows} rows expected, {info.rows} written")
-            if self.on_shard is not None:
-                self.on_shard("done", shard, {"rows": rows, "errors": bad})
-
-    def close(self) -> None:
-        """At the end: every shard recorded, every batch handed over written."""
-        self.reap(wait=True)
-        self._closer.shutdown(wait=True)
-        if self.held:  # pragma: no cover - the Prefetcher hands over every seq before its end
-            raise ScoringError(f"batches {sorted(self.held)} were scored but never written: batch "
-                               f"{self.next_seq} before them never arrived")
-
-    def abort(self) -> None:
-        """A failure: drop every part file not finished (nothing of those shards is left behind).
-        Those already being closed are whole: they are recorded, as they were before the failure."""
-        for writer in self.open.values():
-            writer.abort()
-        self.open.clear()
-        try:
-            self.reap(wait=True)
-        except Exception:  # the failure being handled is the one to raise
-            log.warning("a part file closed as the job failed could not be recorded", exc_info=True)
-        finally:
-            self._closer.shutdown(wait=True)
-
-
-def _close_part(part: PartWriter):
-    """PartWriter.close on the closing thread: its PartInfo and the seconds it took."""
-    start = time.perf_counter()
-    info = part.close()
-    return info, time.perf_counter() - start

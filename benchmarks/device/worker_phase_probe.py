@@ -5,12 +5,13 @@ calling thread's submit, input copy, graph launch and result waits are timed the
 
     python benchmarks/device/worker_phase_probe.py PLAN DATA_DIR OUT_DIR [--switch-interval S] [--slots N]
                                                    [--skip resize,hardware] [--output yuv]
-                                                   [--order decoded|read]
+                                                   [--order decoded|read] [--raw]
                                                                           -> one JSON on stdout
 
---switch-interval, --slots and --order override scoring.worker's GPU_WORKER_SWITCH_INTERVAL_S,
-GPU_DECODE_SLOTS and BATCH_ORDER for the run (trials); $BATCHSCORE_GPU_DECODERS sets the decoder count. The decoder
-threads' waits (for a read, for a free ring slot) are timed too.
+--raw writes each row's whole score vector too ([output] raw). --switch-interval, --slots and
+--order override scoring.worker's GPU_WORKER_SWITCH_INTERVAL_S, GPU_DECODE_SLOTS and BATCH_ORDER
+for the run (trials); $BATCHSCORE_GPU_DECODERS sets the decoder count. The decoder threads' waits
+(for a read, for a free ring slot) are timed too.
 
 --skip leaves out GPU work of the decoders, to see what each part costs the worker beside the
 engine (issue #5's ablation): "resize" skips the resize/crop/normalize kernel, "hardware" the
@@ -283,6 +284,7 @@ def main() -> int:
     parser.add_argument("--skip", default="", help="comma-separated: resize, hardware")
     parser.add_argument("--output", default="rgbi", choices=["rgbi", "yuv"])
     parser.add_argument("--order", choices=["decoded", "read"], help="the order batches reach the engine in")
+    parser.add_argument("--raw", action="store_true", help="[output] raw = true: each row's whole score vector too")
     args = parser.parse_args()
     skip = {name for name in args.skip.split(",") if name}
     if skip - {"resize", "hardware"}:
@@ -342,7 +344,9 @@ def main() -> int:
     PartWriter.add = timed("part.add", PartWriter.add)
     PartWriter.close = timed("part.close", PartWriter.close, CLOSE_CALLS)
     Manifest.record = timed("manifest.record", Manifest.record)
-    job = parse_job(job_dict(plan, data, out, 256, "fp16", decode="gpu"), check_files=False)
+    spec = job_dict(plan, data, out, 256, "fp16", decode="gpu")
+    spec["output"]["raw"] = args.raw
+    job = parse_job(spec, check_files=False)
     dataset = open_job_dataset(job)
     shards = dataset.shards(4096)
     started = time.perf_counter()
@@ -355,7 +359,7 @@ def main() -> int:
         "steady_images_per_s": round(steady_rate(metrics.samples) or 0),
         "worker_stages_s": {k: round(v, 2) for k, v in metrics.stages.items()},
         "cpu_s": round(metrics.cpu_s or 0, 2),
-        "skip": sorted(skip), "output": args.output, "order": order, "waits": _wait_summary(),
+        "skip": sorted(skip), "output": args.output, "order": order, "raw": args.raw, "waits": _wait_summary(),
         "gpu_gaps": _gap_summary(), "part_close_ms": _spread_ms(CLOSE_CALLS), "ticks": _tick_summary(metrics),
         "first_decode_calls_ms": [round(1e3 * c, 1) for c in DECODE_CALLS[:8]],
         "late_launches": _launch_summary(graph_ms),
