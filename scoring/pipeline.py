@@ -207,6 +207,7 @@ class Prefetcher:
         self._stop = threading.Event()
         self._last: Slot | None = None
         self._seq = 0  # the reader's next batch number
+        self._carry: _Carry | None = None  # the reader's: a shard's last rows, fewer than a batch
         self._feed = ShardFeed([shards] if isinstance(shards, Shard) else shards, self._stop)
         self._threads = [threading.Thread(target=self._read_all, name="prefetch-read", daemon=True)]
         self._threads += [threading.Thread(target=self._decode_all, args=(d,), name=f"prefetch-decode-{k}",
@@ -219,29 +220,25 @@ class Prefetcher:
         name_this_thread("bs-read")  # threads it starts (Arrow's) inherit the name
         cpu_at_start = time.thread_time()
         cpu_watch = watch(self.slow_cpus, "read")
-        carry: _Carry | None = None
         try:
             try:
                 while True:
                     # Holding a shard's last rows, wait only briefly for the next shard to fill
                     # the batch: the source may hold it back until those rows are scored.
-                    shard = self._feed.get(SHARD_WAIT_S if carry is not None else None)
+                    shard = self._feed.get(SHARD_WAIT_S if self._carry is not None else None)
                     if shard is END:
                         break
                     if shard is NOT_YET:  # the batch goes short
-                        self._queue(carry.segments, carry.batch, cpu_watch)
-                        carry = None
+                        self._queue_carry(cpu_watch)
                         continue
-                    carry = self._read_shard(shard, carry, cpu_watch)
+                    self._read_shard(shard, cpu_watch)
             except Stopped:
                 return
             except BaseException as exc:  # handed to the caller after the rows read before it
-                if carry is not None:
-                    self._queue(carry.segments, carry.batch, cpu_watch)
+                self._queue_carry(cpu_watch)
                 self._hand_over(self._seq, exc)
                 return
-            if carry is not None:
-                self._queue(carry.segments, carry.batch, cpu_watch)
+            self._queue_carry(cpu_watch)
             self._hand_over(self._seq, _DONE)
         except Stopped:
             return
@@ -255,17 +252,19 @@ class Prefetcher:
                     except queue.Full:
                         continue
 
-    def _read_shard(self, shard: Shard, carry: _Carry | None, cpu_watch) -> _Carry | None:
-        """Queue the shard's batches for the decoders, the first one filled up with `carry`'s rows;
-        return the shard's last rows where they are fewer than a batch (they wait for the next
-        shard's), else None."""
+    def _read_shard(self, shard: Shard, cpu_watch) -> None:
+        """Queue the shard's batches for the decoders, the first one filled up with the carried
+        rows; its last rows, where they are fewer than a batch, become the carry (they wait for the
+        next shard's). The carry is always current, so rows are queued once when this raises."""
+        carry = self._carry
         if shard.num_rows == 0:  # its empty part file is written with the batch it joins
             segment = Segment(shard, len(carry.batch) if carry is not None else 0, 0)
             if carry is not None:
-                return _Carry(carry.segments + [segment], carry.batch)
+                carry.segments.append(segment)
+                return
             self._hand_over(self._seq, Slot(-1, None, np.empty(0, np.int64), [], 0, [segment], self._seq))
             self._seq += 1
-            return None
+            return
         fill = self.batch_rows - len(carry.batch) if carry is not None else None
         batches = read_shard(self.dataset, shard, self.batch_rows, first_rows=fill)
         done = 0
@@ -275,19 +274,28 @@ class Prefetcher:
                 batch = next(batches, None)
                 if batch is None:
                     self.stages["read"] += time.perf_counter() - start
-                    return None
+                    return
                 segment = Segment(shard, 0, len(batch), done == 0, done + len(batch) >= shard.num_rows)
                 done += len(batch)
                 segments = [segment]
-                if carry is not None:
-                    segment.start = len(carry.batch)
-                    segments, batch, carry = carry.segments + segments, carry.batch.joined(batch), None
+                if self._carry is not None:
+                    segment.start = len(self._carry.batch)
+                    segments, batch = self._carry.segments + segments, self._carry.batch.joined(batch)
+                    self._carry = None
                 self.stages["read"] += time.perf_counter() - start
                 if segment.last and len(batch) < self.batch_rows:
-                    return _Carry(segments, batch)
+                    self._carry = _Carry(segments, batch)
+                    return
                 self._queue(segments, batch, cpu_watch)
         finally:
             batches.close()
+
+    def _queue_carry(self, cpu_watch) -> None:
+        """The carried rows as a batch of their own, short of full (there is no next shard's to
+        fill it with, or not in time)."""
+        if self._carry is not None:
+            carry, self._carry = self._carry, None
+            self._queue(carry.segments, carry.batch, cpu_watch)
 
     def _queue(self, segments: list[Segment], batch: RowBatch, cpu_watch) -> None:
         """Number a batch and queue it for the decoders (with its route, where they have one)."""

@@ -155,6 +155,40 @@ def test_a_failure_of_the_shard_source_comes_after_every_batch_read_before_it(da
     assert sorted(ids) == [f"img-{i:06d}" for i in range(20)]
 
 
+@pytest.mark.parametrize("fails", ["opening", "after its first batch"])
+def test_a_shard_that_cannot_be_read_comes_after_every_row_before_it_once(data, monkeypatch, fails):
+    """The rows carried from the shard before (2 of them, waiting to fill a batch) go once: alone
+    when the next shard cannot be opened, inside its first batch when it fails after that."""
+    from scoring import pipeline
+    from scoring.errors import DatasetError
+
+    _, dataset, plan = data
+    good, next_shard = dataset.shards(10)[:2]
+    if fails == "opening":
+        next_shard = Shard(next_shard.index, next_shard.file + ".gone", next_shard.row_groups,
+                           next_shard.first_row, next_shard.num_rows)
+    else:
+        real = pipeline.read_shard
+
+        def failing_after_one(dataset, shard, batch_rows, first_rows=None):
+            batches = real(dataset, shard, batch_rows, first_rows)
+            yield next(batches)
+            if shard.index == next_shard.index:
+                raise DatasetError(f"cannot read row groups of {shard.file}: the disk went away")
+            yield from batches
+
+        monkeypatch.setattr(pipeline, "read_shard", failing_after_one)
+    runner = CpuRunner(engine.load(plan), 4, PREPROCESS)
+    ids = []
+    with CpuDecoder(PREPROCESS) as decoder, \
+            Prefetcher(dataset, iter([good, next_shard]), decoder, runner.make_ring(2), batch_rows=4) as batches:
+        with pytest.raises(DatasetError):
+            for slot in batches:
+                ids += list(slot.ids)
+    expected = 10 if fails == "opening" else 12  # the first shard; then its carry filled with 2 rows
+    assert ids == [f"img-{i:06d}" for i in range(expected)]  # each once, in order
+
+
 def test_the_cpu_runner_takes_rows_in_the_jobs_layout_only(data):
     _, _, plan = data
     runner = CpuRunner(engine.load(plan), 4, PREPROCESS)
