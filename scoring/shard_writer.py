@@ -41,6 +41,10 @@ from scoring.report import Metrics
 
 log = logging.getLogger(__name__)
 
+# Calls the part thread may have outstanding before the calling thread waits for the oldest: a disk
+# slower than the engine then slows the engine, instead of piling up batches of scores in memory.
+MAX_PART_TASKS = 64
+
 
 class BadRowError(ScoringError):
     """A row that could not be scored while [run] fail_fast is on."""
@@ -74,6 +78,8 @@ class ShardWriter:
             self.next_seq += 1
             self._write(meta, scores)
         self.reap()
+        while len(self.tasks) > MAX_PART_TASKS:
+            self._take_back(*self.tasks.popleft())
 
     def _write(self, meta: tuple, scores) -> None:
         """A batch's rows into the part files of its segments' shards."""

@@ -129,3 +129,25 @@ def test_fail_fast_names_the_first_bad_row_in_read_order(tmp_path):
                                           r"not an image"):
         writer.finish(metas[0], _scores(4, 0))
     writer.abort()
+
+
+def test_a_part_thread_that_falls_behind_holds_up_the_calling_thread_not_memory(tmp_path, monkeypatch):
+    from scoring import shard_writer
+
+    monkeypatch.setattr(shard_writer, "MAX_PART_TASKS", 2)
+    release, most = threading.Event(), 0
+    real = outputs.PartWriter.add
+
+    def slow_add(self, *args, **kwargs):
+        release.wait(10)  # a disk far slower than the engine
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(outputs.PartWriter, "add", slow_add)
+    writer = _writer(tmp_path, [])
+    threading.Timer(0.2, release.set).start()
+    for slot in _slots():
+        writer.finish(writer.begin(slot), _scores(slot.rows, slot.seq))
+        most = max(most, len(writer.tasks))
+    writer.close()
+    assert most <= 2 and release.is_set()
+    assert Manifest(tmp_path / "out").done() == {"part-00000", "part-00001"}
