@@ -89,8 +89,8 @@ class Metrics:
     # added, they tell whether the host's cores were what the workers shared.
     cpu_s: float | None = None
     host_cores: int | None = field(default_factory=available_cores)
-    # CPU seconds of the scoring loop's own threads ("main", the pipeline's "read", "decode-0", ...;
-    # time.thread_time): which of them a slow worker spent more on per image than the others.
+    # CPU seconds of the scoring loop's own threads ("main", the pipeline's "read", "decode-0", ...,
+    # the part files' "parts"; time.thread_time): which of them a slow worker spent more on per image than the others.
     thread_cpu_s: dict[str, float] = field(default_factory=dict)
     # GPU decoding: rows per decode path (scoring.gpu_decode.DECODE_PATHS); empty where not counted.
     decoded_by: dict[str, int] = field(default_factory=dict)

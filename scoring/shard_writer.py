@@ -65,6 +65,7 @@ class ShardWriter:
         # close, None for an add, with the future of the call.
         self.tasks: deque = deque()
         self._part_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bs-parts")
+        self.cpu_s: float | None = None  # the part thread's CPU seconds, set by close()
 
     def begin(self, slot: Slot) -> tuple:
         """What finish() needs of the slot (the slot itself is recycled before its scores arrive)."""
@@ -145,10 +146,11 @@ class ShardWriter:
     def close(self) -> None:
         """At the end: every shard recorded, every batch handed over written."""
         self.reap(wait=True)
-        self._part_thread.shutdown(wait=True)
         if self.held:  # pragma: no cover - the Prefetcher hands over every seq before its end
             raise ScoringError(f"batches {sorted(self.held)} were scored but never written: batch "
                                f"{self.next_seq} before them never arrived")
+        self.cpu_s = self._part_thread.submit(time.thread_time).result()  # that thread's CPU time
+        self._part_thread.shutdown(wait=True)  # after the checks: abort() still has the thread
 
     def abort(self) -> None:
         """A failure: drop every part file not finished (nothing of those shards is left behind).

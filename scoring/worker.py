@@ -322,7 +322,8 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
             for name, seconds in batches.stages.items():
                 metrics.add_stage(name, seconds)
         # after the with: the background threads have ended and noted their CPU time
-        metrics.thread_cpu_s = {"main": time.thread_time() - main_cpu_at_start, **batches.thread_cpu_s}
+        metrics.thread_cpu_s = {"main": time.thread_time() - main_cpu_at_start, **batches.thread_cpu_s,
+                                "parts": writer.cpu_s}
     except BaseException:
         writer.abort()
         raise

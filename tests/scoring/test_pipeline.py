@@ -284,9 +284,10 @@ def test_worker_asks_for_the_next_shard_before_the_current_one_is_done(data, tmp
     table = read_predictions(tmp_path / "out")
     assert sorted(table.column("id").to_pylist()) == [f"img-{i:06d}" for i in range(50)]
     assert Manifest(tmp_path / "out").verify().ok
-    # each of the loop's threads noted its CPU time: the main loop, the reader, the one decoder, and
-    # the CPU runner's engine thread, which ran the model
-    assert set(metrics.thread_cpu_s) == {"main", "read", "decode-0", "engine"}
+    # each of the loop's threads noted its CPU time: the main loop, the reader, the one decoder, the
+    # part files' thread, and the CPU runner's engine thread, which ran the model
+    assert set(metrics.thread_cpu_s) == {"main", "read", "decode-0", "parts", "engine"}
+    assert metrics.thread_cpu_s["parts"] > 0
     assert all(0 <= s <= metrics.cpu_s for s in metrics.thread_cpu_s.values())
     assert metrics.thread_cpu_s["engine"] > 0
 
