@@ -57,12 +57,11 @@ class ShardWriter:
         self.job, self.spec, self.manifest, self.metrics = job, spec, manifest, metrics
         self.on_batch, self.on_shard = on_batch, on_shard
         self.open: dict[str, PartWriter] = {}
-        self.counts: dict[str, list[int]] = {}
         self.images = self.errors = 0
         self.held: dict[int, tuple] = {}  # seq -> (what begin() kept, scores): read after one not yet written
         self.next_seq = 0  # the seq of the next batch to write
-        # What the part thread was asked to do, oldest first: (shard, [rows, errors]) for a
-        # close, None for an add, with the future of the call.
+        # What the part thread was asked to do, oldest first: the shard for a close, None for an
+        # add or an abort, with the future of the call.
         self.tasks: deque = deque()
         self._part_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bs-parts")
         self.cpu_s: float | None = None  # the part thread's CPU seconds, set by close()
@@ -103,15 +102,11 @@ class ShardWriter:
             if self.on_shard is not None:
                 self.on_shard("start", shard, {})
             self.open[shard.key] = PartWriter(self.job.output.dir, shard.key, self.spec)
-            self.counts[shard.key] = [0, 0]
         if segment.rows:
             self.tasks.append((None, self._part_thread.submit(_add, self.open[shard.key], ids, scores, errors)))
-        counts = self.counts[shard.key]
-        counts[0] += segment.rows
-        counts[1] += sum(e is not None for e in errors)
         if segment.last:
             part = self.open.pop(shard.key)
-            self.tasks.append(((shard, self.counts.pop(shard.key)), self._part_thread.submit(_close, part)))
+            self.tasks.append((shard, self._part_thread.submit(_close, part)))
 
     def _check(self, shard: Shard, ids, errors: list) -> None:
         """Stop at the first bad row (in read order) when [run] fail_fast is on."""
@@ -128,20 +123,18 @@ class ShardWriter:
         """Take back what the part thread has done, oldest first (with `wait`, all of it): a
         failed call raises here; a closed shard is recorded."""
         while self.tasks and (wait or self.tasks[0][1].done()):
-            closed, future = self.tasks.popleft()
-            self._take_back(closed, future)
+            self._take_back(*self.tasks.popleft())
 
-    def _take_back(self, closed, future) -> None:
+    def _take_back(self, shard: Shard | None, future) -> None:
         info, seconds = future.result()
         self.metrics.add_stage("write", seconds)
-        if closed is None:
+        if shard is None:  # an add or an abort
             return
-        shard, (rows, bad) = closed
         self.manifest.record(info)
         if info.rows != shard.num_rows:  # pragma: no cover - read_shard guarantees it
             raise ScoringError(f"shard {shard.key}: {shard.num_rows} rows expected, {info.rows} written")
-        if self.on_shard is not None:
-            self.on_shard("done", shard, {"rows": rows, "errors": bad})
+        if self.on_shard is not None:  # the part's own counts: the rows and error rows it holds
+            self.on_shard("done", shard, {"rows": info.rows, "errors": info.errors})
 
     def close(self) -> None:
         """At the end: every shard recorded, every batch handed over written."""
@@ -159,9 +152,9 @@ class ShardWriter:
             self.tasks.append((None, self._part_thread.submit(_abort, part)))
         self.open.clear()
         while self.tasks:
-            closed, future = self.tasks.popleft()
+            shard, future = self.tasks.popleft()
             try:
-                self._take_back(closed, future)
+                self._take_back(shard, future)
             except Exception:  # the failure being handled is the one to raise
                 log.debug("a part file's call failed as the job stopped", exc_info=True)
         self._part_thread.shutdown(wait=True)
