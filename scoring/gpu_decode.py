@@ -1,5 +1,6 @@
 """The GPU twin of CpuDecoder: nvImageCodec decodes JPEGs on the device, then ONE kernel launch per
-batch does resize + center crop + /255 + mean/std + layout + dtype + channel order for every image.
+batch (two where some images need the per-pixel kernel) does resize + center crop + /255 + mean/std
++ layout + dtype + channel order for every image.
 
     with GpuDecoder(preprocess, threads=4) as dec:       # a background decode thread owns it
         errors = dec.decode_into(items, out)             # out: CuPy (>= n,) + preprocess.output_shape
@@ -29,10 +30,12 @@ over Arrow's buffer, with no Python per JPEG):
 Numbers. The kernel computes, per output pixel of the crop, Pillow's antialiased BILINEAR resize
 (``Image.resize(size, BILINEAR, reducing_gap=None)``: a triangle filter whose support grows with the
 downscale factor, weights normalised per output pixel, separable in x and y; upscaling is plain
-bilinear) directly from the uint8 source in float32, then ``(x / 255 - mean[c]) / std[c]`` in the
-same float32 steps as CpuDecoder. Pillow rounds to uint8 after each pass and this kernel does not,
-so rows match CpuDecoder within about one uint8 level (~0.018 after ImageNet normalisation), not
-bit for bit. The kernel and its numpy statement (`reference_resize_crop`) live in scoring/resize_kernel.py.
+bilinear) directly from the uint8 source in float32, then ``(x / 255 - mean[c]) / std[c]`` (the
+per-pixel kernel in the same float32 steps as CpuDecoder, the tiled one as one multiply-add, a few
+float32 roundings from them). Pillow rounds to uint8 after each pass and these kernels do not, so
+rows match CpuDecoder within about one uint8 level (~0.018 after ImageNet normalisation), not bit
+for bit. The kernels and their numpy statement (`reference_resize_crop`) live in
+scoring/resize_kernel.py and scoring/resize_tiles.py.
 
 Two more differences come from the JPEG decoders, not from this module: nvJPEG's IDCT and chroma
 upsampling differ slightly from libjpeg's (nvImageCodec is asked for fancy upsampling and the
@@ -53,7 +56,7 @@ from scoring.decode import CpuDecoder, Preprocess, PreprocessError, available_co
 from scoring.decode_route import BatchRoute, HardwareRows, array_shape, route_batch
 from scoring.encoded_items import EncodedItems
 from scoring.gpu_wait import wait_for_stream
-from scoring.resize_kernel import _BLOCK, _COLUMNS, _MAX_GRID_Y, Sources, _kernel, fill_table
+from scoring.resize_kernel import _COLUMNS, PreprocessKernels, Sources, fill_table
 from scoring.stream_priority import stream_priority
 
 log = logging.getLogger(__name__)
@@ -186,7 +189,7 @@ class GpuDecoder:
         self.spin_wait = spin_wait  # how decode_into waits for its stream (scoring.gpu_wait)
         with cupy.cuda.Device(self.device_id):
             self.stream = _decode_stream(cupy) if stream is None else stream
-            self._kernel = _kernel(self.preprocess.layout, self.preprocess.dtype)
+            self._kernels = PreprocessKernels(self.preprocess.layout, self.preprocess.dtype)
         self._decoder = self._make_nvimgcodec_decoder(nvimgcodec_options, nvimgcodec_backends)
         self._params = self._make_decode_params()
         self._cpu = CpuDecoder(self.preprocess, self.threads or None)
@@ -438,21 +441,16 @@ class GpuDecoder:
         self._h2d(device.data.ptr, host, total)
 
     def _launch(self, sources: Sources, n: int, out) -> None:
-        """Fill the parameter table, upload it, and run the kernel over every image of the batch."""
+        """Fill the parameter table, upload it, and run the kernels over every image of the batch."""
         if not len(sources):
             return
         nbytes = n * len(_COLUMNS) * 8
         table = self._pinned_buffer("table", nbytes)[:nbytes].view(np.int64).reshape(n, len(_COLUMNS))
-        fill_table(table, sources, self.preprocess)
+        launches = fill_table(table, sources, self.preprocess)
         device_table = self._device_buffer("table", table.nbytes)
         self._h2d(device_table.data.ptr, table, table.nbytes)
-        crop = self.preprocess.crop
-        grid_x = (crop * crop + _BLOCK - 1) // _BLOCK
         with self.stream:
-            for first in range(0, n, _MAX_GRID_Y):
-                count = min(_MAX_GRID_Y, n - first)
-                self._kernel((grid_x, count), (_BLOCK,),
-                             (device_table, np.int32(first), np.int32(crop), out, *self._scalars))
+            self._kernels.launch(launches, device_table, n, self.preprocess.crop, out, self._scalars)
 
     def _cpu_fallback(self, items, rows: list[int], out, errors: list) -> None:
         """CpuDecoder for the rows the GPU path does not take; their rows (zeros if failed) are uploaded."""

@@ -4,25 +4,33 @@ channel order, for a whole batch in one launch driven by a per-image parameter t
 
 `reference_resize_crop` states exactly the kernel's math in numpy (the tests hold the kernel to
 it and it to Pillow); `batch_geometry` is torchvision's Resize + CenterCrop geometry vectorised
-over a batch; `fill_table` writes the table and `kernel_source` the CUDA C of one (layout, dtype).
-See scoring/gpu_decode.py for where the decoded images come from.
+over a batch; `fill_table` writes the table, `kernel_source` the CUDA C of one (layout, dtype) and
+`PreprocessKernels` launches them. Two kernels share the table and the math: the tiled one
+(scoring/resize_tiles.py) takes the 3-channel images of ordinary scale factors, this module's
+per-pixel one everything else (grayscale, alpha, shorter sides over ~15x the resize target).
+$BATCHSCORE_RESIZE_TILES=0 sends every image to the per-pixel kernel (for A/B runs). See
+scoring/gpu_decode.py for where the decoded images come from.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import NamedTuple
 
 import numpy as np
 
 from scoring.decode import Preprocess
+from scoring.resize_tiles import tile_columns, tiled_source, tiles_per_image
 
 # One row of the per-batch parameter table (int64): where an image's pixels are and how its crop
 # maps onto them. The kernel source below is formatted with the same column numbers.
+# TILE_COLS: the tiled kernel's crop columns per block for this row.
 _COLUMNS = ("PTR", "HEIGHT", "WIDTH", "PITCH", "CHANNELS", "RESIZED_W", "RESIZED_H", "OFFSET_X", "OFFSET_Y",
-            "MODE")
+            "MODE", "TILE_COLS")
 _COL = {name: i for i, name in enumerate(_COLUMNS)}
-_MODE_SKIP, _MODE_COMPUTE = 0, 1  # skip: the row is written elsewhere (CPU upload) or not at all
+# skip: the row is written elsewhere (CPU upload) or not at all; pixel / tiled: which kernel computes it
+_MODE_SKIP, _MODE_COMPUTE, _MODE_TILED = 0, 1, 2
 
 _MAX_GRID_Y = 65535  # CUDA's limit on gridDim.y: larger batches are launched in slices
 _BLOCK = 256
@@ -123,17 +131,22 @@ def reference_resize_crop(pixels: np.ndarray, preprocess: Preprocess, *, tensor_
 
 
 # ---- the kernel -------------------------------------------------------------------------------------
-_KERNEL_SOURCE = r"""
-// One thread per crop pixel (x of the grid) and image (y of the grid): Pillow's antialiased bilinear
-// resize of the source at that pixel, straight from uint8, then normalise and store 3 channels.
-#define COLS {ncols}
-
+# What both kernels' sources begin with: the output type, the layout and the store of one value.
+_PRELUDE = r"""
+#define OUT_T {out_t}
+#define NHWC {nhwc}
 __device__ __forceinline__ void store(float* out, long long i, float v) {{ out[i] = v; }}
 __device__ __forceinline__ void store(unsigned short* out, long long i, float v) {{
     unsigned short h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));  // round to nearest even, like numpy's astype
     out[i] = h;
 }}
+"""
+
+_KERNEL_SOURCE = r"""
+// One thread per crop pixel (x of the grid) and image (y of the grid): Pillow's antialiased bilinear
+// resize of the source at that pixel, straight from uint8, then normalise and store 3 channels.
+#define COLS {ncols}
 
 // Where the triangle filter of output coordinate `pos` (resized image) lies on a source axis of
 // `in_size` samples: taps [lo, hi), centre, 1/filterscale, and the weight sum (Pillow's
@@ -232,16 +245,40 @@ _kernels: dict = {}
 _kernels_lock = threading.Lock()
 
 
-def _kernel(layout: str, dtype: str):
-    """The compiled RawKernel for one (layout, dtype); CuPy compiles it once per device on first launch."""
-    key = (layout, dtype)
+def _kernel(layout: str, dtype: str, tiled: bool = False):
+    """The compiled RawKernel for one (layout, dtype) and kind; CuPy compiles it once per device on
+    first launch."""
+    key = (layout, dtype, tiled)
     with _kernels_lock:
         if key not in _kernels:
             import cupy  # the decoder checked it is installed
 
-            source, name = kernel_source(layout, dtype)
+            source, name = kernel_source(layout, dtype, tiled)
             _kernels[key] = cupy.RawKernel(source, name)
         return _kernels[key]
+
+
+class PreprocessKernels:
+    """Both kernels of one (layout, dtype), launched over a filled table on the current stream."""
+
+    def __init__(self, layout: str, dtype: str):
+        self.pixel = _kernel(layout, dtype)
+        self.tiled = _kernel(layout, dtype, tiled=True)
+
+    def launch(self, launches: "Launches", device_table, n: int, crop: int, out, scalars) -> None:
+        """Compute the table's n rows into `out`; `scalars`: the channel order, mean and std
+        (3 np.int32, 3 + 3 np.float32) that both kernels take after `out`."""
+        if launches.tiled_rows:
+            self._over_rows(self.tiled, launches.tiles, device_table, n, crop, out, scalars)
+        if launches.pixel_rows:
+            self._over_rows(self.pixel, (crop * crop + _BLOCK - 1) // _BLOCK, device_table, n, crop, out, scalars)
+
+    @staticmethod
+    def _over_rows(kernel, grid_x: int, device_table, n: int, crop: int, out, scalars) -> None:
+        """grid_x blocks per row, the rows in slices of CUDA's largest grid y."""
+        for first in range(0, n, _MAX_GRID_Y):
+            count = min(_MAX_GRID_Y, n - first)
+            kernel((grid_x, count), (_BLOCK,), (device_table, np.int32(first), np.int32(crop), out, *scalars))
 
 
 _SOURCE_DTYPES = (np.int64, np.uint64, np.int64, np.int64, np.int64, np.int64, bool)  # Sources' columns
@@ -280,12 +317,27 @@ class Sources(NamedTuple):
         return len(self.rows)
 
 
-def fill_table(table: np.ndarray, sources: Sources, preprocess: Preprocess) -> None:
-    """Write the kernel's parameter table: one int64 row per batch row, columns _COLUMNS, for the
-    rows in `sources`; every other row gets MODE 0 and is left alone by the kernel."""
-    table[:] = 0  # MODE = _MODE_SKIP for every row not listed
+class Launches(NamedTuple):
+    """What a filled table asks of the kernels: rows for each, and the tiled kernel's blocks per row
+    (the most tiles of any of its images)."""
+
+    tiled_rows: int
+    tiles: int
+    pixel_rows: int
+
+
+def tiles_wanted() -> bool:
+    """False where $BATCHSCORE_RESIZE_TILES=0: every image then takes the per-pixel kernel."""
+    return os.environ.get("BATCHSCORE_RESIZE_TILES", "1").strip() != "0"
+
+
+def fill_table(table: np.ndarray, sources: Sources, preprocess: Preprocess, tiled: bool | None = None) -> Launches:
+    """Write the kernels' parameter table: one int64 row per batch row, columns _COLUMNS, for the
+    rows in `sources`; every other row gets MODE 0 and is left alone by both kernels. ``tiled``:
+    whether images may take the tiled kernel (None: `tiles_wanted()`)."""
+    table[:] = 0  # MODE = _MODE_SKIP for every row not listed, and no tiles
     if not len(sources):
-        return
+        return Launches(0, 0, 0)
     rows = sources.rows
     rw, rh, ox, oy = batch_geometry(sources.widths, sources.heights, preprocess, keep_size=sources.keep_size)
     c = _COL
@@ -298,12 +350,23 @@ def fill_table(table: np.ndarray, sources: Sources, preprocess: Preprocess) -> N
     table[rows, c["RESIZED_H"]] = rh
     table[rows, c["OFFSET_X"]] = ox
     table[rows, c["OFFSET_Y"]] = oy
-    table[rows, c["MODE"]] = _MODE_COMPUTE
+    columns = tile_columns(sources.widths, sources.heights, rw, rh, sources.channels, preprocess.crop)
+    if not (tiles_wanted() if tiled is None else tiled):
+        columns[:] = 0
+    table[rows, c["MODE"]] = np.where(columns > 0, _MODE_TILED, _MODE_COMPUTE)
+    table[rows, c["TILE_COLS"]] = columns
+    tiled = int((columns > 0).sum())
+    tiles = int(tiles_per_image(columns, preprocess.crop).max())
+    return Launches(tiled, tiles, len(columns) - tiled)
 
 
-def kernel_source(layout: str, dtype: str) -> tuple[str, str]:
-    """(CUDA source, kernel name) of the preprocessing kernel for one layout and output dtype."""
-    name = f"batchscore_preprocess_{layout.lower()}_{dtype}"
-    body = _KERNEL_SOURCE.format(ncols=len(_COLUMNS), name=name, compute=_MODE_COMPUTE, **_COL)
+def kernel_source(layout: str, dtype: str, tiled: bool = False) -> tuple[str, str]:
+    """(CUDA source, kernel name) of a preprocessing kernel for one layout and output dtype: the
+    per-pixel one, or the tiled one (scoring/resize_tiles.py)."""
+    name = f"batchscore_preprocess{'_tiled' if tiled else ''}_{layout.lower()}_{dtype}"
+    if tiled:
+        body = tiled_source(name, _COL, _MODE_TILED)
+    else:
+        body = _KERNEL_SOURCE.format(ncols=len(_COLUMNS), name=name, compute=_MODE_COMPUTE, **_COL)
     out_t = "float" if dtype == "float32" else "unsigned short"
-    return f"#define OUT_T {out_t}\n#define NHWC {int(layout == 'NHWC')}\n" + body, name
+    return _PRELUDE.format(out_t=out_t, nhwc=int(layout == "NHWC")) + body, name

@@ -4,7 +4,7 @@ already-decoded images, then launched beside the model at given rates on a strea
 priority, with the model's images/s meanwhile against the model alone.
 
     python benchmarks/device/resize_load_probe.py PLAN [--size 500x375] [--rates 13000,26000,max]
-        [--seconds 3] -> JSON lines on stdout
+        [--seconds 3] [--kernel tiled|pixel] -> JSON lines on stdout
 
 Why: beside the decoders the model's batches run 12-14% longer than alone, and nvJPEG's own decode
 (colour conversion included) accounts for 2-7% of it in benchmarks/device/nvjpeg_batched_probe.py.
@@ -74,14 +74,15 @@ def paced(run_batch, rate: float | None, seconds: float, batch: int = BATCH, clo
 
 
 class Preprocessing:
-    """The production kernel over BATCH random images of one size, on its own stream."""
+    """The production kernels over BATCH random images of one size, on their own stream, launched as
+    GpuDecoder launches them; `tiled` False sends every image to the per-pixel kernel."""
 
-    def __init__(self, width: int, height: int):
+    def __init__(self, width: int, height: int, tiled: bool = True):
         import cupy as cp
         import numpy as np
 
         from scoring.decode import Preprocess
-        from scoring.resize_kernel import _BLOCK, _COLUMNS, Sources, _kernel, fill_table
+        from scoring.resize_kernel import _COLUMNS, PreprocessKernels, Sources, fill_table
         from scoring.stream_priority import stream_priority
 
         self.cp = cp
@@ -91,19 +92,16 @@ class Preprocessing:
         pitch = width * 3
         sources = Sources.of([(i, self.images[i].data.ptr, height, width, pitch, 3, False) for i in range(BATCH)])
         table = np.zeros((BATCH, len(_COLUMNS)), np.int64)
-        fill_table(table, sources, self.pre)
+        self.launches = fill_table(table, sources, self.pre, tiled=tiled)
         self.table = cp.asarray(table)
         self.out = cp.empty((BATCH,) + self.pre.output_shape, dtype=cp.float16)
-        self.kernel = _kernel(self.pre.layout, self.pre.dtype)
-        self.grid = ((self.pre.crop * self.pre.crop + _BLOCK - 1) // _BLOCK, BATCH)
-        self.block = (_BLOCK,)
-        self.args = (self.table, np.int32(0), np.int32(self.pre.crop), self.out,
-                     *[np.int32(c) for c in (0, 1, 2)], *[np.float32(m) for m in self.pre.mean],
-                     *[np.float32(s) for s in self.pre.std])
+        self.kernels = PreprocessKernels(self.pre.layout, self.pre.dtype)
+        self.scalars = (*[np.int32(c) for c in (0, 1, 2)], *[np.float32(m) for m in self.pre.mean],
+                        *[np.float32(s) for s in self.pre.std])
 
     def launch(self) -> None:
         with self.stream:
-            self.kernel(self.grid, self.block, self.args)
+            self.kernels.launch(self.launches, self.table, BATCH, self.pre.crop, self.out, self.scalars)
 
     def run_batch(self) -> None:
         self.launch()
@@ -128,14 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=parse_size, default=(500, 375))
     ap.add_argument("--rates", type=parse_rates, default=parse_rates("13000,26000,max"))
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--kernel", choices=("tiled", "pixel"), default="tiled",
+                    help="tiled: as GpuDecoder launches it; pixel: every image on the per-pixel kernel")
     args = ap.parse_args(argv)
     from gpu_decode_rates import EngineLoad
 
     width, height = args.size
-    prep = Preprocessing(width, height)
+    prep = Preprocessing(width, height, tiled=args.kernel == "tiled")
     ms = prep.ms_per_batch()
-    print(json.dumps({"kernel_alone_ms_per_batch": round(ms, 3), "images_per_s": round(BATCH / ms * 1e3),
-                      "size": f"{width}x{height}", "batch": BATCH}), flush=True)
+    print(json.dumps({"kernel": args.kernel, "kernel_alone_ms_per_batch": round(ms, 3),
+                      "images_per_s": round(BATCH / ms * 1e3), "size": f"{width}x{height}", "batch": BATCH,
+                      "launches": prep.launches._asdict()}), flush=True)
     load = EngineLoad(args.plan, BATCH)
     try:
         _, alone = load.measure(lambda: time.sleep(args.seconds))

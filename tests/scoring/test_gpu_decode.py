@@ -18,6 +18,7 @@ from PIL import Image  # noqa: E402
 from engine.errors import BatchscoreError  # noqa: E402
 from scoring import gpu_decode as gd  # noqa: E402
 from scoring import resize_kernel as rk  # noqa: E402
+from scoring import resize_tiles as rt  # noqa: E402
 from scoring.decode import CpuDecoder, Preprocess, center_crop_box, resized_size  # noqa: E402
 from tests.scoring.test_decode import encode, exif_with_orientation, photo  # noqa: E402
 
@@ -154,10 +155,14 @@ using std::max; using std::min;
 #define __device__
 #define __forceinline__ inline
 #define __restrict__
+#define __shared__ static
+#define __syncthreads() ((void)0)
 #define asm(...) ((void)0)
 struct Dim3 { unsigned x, y, z; };
 static Dim3 blockIdx, blockDim, threadIdx;
 static inline float __fmul_rn(float a, float b) { return a * b; }
+static inline float __int_as_float(int i) { float f; __builtin_memcpy(&f, &i, sizeof f); return f; }
+using std::fmaf;
 """
 
 _HOST_DRIVER = r"""
@@ -175,27 +180,54 @@ extern "C" void run_on_host(const long long* table, int images, int crop, float*
 }
 """
 
+# The tiled kernel run as one thread per block: its loops stride by the block's warps and lanes, and
+# its barriers then have nothing to order, so this is the same computation a block of 256 threads does.
+_HOST_TILED_DRIVER = r"""
+extern "C" void run_on_host(const long long* table, int images, int crop, float* out, const int* order,
+                            const float* mean, const float* stdv, long long tiles) {
+    blockDim.x = 1; threadIdx.x = 0;
+    for (unsigned image = 0; image < (unsigned)images; ++image)
+        for (long long b = 0; b < tiles; ++b) {
+            blockIdx.x = (unsigned)b; blockIdx.y = image;
+            KERNEL(table, 0, crop, out, order[0], order[1], order[2], mean[0], mean[1], mean[2],
+                   stdv[0], stdv[1], stdv[2]);
+        }
+}
+"""
+
+
+class HostKernels:
+    """Both kernels of one layout (float32), compiled from their CUDA source as C++ for the host."""
+
+    def __init__(self, pixel, tiled):
+        self.pixel, self.tiled = pixel, tiled
+
 
 @pytest.fixture(scope="module")
 def host_kernels(tmp_path_factory):
-    """The CUDA kernel's own source compiled as C++ for the host, one library per layout (float32)."""
+    """The CUDA kernels' own sources compiled as C++ for the host, by layout (float32)."""
     compiler = shutil.which("c++") or shutil.which("g++")
     if compiler is None:
         pytest.skip("no C++ compiler to build the kernel source for the host")
     libs = {}
     for layout in ("NCHW", "NHWC"):
-        source, name = rk.kernel_source(layout, "float32")
-        path = tmp_path_factory.mktemp("kernel") / f"{layout}.cpp"
-        path.write_text(_HOST_SHIMS + source + _HOST_DRIVER.replace("KERNEL", name))
-        lib = path.with_suffix(".so")
-        subprocess.run([compiler, "-O1", "-ffp-contract=off", "-shared", "-fPIC", "-w", "-o", str(lib), str(path)],
-                       check=True, capture_output=True)
-        libs[layout] = ctypes.CDLL(str(lib))
+        built = []
+        for tiled, driver in ((False, _HOST_DRIVER), (True, _HOST_TILED_DRIVER)):
+            source, name = rk.kernel_source(layout, "float32", tiled)
+            path = tmp_path_factory.mktemp("kernel") / f"{layout}_{'tiled' if tiled else 'pixel'}.cpp"
+            path.write_text(_HOST_SHIMS + source + driver.replace("KERNEL", name))
+            lib = path.with_suffix(".so")
+            subprocess.run([compiler, "-O1", "-ffp-contract=off", "-shared", "-fPIC", "-w", "-o", str(lib), str(path)],
+                           check=True, capture_output=True)
+            built.append(ctypes.CDLL(str(lib)))
+        libs[layout] = HostKernels(*built)
     return libs
 
 
-def run_host_kernel(lib, pixels: list[np.ndarray], p: Preprocess, skip_rows=(), out=None, tensor_rows=()):
-    """Fill the table as GpuDecoder does (host pointers instead of device ones) and run the kernel."""
+def run_host_kernel(kernels: HostKernels, pixels: list[np.ndarray], p: Preprocess, skip_rows=(), out=None,
+                    tensor_rows=(), tiled: bool = True):
+    """Fill the table as GpuDecoder does (host pointers instead of device ones) and run the kernels
+    as PreprocessKernels.launch does: the tiled one over its tiles, then the per-pixel one."""
     arrays, sources = [], []
     for i, img in enumerate(pixels):
         if i in skip_rows:
@@ -205,37 +237,105 @@ def run_host_kernel(lib, pixels: list[np.ndarray], p: Preprocess, skip_rows=(), 
         h, w, c = arr.shape
         sources.append((i, arr.ctypes.data, h, w, w * c, c, i in tensor_rows and h == p.crop and w == p.crop))
     table = np.zeros((len(pixels), len(rk._COLUMNS)), np.int64)
-    rk.fill_table(table, rk.Sources.of(sources), p)
+    launches = rk.fill_table(table, rk.Sources.of(sources), p, tiled=tiled)
     if out is None:
         out = np.zeros((len(pixels),) + p.output_shape, np.float32)
     order = np.array([0, 1, 2] if p.channel_order == "RGB" else [2, 1, 0], np.int32)
     mean, std = np.array(p.mean, np.float32), np.array(p.std, np.float32)
     ptr = lambda a: a.ctypes.data_as(ctypes.c_void_p)  # noqa: E731
-    lib.run_on_host(ptr(table), ctypes.c_int(len(pixels)), ctypes.c_int(p.crop), ptr(out), ptr(order), ptr(mean),
-                    ptr(std))
-    return out
+    args = (ptr(table), ctypes.c_int(len(pixels)), ctypes.c_int(p.crop), ptr(out), ptr(order), ptr(mean), ptr(std))
+    if launches.tiled_rows:
+        kernels.tiled.run_on_host(*args, ctypes.c_longlong(launches.tiles))
+    if launches.pixel_rows:
+        kernels.pixel.run_on_host(*args)
+    return out, launches
 
 
+@pytest.mark.parametrize("tiled", [True, False], ids=["tiled", "per-pixel"])
 @pytest.mark.parametrize("setting", ["default", "padded", "small", "nhwc-bgr"])
-def test_kernel_source_on_the_host_equals_the_reference(host_kernels, setting):
+def test_kernel_source_on_the_host_equals_the_reference(host_kernels, setting, tiled):
     p = SETTINGS.get(setting) or Preprocess(layout="NHWC", channel_order="BGR", mean=BGR_MEAN, std=BGR_STD)
     pixels = [photo(w, h, seed=w) for w, h in SIZES] + [photo(200, 150, seed=9)[:, :, 0],  # grayscale
                                                         np.dstack([photo(90, 120), np.zeros((120, 90), np.uint8)]),
                                                         photo(p.crop, p.crop, seed=4)]
     tensor_rows = {len(pixels) - 1}
-    out = run_host_kernel(host_kernels[p.layout], pixels, p, tensor_rows=tensor_rows)
+    out, launches = run_host_kernel(host_kernels[p.layout], pixels, p, tensor_rows=tensor_rows, tiled=tiled)
+    # grayscale and RGBA always take the per-pixel kernel; with tiles, every 3-channel image here is tiled
+    assert launches.pixel_rows == (2 if tiled else len(pixels))
+    assert launches.tiled_rows == (len(pixels) - 2 if tiled else 0)
     for i, img in enumerate(pixels):
         expected = rk.reference_resize_crop(img, p, tensor_item=i in tensor_rows)
         np.testing.assert_allclose(out[i], expected, rtol=0, atol=1e-4, err_msg=f"image {i} {img.shape}")
 
 
-def test_kernel_leaves_rows_it_does_not_compute(host_kernels):
+@pytest.mark.parametrize("tiled", [True, False], ids=["tiled", "per-pixel"])
+def test_kernel_leaves_rows_it_does_not_compute(host_kernels, tiled):
     p = Preprocess(resize_shorter=40, crop=32)
     pixels = [photo(60, 50, seed=s) for s in range(4)]
     out = np.full((4,) + p.output_shape, 7.0, np.float32)
-    run_host_kernel(host_kernels["NCHW"], pixels, p, skip_rows={1, 3}, out=out)
+    run_host_kernel(host_kernels["NCHW"], pixels, p, skip_rows={1, 3}, out=out, tiled=tiled)
     assert (out[1] == 7.0).all() and (out[3] == 7.0).all()
     np.testing.assert_allclose(out[2], rk.reference_resize_crop(pixels[2], p), atol=1e-4)
+
+
+def test_tiles_shrink_with_the_downscale_and_large_ones_take_the_per_pixel_kernel(host_kernels):
+    """Small crops keep the host run short: a 32x32 crop from shorter sides of 32 to 1,200 px covers
+    scale factors from 1 (the whole crop in one tile across) through 4.4 (two across), 7.5 (three)
+    and 12.5 (four) to past the taps a tile holds (per-pixel), both kernels in one table."""
+    p = Preprocess(resize_shorter=32, crop=32)
+    sizes = [(40, 60), (200, 140), (600, 400), (480, 241), (1400, 1200), (90, 32)]
+    pixels = [photo(w, h, seed=i) for i, (w, h) in enumerate(sizes)]
+    out, launches = run_host_kernel(host_kernels[p.layout], pixels, p)
+    widths, heights = np.array([w for w, _ in sizes]), np.array([h for _, h in sizes])
+    rw, rh, _, _ = rk.batch_geometry(widths, heights, p)
+    columns = rt.tile_columns(widths, heights, rw, rh, np.full(len(sizes), 3), p.crop)
+    assert columns.tolist() == [32, 16, 8, 11, 0, 32]
+    assert launches == rk.Launches(tiled_rows=5, tiles=2 * 4, pixel_rows=1)  # the most: 2 tiles down, 4 across
+    for i, img in enumerate(pixels):
+        np.testing.assert_allclose(out[i], rk.reference_resize_crop(img, p), rtol=0, atol=1e-4,
+                                   err_msg=f"image {i} {img.shape}")
+
+
+@pytest.mark.parametrize("value, tiled_rows", [(None, 2), ("1", 2), ("0", 0)])
+def test_the_tiled_kernel_can_be_turned_off_for_a_b_runs(monkeypatch, value, tiled_rows):
+    if value is None:
+        monkeypatch.delenv("BATCHSCORE_RESIZE_TILES", raising=False)
+    else:
+        monkeypatch.setenv("BATCHSCORE_RESIZE_TILES", value)
+    p = Preprocess()
+    sources = rk.Sources.of([(0, 1 << 20, 375, 500, 1500, 3, False), (2, 1 << 21, 480, 640, 1920, 3, False),
+                             (3, 1 << 22, 100, 100, 100, 1, False)])
+    table = np.zeros((4, len(rk._COLUMNS)), np.int64)
+    launches = rk.fill_table(table, sources, p)
+    assert launches.tiled_rows == tiled_rows and launches.pixel_rows == 3 - tiled_rows
+    modes = table[:, rk._COL["MODE"]].tolist()
+    assert modes == ([2, 0, 2, 1] if tiled_rows else [1, 0, 1, 1])  # row 1 is not listed: skipped
+
+
+def test_a_tiles_source_span_and_taps_stay_inside_its_buffers():
+    """Over many image sizes and crops, the span of source pixels that a tile's columns reach and
+    the taps of each column, computed in the kernel's float32 steps, fit the shared buffers."""
+    f32 = np.float32
+    rng = np.random.default_rng(0)
+    for crop, shorter in ((224, 256), (32, 40), (299, 342), (17, 17)):
+        p = Preprocess(resize_shorter=shorter, crop=crop)
+        widths = rng.integers(1, 6000, 400)
+        heights = rng.integers(1, 6000, 400)
+        rw, rh, ox, _ = rk.batch_geometry(widths, heights, p)
+        columns = rt.tile_columns(widths, heights, rw, rh, np.full(400, 3), crop)
+        for w, size, off, cols in zip(widths, rw, ox, columns):
+            if cols == 0:
+                continue
+            scale = f32(w) / f32(size)
+            fs = max(scale, f32(1))
+            pos = np.arange(crop) + off
+            pos = pos[(pos >= 0) & (pos < size)].astype(f32)
+            center = (pos + f32(0.5)) * scale
+            lo = np.maximum(np.trunc(center - fs + f32(0.5)).astype(np.int64), 0)
+            hi = np.minimum(np.trunc(center + fs + f32(0.5)).astype(np.int64), w)
+            assert (hi - lo).max() <= rt.MAX_TAPS, (w, size)
+            for start in range(0, len(pos), cols):
+                assert hi[start: start + cols].max() - lo[start] <= rt.MAX_SPAN, (w, size, cols)
 
 
 # ---- without the GPU packages ------------------------------------------------------------------------

@@ -1,0 +1,235 @@
+"""The tiled preprocessing kernel: the same math as scoring/resize_kernel.py's per-pixel kernel,
+computed a tile of the crop at a time in two separable passes through shared memory.
+
+Why: the per-pixel kernel recomputes both axes' taps and weights at every output pixel and reads
+the source a byte at a time from each thread's own chain of loads: instruction bound (ncu: 74% SM
+throughput, 30% of the memory system; benchmarks/results/scoring/h100_2026-11-22_s13_resize_rows_trial/
+NOTES.md), and its time is taken from the model that shares the GPU. Here a block of TILE_ROWS crop
+rows x up to MAX_TILE_COLS crop columns of one image:
+
+1. computes each tile row's and column's taps and normalised weights once, into shared memory;
+2. filters the tile's source columns in y into a float buffer in shared memory (TILE_ROWS rows x at
+   most MAX_SPAN source pixels): a warp per row, each lane 4 bytes a warp-width apart, so a warp's
+   loads are consecutive bytes of a source row;
+3. filters that buffer in x, a pixel (3 channels) per lane, and writes it normalised:
+   (x / 255 - mean) / std as one multiply-add per channel, a few float32 roundings from the
+   per-pixel kernel's two divisions (the tests hold both kernels to the reference within 1e-4).
+
+On an H100 with a batch of 256 500x375 images (2026-11-22, session 18, call 4:
+`benchmarks/device/resize_load_probe.py PLAN --kernel tiled|pixel`): 0.243 ms against 0.375 ms for
+the per-pixel kernel (ncu: 179 M warp instructions against 287 M); launched beside ResNet-50 FP16
+at 26,000 images/s, the model kept 97.2% of its rate against 96.4%. Two earlier versions were no
+faster than the per-pixel kernel: a thread per (row, byte) and per output value, which divided
+indices and converted each byte with the conversion unit (0.349 ms), and before that a search for
+each block's image and column weights that 11 lanes of a warp read from one bank (0.418-0.584 ms).
+
+A tile's source span grows with the downscale factor, so the columns per tile shrink with it
+(`tile_columns`). Images whose filters need more than MAX_TAPS taps (shorter sides over about 15x
+the resize target) and images that are not 3-channel stay on the per-pixel kernel.
+
+A launch is a grid of (the batch's most tiles per image) x (images): an image with fewer tiles
+leaves the rest of its blocks idle, which costs nothing in a batch of one image size. Every per-row
+loop strides by the block's warps and lanes, so the code is also correct run as one thread per
+block: that is how the tests run it on the host.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TILE_ROWS = 16  # crop rows per block
+MAX_TILE_COLS = 64  # crop columns per block, at most
+MAX_TAPS = 32  # taps per output coordinate that a tile's weights may hold
+MAX_SPAN = 128  # source pixels a tile's crop columns may reach across (its shared row buffer)
+
+
+def tile_columns(widths, heights, resized_w, resized_h, channels, crop: int) -> np.ndarray:
+    """Crop columns per tile for each image (int64), 0 where the per-pixel kernel takes it.
+
+    A column's filter reaches at most 2 * filterscale + 1 source pixels, and C consecutive columns
+    at most (C - 1) * scale + 2 * filterscale + 1: each bound gets one pixel of margin for float
+    rounding. The columns are spread evenly over the tiles across the crop.
+    """
+    f32 = np.float32
+    scale_x = np.asarray(widths).astype(f32) / np.asarray(resized_w).astype(f32)
+    scale_y = np.asarray(heights).astype(f32) / np.asarray(resized_h).astype(f32)
+    reach_x = 2 * np.maximum(scale_x, f32(1)) + 2
+    reach_y = 2 * np.maximum(scale_y, f32(1)) + 2
+    fits = (reach_x <= MAX_TAPS) & (reach_y <= MAX_TAPS) & (np.asarray(channels) == 3)
+    limit = np.floor((MAX_SPAN - reach_x) / scale_x) + 1
+    limit = np.clip(np.where(fits, limit, 0), 0, min(MAX_TILE_COLS, crop)).astype(np.int64)
+    across = -(-crop // np.maximum(limit, 1))  # tiles across the crop
+    return np.where(limit >= 1, -(-crop // across), 0).astype(np.int64)
+
+
+def tiles_per_image(columns: np.ndarray, crop: int) -> np.ndarray:
+    """Blocks each image takes in the tiled kernel (0 where `columns` is 0)."""
+    columns = np.asarray(columns, np.int64)
+    down = -(-crop // TILE_ROWS)
+    return np.where(columns > 0, down * (-(-crop // np.maximum(columns, 1))), 0).astype(np.int64)
+
+
+_SOURCE = r"""
+// A block per tile of one image's crop (blockIdx.y: the image, blockIdx.x: the tile): TILE_ROWS rows x
+// the image's TILE_COLS columns. Warps take tile rows in turn and their lanes the row's values, so
+// no thread divides an index; column weights are stored tap-major, so a warp's lanes read
+// neighbouring words of shared memory, not one bank.
+#define COLS {ncols}
+#define TILE_ROWS {tile_rows}
+#define MAX_TILE_COLS {max_cols}
+#define MAX_TAPS {max_taps}
+#define MAX_SPAN {max_span}
+
+// The source taps [lo, lo + n) of output coordinate `pos` on an axis of `in_size` samples resized to
+// `out_size` (the per-pixel kernel's `axis`, in the same float32 steps).
+struct Taps {{ int lo, n; float center, inv; }};
+
+__device__ __forceinline__ Taps taps(int pos, int in_size, int out_size) {{
+    Taps a;
+    const float scale = (float)in_size / (float)out_size;
+    const float filterscale = fmaxf(scale, 1.0f);
+    a.inv = 1.0f / filterscale;
+    a.center = __fmul_rn((float)pos + 0.5f, scale);
+    a.lo = max((int)(a.center - filterscale + 0.5f), 0);
+    const int hi = min((int)(a.center + filterscale + 0.5f), in_size);
+    a.n = min(max(hi - a.lo, 0), MAX_TAPS);
+    return a;
+}}
+
+// A byte as a float without the conversion unit (a quarter of the FMA rate): 2^23 + b, less 2^23.
+__device__ __forceinline__ float byte_value(unsigned char b) {{
+    return __int_as_float(0x4B000000 | (int)b) - 8388608.0f;
+}}
+
+// Normalised weights of one output coordinate, w[k * stride]; none outside the resized image (zero
+// padding).
+__device__ __forceinline__ void weights(int pos, int in_size, int out_size, float* w, int stride, int* lo, int* n) {{
+    if (pos < 0 || pos >= out_size) {{ *lo = 0; *n = 0; return; }}
+    const Taps a = taps(pos, in_size, out_size);
+    float sum = 0.0f;
+    for (int k = 0; k < a.n; ++k) {{
+        const float v = fmaxf(0.0f, 1.0f - fabsf(((float)(a.lo + k) - a.center + 0.5f) * a.inv));
+        w[k * stride] = v;
+        sum += v;
+    }}
+    const float inv_sum = sum > 0.0f ? 1.0f / sum : 0.0f;
+    for (int k = 0; k < a.n; ++k) w[k * stride] *= inv_sum;
+    *lo = a.lo;
+    *n = a.n;
+}}
+
+extern "C" __global__ void {name}(
+    const long long* __restrict__ table, const int first_image, const int crop, OUT_T* __restrict__ out,
+    const int c0, const int c1, const int c2,
+    const float m0, const float m1, const float m2, const float s0, const float s1, const float s2)
+{{
+    __shared__ float wy[TILE_ROWS][MAX_TAPS];
+    __shared__ float wx[MAX_TAPS][MAX_TILE_COLS];
+    __shared__ int ylo[TILE_ROWS], yn[TILE_ROWS], xlo[MAX_TILE_COLS], xn[MAX_TILE_COLS];
+    __shared__ float lines[TILE_ROWS][MAX_SPAN * 3];
+
+    const long long image = (long long)first_image + blockIdx.y;
+    const long long* t = table + image * COLS;
+    const int tile_cols = (int)t[{TILE_COLS}];
+    if (t[{MODE}] != {tiled} || tile_cols < 1) return;
+    const int across = (crop + tile_cols - 1) / tile_cols;
+    const int down = (crop + TILE_ROWS - 1) / TILE_ROWS;
+    if ((int)blockIdx.x >= across * down) return;  // a smaller image's share of a batch's largest grid
+    const int oy0 = ((int)blockIdx.x / across) * TILE_ROWS;
+    const int ox0 = ((int)blockIdx.x % across) * tile_cols;
+    const int rows = min(TILE_ROWS, crop - oy0);
+    const int cols = min(tile_cols, crop - ox0);
+    const int height = (int)t[{HEIGHT}], width = (int)t[{WIDTH}];
+    const int rw = (int)t[{RESIZED_W}], rh = (int)t[{RESIZED_H}];
+    const int off_x = (int)t[{OFFSET_X}], off_y = (int)t[{OFFSET_Y}];
+    const long long pitch = t[{PITCH}];
+
+    // 1. taps and weights of the tile's rows and columns
+    for (int i = threadIdx.x; i < rows + cols; i += blockDim.x) {{
+        if (i < rows) weights(oy0 + i + off_y, height, rh, wy[i], 1, &ylo[i], &yn[i]);
+        else weights(ox0 + (i - rows) + off_x, width, rw, &wx[0][i - rows], MAX_TILE_COLS, &xlo[i - rows], &xn[i - rows]);
+    }}
+    // The source columns [base, base + span) that the tile's columns inside the resized image reach.
+    const int first = max(ox0 + off_x, 0), last = min(ox0 + cols + off_x, rw) - 1;
+    int base = 0, span = 0;
+    if (first <= last) {{
+        const Taps a = taps(first, width, rw), b = taps(last, width, rw);
+        base = a.lo;
+        span = min(b.lo + b.n - a.lo, MAX_SPAN);
+    }}
+    __syncthreads();
+
+    // Warps take rows in turn, lanes the values of a row (on the host: one thread, all of them).
+    const int lanes = min((int)blockDim.x, 32);
+    const int warps = (int)blockDim.x / lanes;
+    const int warp = (int)threadIdx.x / lanes, lane = (int)threadIdx.x % lanes;
+
+    // 2. in y: each tile row over the span's bytes (3 channels), into shared memory; a lane takes
+    // 4 bytes a warp-width apart, so each tap's weight and address serve 4 loads
+    const int span3 = span * 3;
+    const unsigned char* src = (const unsigned char*)t[{PTR}] + 3LL * base;
+    for (int r = warp; r < rows; r += warps) {{
+        const unsigned char* line = src + (long long)ylo[r] * pitch;
+        const float* w = wy[r];
+        const int n = yn[r];
+        for (int j = lane; j < span3; j += 4 * lanes) {{
+            const unsigned char* p = line + j;
+            float acc[4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
+            const int m_end = min(4, (span3 - j + lanes - 1) / lanes);  // of the 4, those inside the span
+            for (int k = 0; k < n; ++k, p += pitch) {{
+                const float wk = w[k];
+#pragma unroll
+                for (int m = 0; m < 4; ++m)
+                    if (m < m_end) acc[m] = fmaf(wk, byte_value(p[m * lanes]), acc[m]);
+            }}
+#pragma unroll
+            for (int m = 0; m < 4; ++m)
+                if (m < m_end) lines[r][j + m * lanes] = acc[m];
+        }}
+    }}
+    __syncthreads();
+
+    // 3. in x, a pixel (3 channels) per lane, then (x / 255 - mean) / std as one multiply-add each,
+    // and the stores
+    const float scale0 = 1.0f / (255.0f * s0), scale1 = 1.0f / (255.0f * s1), scale2 = 1.0f / (255.0f * s2);
+    const float shift0 = -m0 / s0, shift1 = -m1 / s1, shift2 = -m2 / s2;
+    const int pixels = crop * crop;
+    OUT_T* image_out = out + image * 3LL * pixels;
+    for (int r = warp; r < rows; r += warps) {{
+        const long long row = (long long)(oy0 + r) * crop + ox0;
+        for (int x = lane; x < cols; x += lanes) {{
+            const float* v_line = &lines[r][(xlo[x] - base) * 3];
+            const int n = xn[x];
+            float v0 = 0.0f, v1 = 0.0f, v2 = 0.0f;
+#pragma unroll 4
+            for (int k = 0; k < n; ++k, v_line += 3) {{
+                const float wk = wx[k][x];
+                v0 = fmaf(wk, v_line[0], v0);
+                v1 = fmaf(wk, v_line[1], v1);
+                v2 = fmaf(wk, v_line[2], v2);
+            }}
+            // channel order by selects: an index into a local array would put it in local memory
+            const float r0 = fmaf(c0 == 0 ? v0 : (c0 == 1 ? v1 : v2), scale0, shift0);
+            const float r1 = fmaf(c1 == 0 ? v0 : (c1 == 1 ? v1 : v2), scale1, shift1);
+            const float r2 = fmaf(c2 == 0 ? v0 : (c2 == 1 ? v1 : v2), scale2, shift2);
+#if NHWC
+            store(image_out, 3LL * (row + x) + 0, r0);
+            store(image_out, 3LL * (row + x) + 1, r1);
+            store(image_out, 3LL * (row + x) + 2, r2);
+#else
+            store(image_out, row + x, r0);
+            store(image_out, pixels + row + x, r1);
+            store(image_out, 2LL * pixels + row + x, r2);
+#endif
+        }}
+    }}
+}}
+"""
+
+
+def tiled_source(name: str, columns: dict[str, int], tiled_mode: int) -> str:
+    """The tiled kernel's CUDA C body (OUT_T, NHWC and store() come from the caller's prelude);
+    `columns`: the parameter table's column numbers by name; it computes the rows whose MODE is
+    `tiled_mode`."""
+    return _SOURCE.format(name=name, ncols=len(columns), tile_rows=TILE_ROWS, max_cols=MAX_TILE_COLS,
+                          max_taps=MAX_TAPS, max_span=MAX_SPAN, tiled=tiled_mode, **columns)
