@@ -17,11 +17,13 @@ rows x up to MAX_TILE_COLS crop columns of one image:
 
 On an H100 with a batch of 256 500x375 images (2026-11-22, session 18, call 4:
 `benchmarks/device/resize_load_probe.py PLAN --kernel tiled|pixel`): 0.243 ms against 0.375 ms for
-the per-pixel kernel (ncu: 179 M warp instructions against 287 M); launched beside ResNet-50 FP16
-at 26,000 images/s, the model kept 97.2% of its rate against 96.4%. Two earlier versions were no
-faster than the per-pixel kernel: a thread per (row, byte) and per output value, which divided
-indices and converted each byte with the conversion unit (0.349 ms), and before that a search for
-each block's image and column weights that 11 lanes of a warp read from one bank (0.418-0.584 ms).
+the per-pixel kernel (ncu: 179 M warp instructions against 287 M in session 13's); beside ResNet-50 FP16
+at 26,000 images/s, the model kept 97.2% of its rate against 96.4%. Three earlier versions were
+slower or no faster (calls 1-3 there): a search per block for its image and column weights that a
+warp's lanes read from one bank (0.584 ms); without those (0.418 ms); with bytes made floats without
+the conversion unit and multiply-adds (0.349 ms). What made this one faster is fewer instructions per
+value: 4 bytes a lane in y and a whole pixel a lane in x, so each weight and address serves several
+loads.
 
 A tile's source span grows with the downscale factor, so the columns per tile shrink with it
 (`tile_columns`). Images whose filters need more than MAX_TAPS taps (shorter sides over about 15x
