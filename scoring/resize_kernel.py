@@ -1,6 +1,6 @@
-"""The preprocessing kernel of the GPU decoder: per output pixel of the crop, Pillow's antialiased
+"""The preprocessing kernels of the GPU decoder: per output pixel of the crop, Pillow's antialiased
 BILINEAR resize straight from the decoded uint8 image, center crop, /255, mean/std, layout, dtype and
-channel order, for a whole batch in one launch driven by a per-image parameter table.
+channel order, for a whole batch in one launch of each kernel, driven by a per-image parameter table.
 
 `reference_resize_crop` states exactly the kernel's math in numpy (the tests hold the kernel to
 it and it to Pillow); `batch_geometry` is torchvision's Resize + CenterCrop geometry vectorised
