@@ -350,9 +350,10 @@ def fill_table(table: np.ndarray, sources: Sources, preprocess: Preprocess, tile
     table[rows, c["RESIZED_H"]] = rh
     table[rows, c["OFFSET_X"]] = ox
     table[rows, c["OFFSET_Y"]] = oy
-    columns = tile_columns(sources.widths, sources.heights, rw, rh, sources.channels, preprocess.crop)
-    if not (tiles_wanted() if tiled is None else tiled):
-        columns[:] = 0
+    if tiles_wanted() if tiled is None else tiled:
+        columns = tile_columns(sources.widths, sources.heights, rw, rh, sources.channels, preprocess.crop)
+    else:
+        columns = np.zeros(len(sources), np.int64)
     table[rows, c["MODE"]] = np.where(columns > 0, _MODE_TILED, _MODE_COMPUTE)
     table[rows, c["TILE_COLS"]] = columns
     tiled = int((columns > 0).sum())
