@@ -120,3 +120,106 @@ def test_late_launches_are_split_by_whether_the_batch_was_there(monkeypatch):
     assert late["decoders_behind"]["ms_beyond_graph"] == pytest.approx(2.0)
     assert late["calling_thread"]["launches"] == 1
     assert late["calling_thread"]["ms_beyond_graph"] == pytest.approx(3.0)
+
+
+def test_collections_are_counted_and_matched_to_the_gaps_they_fell_before(monkeypatch):
+    """A gap of over 1 ms counts as "with collection" when a collection overlapped the calling
+    thread's way from the previous submit's return to this one's entry."""
+    import gc
+
+    monkeypatch.setattr(probe, "COLLECTIONS", [])
+    monkeypatch.setattr(probe, "GAPS", [0.2, 5.0, 3.0])
+    # (entered, returned, seq): batch 2 was late with a collection on its way, batch 3 without one
+    monkeypatch.setattr(probe, "SUBMITS", [(0.0, 0.010, 0), (0.011, 0.020, 1), (0.030, 0.040, 2), (0.060, 0.070, 3)])
+    callbacks = list(gc.callbacks)
+    try:
+        probe._watch_collections()
+        gc.collect()
+    finally:
+        gc.callbacks[:] = callbacks
+    assert len(probe.COLLECTIONS) == 1 and probe.COLLECTIONS[0][2] == 2  # gc.collect() is a full one
+    probe.COLLECTIONS[:] = [(0.025, 4.0, 2)]  # 25-29 ms: on the way from batch 1's return to batch 2's entry
+    summary = probe._collection_summary()
+    assert summary["gen2"] == {"count": 1, "total_ms": 4.0, "max_ms": 4.0}
+    assert summary["gen0"]["count"] == 0
+    assert summary["gaps_over_1ms_with_collection"] == {"gaps": 1, "gap_ms": 5.0, "collection_ms": 4.0}
+    assert summary["gaps_over_1ms_without"] == {"gaps": 1, "gap_ms": 3.0}
+
+
+def test_idle_gaps_are_split_between_the_decoders_and_the_calling_thread():
+    """Gap 1: no batch was ready when the GPU went idle; the next came 2 ms later and the calling
+    thread took 1 ms more. Gap 2: a batch had been ready for 5 ms; the calling thread entered
+    submit 1 ms into the gap and its first event landed 2 ms after that. Gap 3 is under 1 ms."""
+    from idle_causes import idle_causes
+
+    ms = 1e-3
+    batches = [(0, 10 * ms), (10 * ms, 20 * ms),  # warm-up batches: not counted
+               (20 * ms, 30 * ms), (33 * ms, 43 * ms), (46 * ms, 56 * ms), (56.5 * ms, 66 * ms)]
+    handed = [0, 0, 0, 32 * ms, 38 * ms, 50 * ms]
+    entered = [0, 9 * ms, 19 * ms, 32.5 * ms, 44 * ms, 55 * ms]
+    intervals = {"call": [(25 * ms, 32 * ms), (28 * ms, 40 * ms)], "read_wait": [(29 * ms, 31 * ms)],
+                 "free_wait": []}
+    causes = idle_causes(batches, handed, entered, intervals, steady_after=1)
+    assert causes["gaps"] == 2 and causes["gaps_ms"] == 6.0
+    assert causes["no_batch_ready_gaps"] == 1 and causes["batch_ready_gaps"] == 1
+    assert causes["decoders_behind_ms"] == 2.0
+    assert causes["calling_thread_ms"] == 4.0  # 1 after gap 1's hand-over, all 3 of gap 2
+    assert causes["calling_thread_before_submit_ms"] == 1.0 and causes["calling_thread_in_submit_ms"] == 2.0
+    assert causes["decoder_threads_when_no_batch_was_ready"] == {"call 2, read_wait 1, free_wait 0": 1}
+
+
+def test_the_canary_notes_its_late_wakes_and_the_calling_threads_time_is_summed(monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setattr(probe, "CANARY", [])
+    monkeypatch.setattr(probe, "HOGS", [])
+    monkeypatch.setattr(probe, "BATCH_TIMES", [])
+    stop = threading.Event()
+    thread = probe._start_canary(stop)
+    time.sleep(0.05)
+    end = time.perf_counter() + 0.03
+    while time.perf_counter() < end:  # a hog: pure Python, holding the GIL in between switches
+        sum(range(1000))
+    time.sleep(0.02)
+    stop.set()
+    thread.join()
+    summary = probe._canary_summary()
+    assert summary["wakes"] >= 5 and summary["p50"] >= 0 and summary["max"] >= summary["p99"]
+    assert summary["over_1ms"] <= summary["wakes"]
+    # with a 5 ms switch interval (the default) the canary waits for this thread now and then
+    assert all(set(h) == {"where", "wakes", "cpu_ms"} for h in summary["holders"])
+    monkeypatch.setattr(probe, "GAPS", [0.5, 4.0])
+    monkeypatch.setattr(probe, "SUBMITS", [(0.0, 0.010, 0), (0.011, 0.020, 1), (0.032, 0.040, 2)])
+    monkeypatch.setattr(probe, "SUBMIT_CPU", [(0.0, 0.001), (0.002, 0.003), (0.005, 0.006)])
+    before = probe._ready_gap_cpu()  # only the second gap counts: 12 ms of wall, 2 ms of CPU
+    assert before["gaps_over_1ms"] == 1 and before["wall_ms"] == 12.0 and before["cpu_ms"] == 2.0
+    assert before["every_launch_mean_wall_ms"] == 6.5 and before["every_launch_mean_cpu_ms"] == 1.5
+
+
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (640, 480), (100, 80), (224, 224), (1000, 300), (33, 2000)])
+def test_a_crop_window_holds_every_pixel_the_kernels_read(size):
+    """Noise outside the window leaves the reference row (the kernels' math) unchanged, and the
+    window's edges are on 16-pixel blocks or the image's edges."""
+    import numpy as np
+
+    from crop_window import ALIGN, source_windows
+    from scoring.decode import Preprocess
+    from scoring.resize_kernel import reference_resize_crop
+
+    width, height = size
+    p = Preprocess()
+    rng = np.random.default_rng(width)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    x0, y0, w, h = (int(v[0]) for v in source_windows([width], [height], p))
+    assert 0 <= x0 < x0 + w <= width and 0 <= y0 < y0 + h <= height
+    assert x0 % ALIGN == 0 and y0 % ALIGN == 0
+    assert (x0 + w) % ALIGN == 0 or x0 + w == width
+    noisy = rng.integers(0, 256, image.shape, dtype=np.uint8)
+    noisy[y0:y0 + h, x0:x0 + w] = image[y0:y0 + h, x0:x0 + w]
+    np.testing.assert_array_equal(reference_resize_crop(noisy, p), reference_resize_crop(image, p))
+    # and the window is needed: noise one pixel inside it (past the margin, on the read rows) shows
+    if w < width:
+        moved = image.copy()
+        moved[y0 + h // 2, x0 + w // 2] ^= 0xFF
+        assert not np.array_equal(reference_resize_crop(moved, p), reference_resize_crop(image, p))

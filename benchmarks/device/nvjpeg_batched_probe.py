@@ -5,7 +5,10 @@
         [BACKENDS [COUNTS [OUTPUTS]]]  -> JSON lines on stdout
 
 BACKENDS: comma-separated names of BACKENDS (default "hardware,default"); COUNTS: decoder counts to
-try (default "1,2,3"); OUTPUTS: names of OUTPUTS (default "rgbi"). "yuv" leaves the planes as the
+try (default "1,2,3"); OUTPUTS: names of OUTPUTS (default "rgbi"). "roi" decodes only the region
+of each image that ResNet's resize and center crop read (crop_window.py here), through
+nvjpegDecodeBatchedEx with a region per image, interleaved RGB; its first run also checks the
+regions' pixels against the whole images'. "yuv" leaves the planes as the
 JPEG holds them (Y, then Cb and Cr at their subsampled sizes), without nvJPEG's chroma upsampling
 and colour conversion: `... PLAN DATA hardware 3 rgbi,yuv` says how much of the model's time under
 decoding that GPU work costs (issue #5: the engine's batches ran 9.1 ms beside the decoders
@@ -30,10 +33,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "benchmarks" / "device"))
 
+from crop_window import source_windows  # noqa: E402
+from scoring.decode import Preprocess  # noqa: E402
 from scoring.nvjpeg_hardware import creation_flags  # noqa: E402
 
 BACKENDS = {"default": 0, "hybrid": 1, "gpu_hybrid": 2, "hardware": 3}
-OUTPUTS = {"yuv": 1, "rgbi": 5}  # nvjpegOutputFormat_t NVJPEG_OUTPUT_YUV, NVJPEG_OUTPUT_RGBI
+OUTPUTS = {"yuv": 1, "rgbi": 5, "roi": 5}  # nvjpegOutputFormat_t NVJPEG_OUTPUT_YUV, NVJPEG_OUTPUT_RGBI
 
 
 class Image(ctypes.Structure):  # nvjpegImage_t
@@ -54,6 +59,12 @@ def library():
                                         ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(Image), ctypes.c_void_p]
     lib.nvjpegGetHardwareDecoderInfo.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_uint),
                                                  ctypes.POINTER(ctypes.c_uint)]
+    lib.nvjpegDecodeParamsCreate.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_void_p)]
+    lib.nvjpegDecodeParamsSetOutputFormat.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    lib.nvjpegDecodeParamsSetROI.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    lib.nvjpegDecodeBatchedEx.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_char_p),
+                                          ctypes.POINTER(ctypes.c_size_t), ctypes.POINTER(Image),
+                                          ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p]
     return lib
 
 
@@ -100,6 +111,18 @@ class BatchedDecoder:
             self.sizes[id(d)] = (w4[0], h4[0])
             # each component's (width, height): chroma may be subsampled (4:2:0: half each way)
             self.planes[id(d)] = [(w4[c], h4[c]) if c < comps.value else (0, 0) for c in range(3)]
+        if output == "roi":  # the region the crop of ResNet's preprocessing reads (crop_window.py here)
+            self.windows, self.params = {}, {}
+            for d in data:
+                w, h = self.sizes[id(d)]
+                x0, y0, ww, wh = (int(v[0]) for v in source_windows([w], [h], Preprocess()))
+                self.windows[id(d)] = (x0, y0, ww, wh)
+                if (x0, y0, ww, wh) not in self.params:
+                    params = ctypes.c_void_p()
+                    check(lib.nvjpegDecodeParamsCreate(self.handle, ctypes.byref(params)), "nvjpegDecodeParamsCreate")
+                    check(lib.nvjpegDecodeParamsSetOutputFormat(params, OUTPUTS["roi"]), "SetOutputFormat")
+                    check(lib.nvjpegDecodeParamsSetROI(params, x0, y0, ww, wh), "nvjpegDecodeParamsSetROI")
+                    self.params[(x0, y0, ww, wh)] = params
         if output == "yuv":
             self.slot_bytes = max(sum(w * h for w, h in planes) for planes in self.planes.values())
         else:
@@ -126,11 +149,47 @@ class BatchedDecoder:
             if self.output == "yuv":
                 for c, (pointer, pitch) in enumerate(yuv_planes(at, self.planes[id(d)])):
                     images[i].channel[c], images[i].pitch[c] = pointer, pitch
+            elif self.output == "roi":
+                images[i].channel[0], images[i].pitch[0] = at, self.windows[id(d)][2] * 3
             else:
                 images[i].channel[0], images[i].pitch[0] = at, self.sizes[id(d)][0] * 3
-        check(self.lib.nvjpegDecodeBatched(self.handle, self.state, pointers, lengths, images, self.stream.ptr),
-              "nvjpegDecodeBatched")
+        if self.output == "roi":
+            params = (ctypes.c_void_p * n)(*[self.params[self.windows[id(d)]].value for d in chunk])
+            check(self.lib.nvjpegDecodeBatchedEx(self.handle, self.state, pointers, lengths, images, params,
+                                                 self.stream.ptr), "nvjpegDecodeBatchedEx")
+        else:
+            check(self.lib.nvjpegDecodeBatched(self.handle, self.state, pointers, lengths, images, self.stream.ptr),
+                  "nvjpegDecodeBatched")
         self.stream.synchronize()
+
+
+def roi_check(lib, data: list[bytes], batch: int) -> dict:
+    """The hardware decoder's regions against the same pixels of its whole images: identical where
+    the kernels read (inside the margin), and at the regions' edges; and the share of pixels decoded."""
+    import cupy as cp
+    import numpy as np
+
+    from crop_window import MARGIN
+
+    whole, region = BatchedDecoder(lib, "hardware", batch, data), BatchedDecoder(lib, "hardware", batch, data, "roi")
+    chunk = data[:batch]
+    whole(chunk)
+    region(chunk)
+    full, part = cp.asnumpy(whole.out), cp.asnumpy(region.out)
+    inner, edge, pixels, decoded = 0, 0, 0, 0
+    for i, d in enumerate(chunk):
+        w, h = whole.sizes[id(d)]
+        x0, y0, ww, wh = region.windows[id(d)]
+        a = full[i * whole.slot_bytes: i * whole.slot_bytes + w * h * 3].reshape(h, w, 3)[y0:y0 + wh, x0:x0 + ww]
+        b = part[i * region.slot_bytes: i * region.slot_bytes + ww * wh * 3].reshape(wh, ww, 3)
+        diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+        core = diff[MARGIN:wh - MARGIN, MARGIN:ww - MARGIN]
+        inner = max(inner, int(core.max()) if core.size else 0)
+        edge = max(edge, int(diff.max()))
+        pixels += w * h
+        decoded += ww * wh
+    return {"roi_vs_whole_max_abs_inside_margin": inner, "roi_vs_whole_max_abs": edge,
+            "roi_share_of_pixels": round(decoded / pixels, 3)}
 
 
 def y_plane_check(decoder: BatchedDecoder, data: list[bytes], batch: int) -> dict:
@@ -191,6 +250,8 @@ def main() -> int:
                               "connections": os.environ.get("CUDA_DEVICE_MAX_CONNECTIONS", "8 (default)")}),
                   flush=True)
             info_printed = True
+        if output == "roi" and count == counts[0]:
+            print(json.dumps(roi_check(lib, data, BATCH)), flush=True)
         if not planes_checked and output == "yuv":
             print(json.dumps(y_plane_check(decoders[0], data, BATCH)), flush=True)
             planes_checked = True

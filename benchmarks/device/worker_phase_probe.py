@@ -28,7 +28,14 @@ times each batch's rows, each part file's close and its manifest record, and it 
 idle gap before each batch (whether the busy fraction's idle time comes in a few long gaps or many
 short ones), and the time of every batch written (the steady rate's window, batch by batch). And
 each launch that came later than the batch before it took on the GPU, split by whether the decoders
-were behind or the calling thread was busy elsewhere (late_launches).
+were behind or the calling thread was busy elsewhere (late_launches). Every collection of Python's
+cyclic garbage collector, which holds the GIL while it runs, per generation, and whether one ran on
+the way to each launch that left the engine idle for over 1 ms (collector: on an H100 in session 19
+almost none did). And each of those gaps set against what the threads were doing when the GPU went
+idle (idle_causes, from the GPU's event times mapped onto the host's clock). A bystander thread
+that sleeps 1 ms at a time notes how late it wakes (gil_canary_late_ms: the wait for the GIL that
+every thread has after a native call), and the calling thread's wall and CPU time on its way to
+each launch that left the engine idle (calling_thread_before_gaps).
 
 A diagnostic for the device (it patches GpuDecoder's methods in this process only).
 """
@@ -101,9 +108,12 @@ def _timed_poll(pipeline):
             return poll(self, source)
         finally:
             name = "wait_read" if source is self._reads else "wait_free_slot" if source is self._free else "wait_other"
+            end = time.perf_counter()
             with _lock:
-                SECONDS[name] += time.perf_counter() - start
+                SECONDS[name] += end - start
                 CALLS[name] += 1
+                if name != "wait_other":
+                    INTERVALS["read_wait" if name == "wait_read" else "free_wait"].append((start, end))
     return wrapper
 
 
@@ -115,12 +125,208 @@ GAPS: list[float] = []  # ms the engine's stream sat idle before each batch (fro
 TICKS: list[tuple[float, int]] = []  # (Metrics.now(), images written) after every batch
 HANDED: dict[int, float] = {}  # seq -> when its slot was handed over (perf_counter)
 SUBMITS: list[tuple[float, float, int]] = []  # (entered, returned, seq) of every GpuRunner.submit
+SUBMIT_CPU: list[tuple[float, float]] = []  # the calling thread's CPU seconds when each submit was entered, returned
+CANARY: list[tuple[float, float]] = []  # (when, seconds) each 1 ms sleep of a bystander thread overslept
+# The canary's wakes of over HOG_MS late: when, how late, and the threads whose CPU time grew by over
+# half of it meanwhile, with the line each was at (the GIL's holders, as they let it go).
+HOGS: list[dict] = []
+HOG_MS = 3.0
+COLLECTIONS: list[tuple[float, float, int]] = []  # (began, ms, generation) of every cyclic GC collection
+# For idle_causes: each batch's (start, end) on the GPU in perf_counter seconds, every hand-over's
+# time, and each decoder thread's (start, end) in a decode call, a wait for a read, a wait for a slot.
+BATCH_TIMES: list[tuple[float, float]] = []
+HANDED_TIMES: list[float] = []
+INTERVALS: dict[str, list[tuple[float, float]]] = {"call": [], "read_wait": [], "free_wait": []}
+GPU_CLOCK: list = []  # [event, perf_counter]: an event recorded on an idle stream, and when it was
+
+
+def _noting_warm_up(warm_up):
+    """GpuRunner._warm_up, then an event on the idle stream as the GPU clock's origin."""
+    def wrapper(self):
+        warm_up(self)
+        origin = self.cp.cuda.Event()
+        origin.record(self.stream)
+        origin.synchronize()  # spins (a default event): within microseconds of the GPU's time
+        GPU_CLOCK[:] = [origin, time.perf_counter()]
+    return wrapper
+
+
+def _on_host_clock(cp, event) -> float:
+    origin, at = GPU_CLOCK
+    return at + cp.cuda.get_elapsed_time(origin, event) / 1e3
+
+
+def _noting_calls(decode_into):
+    """GpuDecoder.decode_into with each call's (start, end) in INTERVALS["call"]."""
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return decode_into(*args, **kwargs)
+        finally:
+            with _lock:
+                INTERVALS["call"].append((start, time.perf_counter()))
+    return wrapper
+
+
+def _watch_collections() -> None:
+    """Note every collection of the cyclic garbage collector: it holds the GIL while it runs."""
+    import gc
+
+    began: list[float] = []
+
+    def callback(phase, info):
+        now = time.perf_counter()
+        if phase == "start":
+            began[:] = [now]
+        elif began:
+            COLLECTIONS.append((began[0], 1e3 * (now - began[0]), int(info["generation"])))
+            began.clear()
+
+    gc.callbacks.append(callback)
+
+
+def _collection_summary() -> dict:
+    """Collections per generation (count, total and longest ms), and the engine's gaps of over
+    1 ms split by whether a collection ran while the calling thread was on its way to that launch
+    (from the previous submit's return to this one's entry)."""
+    by_generation = {}
+    for generation in (0, 1, 2):
+        pauses = [ms for _, ms, g in COLLECTIONS if g == generation]
+        by_generation[f"gen{generation}"] = {"count": len(pauses), "total_ms": round(sum(pauses), 1),
+                                             "max_ms": round(max(pauses), 2) if pauses else 0.0}
+    with_gc, without = [0, 0.0, 0.0], [0, 0.0]
+    for j, gap in enumerate(GAPS):  # GAPS[j]: the gap before the (j + 1)-th submitted batch
+        if gap <= 1 or j + 1 >= len(SUBMITS):
+            continue
+        start, end = SUBMITS[j][1], SUBMITS[j + 1][0]
+        paused = sum(ms for began, ms, _ in COLLECTIONS if began < end and began + ms / 1e3 > start)
+        if paused > 0:
+            with_gc[0] += 1
+            with_gc[1] += gap
+            with_gc[2] += paused
+        else:
+            without[0] += 1
+            without[1] += gap
+    return {**by_generation,
+            "gaps_over_1ms_with_collection": {"gaps": with_gc[0], "gap_ms": round(with_gc[1], 1),
+                                              "collection_ms": round(with_gc[2], 1)},
+            "gaps_over_1ms_without": {"gaps": without[0], "gap_ms": round(without[1], 1)}}
+
+
+def _start_canary(stop: threading.Event) -> threading.Thread:
+    """A thread that sleeps 1 ms at a time and notes how late it wakes: past the OS's own
+    wake-up, what it waits for is the GIL, as every thread of the worker does after a native call."""
+    def cpu_clocks() -> dict:
+        clocks = {}
+        for thread in threading.enumerate():
+            try:
+                clocks[thread.ident] = (thread.name, time.pthread_getcpuclockid(thread.ident))
+            except (OSError, AttributeError, TypeError):
+                pass
+        return clocks
+
+    def cpu_times(clocks: dict) -> dict:
+        times = {}
+        for ident, (_, clock) in clocks.items():
+            try:
+                times[ident] = time.clock_gettime(clock)
+            except OSError:  # the thread has ended
+                pass
+        return times
+
+    def run():
+        clocks = cpu_clocks()
+        before = cpu_times(clocks)
+        wakes = 0
+        while not stop.is_set():
+            start = time.perf_counter()
+            time.sleep(0.001)
+            now = time.perf_counter()
+            late = now - start - 0.001
+            CANARY.append((now, late))
+            wakes += 1
+            if wakes % 200 == 0:  # threads come and go (the reader, part threads)
+                clocks = cpu_clocks()
+            after = cpu_times(clocks)
+            if late * 1e3 > HOG_MS and len(HOGS) < 2000:
+                frames = sys._current_frames()
+                hogs = []
+                for ident, cpu in after.items():
+                    used = cpu - before.get(ident, cpu)
+                    if used > late / 2 and ident != threading.get_ident():
+                        where = _where(frames.get(ident))
+                        hogs.append({"thread": clocks[ident][0], "cpu_ms": round(1e3 * used, 2), "at": where})
+                HOGS.append({"when": now, "late_ms": round(1e3 * late, 2), "hogs": hogs})
+            before = after
+    thread = threading.Thread(target=run, name="gil-canary", daemon=True)
+    thread.start()
+    return thread
+
+
+def _where(frame, depth: int = 3) -> str:
+    """A thread's innermost `depth` Python frames, as file:line function < caller < ..."""
+    parts = []
+    while frame is not None and len(parts) < depth:
+        parts.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} {frame.f_code.co_name}")
+        frame = frame.f_back
+    return " < ".join(parts) or "?"
+
+
+def _canary_summary() -> dict:
+    """The canary's lateness over the engine's steady batches (from the STEADY_AFTER-th batch's
+    start to the last one's end), and which threads held the GIL through the late wakes then:
+    per thread and line, how often and the CPU ms they used meanwhile."""
+    import numpy as np
+
+    if not CANARY:
+        return {}
+    begin, end = (BATCH_TIMES[3][0], BATCH_TIMES[-1][1]) if len(BATCH_TIMES) > 4 else (-1.0, float("inf"))
+    late = np.array([seconds for when, seconds in CANARY if begin <= when <= end]) * 1e3
+    if not len(late):
+        return {}
+    holders: dict[str, list] = {}
+    late_wakes = [h for h in HOGS if begin <= h["when"] <= end]
+    for wake in late_wakes:
+        for hog in wake["hogs"]:
+            key = f"{hog['thread']} @ {hog['at']}"
+            entry = holders.setdefault(key, [0, 0.0])
+            entry[0] += 1
+            entry[1] += hog["cpu_ms"]
+    top = sorted(holders.items(), key=lambda kv: -kv[1][1])[:15]
+    return {"steady_s": round(end - begin, 3), "wakes": len(late),
+            **{q: round(float(np.percentile(late, int(q[1:]))), 3) for q in ("p50", "p90", "p99")},
+            "max": round(float(late.max()), 2), "over_1ms": int((late > 1).sum()),
+            "over_1ms_total_ms": round(float(late[late > 1].sum()), 1),
+            f"wakes_over_{HOG_MS:g}ms": len(late_wakes),
+            "holders": [{"where": key, "wakes": n, "cpu_ms": round(ms, 1)} for key, (n, ms) in top],
+            "latest": [{"late_ms": h["late_ms"], "hogs": h["hogs"]} for h in sorted(late_wakes, key=lambda h: -h["late_ms"])[:8]]}
+
+
+def _ready_gap_cpu() -> dict:
+    """Over the gaps of over 1 ms: the calling thread's wall and CPU time from the previous
+    submit's return to this submit's entry (CPU far below wall, outside its waits for a batch, is
+    time spent waiting for the GIL or a core); and the same per launch over every launch."""
+    wall = cpu = 0.0
+    gaps = 0
+    for j, gap in enumerate(GAPS):
+        k = j + 1
+        if gap <= 1 or k >= len(SUBMITS) or k >= len(SUBMIT_CPU):
+            continue
+        gaps += 1
+        wall += SUBMITS[k][0] - SUBMITS[k - 1][1]
+        cpu += SUBMIT_CPU[k][0] - SUBMIT_CPU[k - 1][1]
+    n = max(1, len(SUBMITS) - 1)
+    all_wall = sum(SUBMITS[k][0] - SUBMITS[k - 1][1] for k in range(1, len(SUBMITS)))
+    all_cpu = sum(SUBMIT_CPU[k][0] - SUBMIT_CPU[k - 1][1] for k in range(1, len(SUBMIT_CPU)))
+    return {"gaps_over_1ms": gaps, "wall_ms": round(1e3 * wall, 1), "cpu_ms": round(1e3 * cpu, 1),
+            "every_launch_mean_wall_ms": round(1e3 * all_wall / n, 3), "every_launch_mean_cpu_ms": round(1e3 * all_cpu / n, 3)}
 
 
 def _noting_hand_over(hand_over):
     """Prefetcher._hand_over with each slot's time noted in HANDED."""
     def wrapper(self, seq, item):
         HANDED[seq] = time.perf_counter()
+        HANDED_TIMES.append(HANDED[seq])
         return hand_over(self, seq, item)
     return wrapper
 
@@ -130,11 +336,12 @@ def _noting_submits(submit):
     batch (its copy into the input), so a batch's return to the next one's start is the time
     the calling thread took to launch the next batch while this one ran."""
     def wrapper(self, slot):
-        entered = time.perf_counter()
+        entered, cpu_entered = time.perf_counter(), time.thread_time()
         try:
             return submit(self, slot)
         finally:
             SUBMITS.append((entered, time.perf_counter(), slot.seq))
+            SUBMIT_CPU.append((cpu_entered, time.thread_time()))
     return wrapper
 
 
@@ -182,6 +389,8 @@ def _noting_gaps(account):
     def wrapper(self, events):
         if self._previous_end is not None:
             GAPS.append(max(0.0, self.cp.cuda.get_elapsed_time(self._previous_end, events["start"])))
+        if GPU_CLOCK:
+            BATCH_TIMES.append((_on_host_clock(self.cp, events["start"]), _on_host_clock(self.cp, events["end"])))
         return account(self, events)
     return wrapper
 
@@ -303,6 +512,7 @@ def main() -> int:
 
     from scoring import gpu_decode, nvjpeg_hardware, pipeline
     from scoring.job import parse_job
+    from idle_causes import idle_causes
     from scoring.report import steady_rate
     from scoring.worker import open_job_dataset, score_shards
 
@@ -332,6 +542,8 @@ def main() -> int:
     GpuContext.execute = timed("context.execute", GpuContext.execute)
     GpuPending.result = timed("pending.result", GpuPending.result)
     GpuRunner._account = _noting_gaps(GpuRunner._account)
+    GpuRunner._warm_up = _noting_warm_up(GpuRunner._warm_up)
+    G.decode_into = _noting_calls(G.decode_into)
     GpuRunner.submit = _noting_submits(GpuRunner.submit)  # inside the timed wrapper set above
     pipeline.Prefetcher._hand_over = _noting_hand_over(pipeline.Prefetcher._hand_over)
     from scoring.report import Metrics
@@ -349,9 +561,17 @@ def main() -> int:
     job = parse_job(spec, check_files=False)
     dataset = open_job_dataset(job)
     shards = dataset.shards(4096)
+    import gc
+
+    tracked = len(gc.get_objects())
+    _watch_collections()
+    stop_canary = threading.Event()
+    canary = _start_canary(stop_canary)
     started = time.perf_counter()
     metrics = score_shards(job, plan, shards, 0, dataset=dataset, device="cuda:0")
     wall = time.perf_counter() - started
+    stop_canary.set()
+    canary.join()
     graph_ms = 1e3 * metrics.stages.get("compute", 0.0) / max(1, CALLS["context.execute"] - 2)  # less the warm-up's
     images = metrics.images
     print(json.dumps({
@@ -363,6 +583,10 @@ def main() -> int:
         "gpu_gaps": _gap_summary(), "part_close_ms": _spread_ms(CLOSE_CALLS), "ticks": _tick_summary(metrics),
         "first_decode_calls_ms": [round(1e3 * c, 1) for c in DECODE_CALLS[:8]],
         "late_launches": _launch_summary(graph_ms),
+        "idle_causes": idle_causes(BATCH_TIMES, HANDED_TIMES, [entered for entered, _, _ in SUBMITS], INTERVALS),
+        "gil_canary_late_ms": _canary_summary(),
+        "calling_thread_before_gaps": _ready_gap_cpu(),
+        "collector": {"tracked_objects_before": tracked, **_collection_summary()},
         "busy_fraction": round(metrics.busy_fraction, 4) if metrics.busy_fraction is not None else None,
         # per graph launch; the count includes the warm-up's two (about 0.5% low for 100,000 rows)
         "compute_ms_per_batch": round(1e3 * metrics.stages.get("compute", 0.0) / max(1, CALLS["context.execute"]), 3),
