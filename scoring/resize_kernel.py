@@ -69,19 +69,27 @@ def batch_geometry(widths, heights, preprocess: Preprocess, keep_size=None):
 
 
 # ---- the numpy reference of the kernel ---------------------------------------------------------------
+def axis_taps(in_size, out_size, positions):
+    """(centers, lo, hi, 1 / filterscale) of Pillow's triangle filter at output coordinates
+    `positions` on an axis of `in_size` source samples resized to `out_size`, in the kernels'
+    float32 steps: the taps of each are [lo, hi). Sizes may be scalars or arrays (per image)."""
+    f32 = np.float32
+    scale = np.asarray(in_size).astype(f32) / np.asarray(out_size).astype(f32)
+    filterscale = np.maximum(scale, f32(1))
+    support = filterscale  # the bilinear filter's support is 1, scaled by the downscale factor
+    centers = (np.asarray(positions).astype(f32) + f32(0.5)) * scale
+    lo = np.maximum(np.trunc(centers - support + f32(0.5)).astype(np.int64), 0)
+    hi = np.minimum(np.trunc(centers + support + f32(0.5)).astype(np.int64), in_size)
+    return centers, lo, hi, f32(1) / filterscale
+
+
 def _axis_weights(in_size: int, out_size: int, positions: np.ndarray) -> np.ndarray:
     """(len(positions), in_size) float32 weights of Pillow's triangle filter, as the kernel computes them.
 
     positions are output coordinates (float32) inside [0, out_size); each row sums to 1.
     """
     f32 = np.float32
-    scale = f32(in_size) / f32(out_size)
-    filterscale = max(scale, f32(1))
-    support = filterscale  # the bilinear filter's support is 1, scaled by the downscale factor
-    inv = f32(1) / filterscale
-    centers = (positions.astype(f32) + f32(0.5)) * scale
-    lo = np.maximum(np.trunc(centers - support + f32(0.5)).astype(np.int64), 0)
-    hi = np.minimum(np.trunc(centers + support + f32(0.5)).astype(np.int64), in_size)
+    centers, lo, hi, inv = axis_taps(in_size, out_size, positions)
     taps = np.arange(in_size, dtype=f32)
     weights = np.maximum(f32(0), f32(1) - np.abs((taps[None, :] - centers[:, None] + f32(0.5)) * inv))
     index = np.arange(in_size)[None, :]

@@ -53,12 +53,14 @@ def test_timed_adds_up_a_phase_and_can_keep_each_call(monkeypatch):
     double = probe.timed("double", lambda x: 2 * x, each)
     assert [double(1), double(2)] == [2, 4]
     assert probe.CALLS["double"] == 2 and len(each) == 2
-    assert probe.SECONDS["double"] == pytest.approx(sum(each))
+    assert all(start <= end for start, end in each)
+    assert probe.SECONDS["double"] == pytest.approx(sum(probe._seconds(each)))
 
 
 def test_decode_call_spread(monkeypatch):
     monkeypatch.setattr(probe, "WAITS", [])
-    monkeypatch.setattr(probe, "DECODE_CALLS", [0.010] * 98 + [0.050, 0.100])
+    durations = [0.010] * 98 + [0.050, 0.100]
+    monkeypatch.setitem(probe.INTERVALS, "call", [(float(i), i + seconds) for i, seconds in enumerate(durations)])
     spread = probe._wait_summary()["decode_call_ms"]
     assert spread["p50"] == pytest.approx(10.0) and spread["max"] == pytest.approx(100.0)
     assert spread["p10"] <= spread["p50"] <= spread["p90"] <= spread["p99"] <= spread["max"]

@@ -20,29 +20,17 @@ from __future__ import annotations
 import numpy as np
 
 from scoring.decode import Preprocess
-from scoring.resize_kernel import batch_geometry
+from scoring.resize_kernel import axis_taps, batch_geometry
 
 MARGIN = 8  # pixels beyond the outermost taps
 ALIGN = 16  # a 4:2:0 JPEG's MCU: regions start and end on MCU boundaries (or the image's edge)
 
 
-def _taps_span(in_size: np.ndarray, out_size: np.ndarray, first: np.ndarray, last: np.ndarray):
-    """[lo, hi) on the source axis of the taps of output positions first..last (resized image),
-    in the kernels' float32 steps: lo of `first`, hi of `last` (both are monotonic in position)."""
-    f32 = np.float32
-    scale = in_size.astype(f32) / out_size.astype(f32)
-    support = np.maximum(scale, f32(1))
-    lo_center = (first.astype(f32) + f32(0.5)) * scale
-    hi_center = (last.astype(f32) + f32(0.5)) * scale
-    lo = np.maximum(np.trunc((lo_center - support) + f32(0.5)).astype(np.int64), 0)
-    hi = np.minimum(np.trunc((hi_center + support) + f32(0.5)).astype(np.int64), in_size)
-    return lo, hi
-
-
 def _axis_window(size: np.ndarray, resized: np.ndarray, offset: np.ndarray, crop: int, margin: int, align: int):
     first = np.maximum(offset, 0)  # the crop's positions inside the resized image (the rest is padding)
     last = np.minimum(offset + crop, resized) - 1
-    lo, hi = _taps_span(size, resized, first, last)
+    _, lo, _, _ = axis_taps(size, resized, first)  # both ends are monotonic in position
+    _, _, hi, _ = axis_taps(size, resized, last)
     start = np.maximum(lo - margin, 0) // align * align
     end = np.minimum(-(-(hi + margin) // align) * align, size)
     empty = last < first  # the crop misses the image: nothing is read, so any small region will do

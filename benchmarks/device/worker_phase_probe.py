@@ -59,19 +59,23 @@ _lock = threading.Lock()
 
 
 def timed(name: str, fn, each: list | None = None):
-    """fn with its seconds added to SECONDS[name] (and each call's to `each`, where given)."""
+    """fn with its seconds added to SECONDS[name] (and each call's (start, end) to `each`, where given)."""
     def wrapper(*args, **kwargs):
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
-            seconds = time.perf_counter() - start
+            end = time.perf_counter()
             with _lock:
-                SECONDS[name] += seconds
+                SECONDS[name] += end - start
                 CALLS[name] += 1
                 if each is not None:
-                    each.append(seconds)
+                    each.append((start, end))
     return wrapper
+
+
+def _seconds(intervals: list[tuple[float, float]]) -> list[float]:
+    return [end - start for start, end in intervals]
 
 
 def _timed_iterator(read_shard):
@@ -119,8 +123,7 @@ def _timed_poll(pipeline):
 
 # (seconds the caller waited for the next batch, later batches decoded when it began, and when it ended)
 WAITS: list[tuple[float, int, int]] = []
-DECODE_CALLS: list[float] = []  # seconds of each decode_into call
-CLOSE_CALLS: list[float] = []  # seconds of each PartWriter.close
+CLOSE_CALLS: list[tuple[float, float]] = []  # (start, end) of each PartWriter.close
 GAPS: list[float] = []  # ms the engine's stream sat idle before each batch (from the second on)
 TICKS: list[tuple[float, int]] = []  # (Metrics.now(), images written) after every batch
 HANDED: dict[int, float] = {}  # seq -> when its slot was handed over (perf_counter)
@@ -132,10 +135,9 @@ CANARY: list[tuple[float, float]] = []  # (when, seconds) each 1 ms sleep of a b
 HOGS: list[dict] = []
 HOG_MS = 3.0
 COLLECTIONS: list[tuple[float, float, int]] = []  # (began, ms, generation) of every cyclic GC collection
-# For idle_causes: each batch's (start, end) on the GPU in perf_counter seconds, every hand-over's
-# time, and each decoder thread's (start, end) in a decode call, a wait for a read, a wait for a slot.
+# For idle_causes: each batch's (start, end) on the GPU in perf_counter seconds, and each decoder
+# thread's (start, end) in a decode call (decode_into), a wait for a read, a wait for a slot.
 BATCH_TIMES: list[tuple[float, float]] = []
-HANDED_TIMES: list[float] = []
 INTERVALS: dict[str, list[tuple[float, float]]] = {"call": [], "read_wait": [], "free_wait": []}
 GPU_CLOCK: list = []  # [event, perf_counter]: an event recorded on an idle stream, and when it was
 
@@ -156,18 +158,6 @@ def _on_host_clock(cp, event) -> float:
     return at + cp.cuda.get_elapsed_time(origin, event) / 1e3
 
 
-def _noting_calls(decode_into):
-    """GpuDecoder.decode_into with each call's (start, end) in INTERVALS["call"]."""
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return decode_into(*args, **kwargs)
-        finally:
-            with _lock:
-                INTERVALS["call"].append((start, time.perf_counter()))
-    return wrapper
-
-
 def _watch_collections() -> None:
     """Note every collection of the cyclic garbage collector: it holds the GIL while it runs."""
     import gc
@@ -185,6 +175,14 @@ def _watch_collections() -> None:
     gc.callbacks.append(callback)
 
 
+def _gaps_before_submits():
+    """(k, gap ms) for each gap of over 1 ms: GAPS[j] is the gap before the (j + 1)-th submitted
+    batch, whose submit is SUBMITS[k] (and SUBMIT_CPU[k]: the two are noted together)."""
+    for j, gap in enumerate(GAPS):
+        if gap > 1 and j + 1 < len(SUBMITS):
+            yield j + 1, gap
+
+
 def _collection_summary() -> dict:
     """Collections per generation (count, total and longest ms), and the engine's gaps of over
     1 ms split by whether a collection ran while the calling thread was on its way to that launch
@@ -195,10 +193,8 @@ def _collection_summary() -> dict:
         by_generation[f"gen{generation}"] = {"count": len(pauses), "total_ms": round(sum(pauses), 1),
                                              "max_ms": round(max(pauses), 2) if pauses else 0.0}
     with_gc, without = [0, 0.0, 0.0], [0, 0.0]
-    for j, gap in enumerate(GAPS):  # GAPS[j]: the gap before the (j + 1)-th submitted batch
-        if gap <= 1 or j + 1 >= len(SUBMITS):
-            continue
-        start, end = SUBMITS[j][1], SUBMITS[j + 1][0]
+    for k, gap in _gaps_before_submits():
+        start, end = SUBMITS[k - 1][1], SUBMITS[k][0]
         paused = sum(ms for began, ms, _ in COLLECTIONS if began < end and began + ms / 1e3 > start)
         if paused > 0:
             with_gc[0] += 1
@@ -308,10 +304,7 @@ def _ready_gap_cpu() -> dict:
     time spent waiting for the GIL or a core); and the same per launch over every launch."""
     wall = cpu = 0.0
     gaps = 0
-    for j, gap in enumerate(GAPS):
-        k = j + 1
-        if gap <= 1 or k >= len(SUBMITS) or k >= len(SUBMIT_CPU):
-            continue
+    for k, _ in _gaps_before_submits():
         gaps += 1
         wall += SUBMITS[k][0] - SUBMITS[k - 1][1]
         cpu += SUBMIT_CPU[k][0] - SUBMIT_CPU[k - 1][1]
@@ -326,7 +319,6 @@ def _noting_hand_over(hand_over):
     """Prefetcher._hand_over with each slot's time noted in HANDED."""
     def wrapper(self, seq, item):
         HANDED[seq] = time.perf_counter()
-        HANDED_TIMES.append(HANDED[seq])
         return hand_over(self, seq, item)
     return wrapper
 
@@ -438,7 +430,7 @@ def _wait_summary() -> dict:
     steady = WAITS[1:]  # the first wait is the start-up's
     later = [w for w, at_start, _ in steady if at_start > 0]
     overtaken = [w for w, _, at_end in steady if at_end > 0]
-    calls = np.array(DECODE_CALLS) * 1e3 if DECODE_CALLS else np.zeros(1)
+    calls = np.array(_seconds(INTERVALS["call"])) * 1e3 if INTERVALS["call"] else np.zeros(1)
     return {"caller_waits": len(WAITS), "caller_wait_s": round(sum(w for w, _, _ in WAITS), 3),
             "first_wait_s": round(WAITS[0][0], 3) if WAITS else None,
             "steady_wait_s": round(sum(w for w, _, _ in steady), 3),
@@ -519,7 +511,7 @@ def main() -> int:
     G = gpu_decode.GpuDecoder
     for name in ("decode_into", "route", "_decode_batch", "_decode_on_hardware", "_decode_jpegs", "_launch",
                  "_upload_arrays", "_cpu_fallback"):
-        setattr(G, name, timed(name, getattr(G, name), DECODE_CALLS if name == "decode_into" else None))
+        setattr(G, name, timed(name, getattr(G, name), INTERVALS["call"] if name == "decode_into" else None))
     pipeline.read_shard = _timed_iterator(pipeline.read_shard)
     pipeline.Prefetcher._poll = _timed_poll(pipeline)
     if hasattr(pipeline.Prefetcher, "_wait_for_next"):  # not in trees before session 17 (A/B runs)
@@ -543,7 +535,6 @@ def main() -> int:
     GpuPending.result = timed("pending.result", GpuPending.result)
     GpuRunner._account = _noting_gaps(GpuRunner._account)
     GpuRunner._warm_up = _noting_warm_up(GpuRunner._warm_up)
-    G.decode_into = _noting_calls(G.decode_into)
     GpuRunner.submit = _noting_submits(GpuRunner.submit)  # inside the timed wrapper set above
     pipeline.Prefetcher._hand_over = _noting_hand_over(pipeline.Prefetcher._hand_over)
     from scoring.report import Metrics
@@ -580,10 +571,10 @@ def main() -> int:
         "worker_stages_s": {k: round(v, 2) for k, v in metrics.stages.items()},
         "cpu_s": round(metrics.cpu_s or 0, 2),
         "skip": sorted(skip), "output": args.output, "order": order, "raw": args.raw, "waits": _wait_summary(),
-        "gpu_gaps": _gap_summary(), "part_close_ms": _spread_ms(CLOSE_CALLS), "ticks": _tick_summary(metrics),
-        "first_decode_calls_ms": [round(1e3 * c, 1) for c in DECODE_CALLS[:8]],
+        "gpu_gaps": _gap_summary(), "part_close_ms": _spread_ms(_seconds(CLOSE_CALLS)), "ticks": _tick_summary(metrics),
+        "first_decode_calls_ms": [round(1e3 * c, 1) for c in _seconds(INTERVALS["call"][:8])],
         "late_launches": _launch_summary(graph_ms),
-        "idle_causes": idle_causes(BATCH_TIMES, HANDED_TIMES, [entered for entered, _, _ in SUBMITS], INTERVALS),
+        "idle_causes": idle_causes(BATCH_TIMES, list(HANDED.values()), [entered for entered, _, _ in SUBMITS], INTERVALS),
         "gil_canary_late_ms": _canary_summary(),
         "calling_thread_before_gaps": _ready_gap_cpu(),
         "collector": {"tracked_objects_before": tracked, **_collection_summary()},
