@@ -70,7 +70,8 @@ def test_a_count_that_is_not_a_number_is_refused_before_any_work(tmp_path, optio
 @pytest.mark.parametrize("script", ["scoring_gpu_e2e.py", "scaling_gpu.py", "device/slim_wheels.py", "fp16_numerics.py",
                                     "gpu_vs_torch.py",
                                     "fp16_top1_peer.py", "fp16_top1_emulated.py", "fp16_top1_gpu.py", "fp16_sensitivity.py",
-                                    "host_decode_prep.py"])
+                                    "host_decode_prep.py", "device/green_context_probe.py",
+                                    "device/nvjpeg_kernel_count.py"])
 def test_help(script):
     proc = subprocess.run([sys.executable, str(BENCH / script), "--help"], capture_output=True, text=True,
                           timeout=120, env=_no_gpu_env())
