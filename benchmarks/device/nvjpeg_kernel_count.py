@@ -28,28 +28,26 @@ def decode(rows: int, batches: int) -> dict:
     import numpy as np
     import pyarrow.parquet as pq
 
-    from scoring.jpeg_header import read_header
+    from scoring.decode_route import route_batch
     from scoring.make_data import make_dataset
     from scoring.nvjpeg_hardware import HardwareJpegDecoder
 
     with tempfile.TemporaryDirectory() as tmp:
         make_dataset(Path(tmp) / "data", rows, row_groups=1, seed=0)
-        table = pq.read_table(next((Path(tmp) / "data").rglob("*.parquet")))
-    column = table.column("image").combine_chunks()
-    data = [bytes(column[i]["bytes"].as_py()) if column.type.num_fields else bytes(column[i].as_py())
-            for i in range(len(column))]
-    sizes = [read_header(d) for d in data]
-    pitches = np.array([3 * s.width for s in sizes], np.uint64)
-    heights = np.array([s.height for s in sizes], np.uint64)
-    out = cp.empty(int((pitches * heights).sum()), cp.uint8)
-    outputs = out.data.ptr + np.concatenate([[0], np.cumsum(pitches * heights)[:-1]]).astype(np.uint64)
-    keep = [np.frombuffer(d, np.uint8) for d in data]
-    pointers = np.array([k.ctypes.data for k in keep], np.uint64)
-    lengths = np.array([len(d) for d in data], np.uint64)
+        table = pq.read_table(next((Path(tmp) / "data").rglob("*.parquet")), columns=["image"])
+    data = [row["bytes"] for row in table.column("image").to_pylist()]
+    # the rows, addresses and sizes as the worker's reader thread routes them
+    chosen = route_batch(data, hardware=True, pixel_limit=None).hardware
+    if len(chosen) != rows:
+        raise SystemExit(f"only {len(chosen)} of {rows} synthetic JPEGs are hardware-decodable")
+    pitches = 3 * chosen.widths
+    sizes = chosen.heights * pitches
+    out = cp.empty(int(sizes.sum()), cp.uint8)
+    outputs = (out.data.ptr + np.cumsum(sizes) - sizes).astype(np.uint64)
     stream = cp.cuda.Stream(non_blocking=True)
     decoder = HardwareJpegDecoder()
     for _ in range(batches):
-        decoder.decode(pointers, lengths, outputs, pitches, stream.ptr)
+        decoder.decode(chosen.pointers, chosen.lengths, outputs, pitches.astype(np.uint64), stream.ptr)
         stream.synchronize()
     decoder.close()
     return {"rows": rows, "batches": batches, "flags": decoder.flags}
