@@ -22,8 +22,8 @@ Loops stride by LANES, a compile-time 32, so none of them divides. On an H100 wi
 0.156 ms against 0.243 ms for session 18's version (ncu: 116 M warp instructions against 179 M);
 beside ResNet-50 FP16 at 26,000 images/s the model kept 98.0-98.4% of its rate against 97.6%.
 Session 18's version read single bytes with a division per loop, recomputed every tile's weights
-for 16 rows, and its x pass met 4-way bank conflicts in an interleaved buffer (ncu, call 1 there:
-benchmarks/results/scoring/h100_2026-11-23_s21/NOTES.md). Earlier still (session 18, calls 1-3):
+for 16 rows, and its x pass met 4-way bank conflicts in an interleaved buffer (ncu in session 21's
+call 1: benchmarks/results/scoring/h100_2026-11-23_s21/NOTES.md). Earlier still (session 18, calls 1-3):
 a search per block for its image and column weights that a warp's lanes read from one bank
 (0.584 ms); without those (0.418 ms); with bytes made floats without the conversion unit (0.349 ms).
 
@@ -112,7 +112,8 @@ __device__ __forceinline__ float byte_of(unsigned int word, int m) {{
 }}
 
 // The 12 bytes at p (4 RGB pixels, any alignment) as 3 little-endian words, from aligned word loads.
-// Only words holding one of the first `valid` bytes are read: nothing past the image's last byte.
+// Only the aligned words that hold one of the bytes [p, p + valid) are read, so never a word wholly
+// outside the image's memory.
 __device__ __forceinline__ void load12(const unsigned char* p, int valid, unsigned int* w) {{
     const unsigned long long address = (unsigned long long)p;
     const unsigned int* q = (const unsigned int*)(address & ~3ULL);
