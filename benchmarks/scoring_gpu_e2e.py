@@ -313,7 +313,7 @@ def score(job: dict, base: Path) -> dict:
         "avg_watts": s["avg_watts"], "images_per_s_per_watt": s["images_per_s_per_watt"],
         "startup_s": w["startup_s"], "launch_to_first_batch_s": s.get("launch_to_first_batch_s"),
         "decode_threads": data["job"].get("decode_threads"), "decode_processes": job["run"].get("decode_processes"),
-        "bottleneck": s["bottleneck"],
+        "bottleneck": s["bottleneck"], "slot_input": w.get("slot_input"),
         "latency": s["latency"], "stages": data["stages"],
     }
 

@@ -7,6 +7,13 @@ pass once it has run eagerly. Inputs arrive as host numpy arrays (copied for you
 (used in place); outputs come back as numpy arrays in the plan's output dtype. A layer whose kernel
 cannot run on the GPU runs its numpy kernel on the host, and the bucket then runs without a CUDA
 graph; `host_layers` lists such layers.
+
+A bucket can also read an input in place from another array of the input binding's shape, strides
+and dtype (a scoring ring slot), instead of having it copied into the binding first: `prepare_input`
+rebinds the layers that read that input's memory (the *head*: every layer up to the last such
+reader) to the array and captures them as a graph of their own; `execute_from` launches that head
+graph, then one graph of the remaining layers (the *tail*), which every such array shares. Between
+the two the caller may mark the array as read (an event), so it can be refilled while the tail runs.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from engine.address_span import address_span, inside, overlap
 from engine.arena import Arena
 from engine.errors import LayerError, PlanFormatError
 from engine.memory import VIEW_OPS
@@ -80,12 +88,21 @@ class _Bucket:
             self.staging[spec.name] = cp.empty(shape, dtype=spec.dtype)
             self.bound[spec.name] = self.arena.allocate(shape, dtype)
         self.runners: list = []
+        # per runner, at its index: (the arrays it reads, positionally, None for a weight; the
+        # arrays it writes; a function that makes the same runner over other input arrays)
+        self.runner_io: list[tuple[list, list, Any]] = []
         self.host_layers: list[str] = []
         self.tactics: dict[str, str] = {}
         self.io: dict[str, tuple] = {}  # layer -> (attrs, input arrays as read, output arrays): for tuning's check
         for entry in engine.layers:
             self._bind(engine, entry, shapes, device)
         self.graph = None
+        self.tail: tuple[int, Any] | None = None  # (runners in the head, the tail's graph)
+        self.heads: dict[tuple, tuple[Any, list]] = {}  # input array's key -> (head graph, its runners)
+
+    def _add_runner(self, name: str, runner, reads: list, writes: list, remake) -> None:
+        self.runners.append((name, runner))
+        self.runner_io.append((reads, writes, remake))
 
     def _bind(self, engine: GpuEngine, entry: dict, shapes: dict, device) -> None:
         import cupy as cp
@@ -101,7 +118,11 @@ class _Bucket:
             else:  # a channels-last tensor flattened: copy into logical (NCHW) order
                 buffer = cp.empty(target_shape, dtype=dtype)
                 self.bound[outputs[0]] = buffer
-                self.runners.append((name, lambda b=buffer, s=source: cp.copyto(b.reshape(s.shape), s)))
+
+                def flatten(arrays, b=buffer):
+                    return lambda s=arrays[0]: cp.copyto(b.reshape(s.shape), s)
+
+                self._add_runner(name, flatten([source]), [source], [buffer], flatten)
             return
         attrs = decode_attrs(entry.get("attrs", {}), engine.plan.tensors)
         elided = bool(attrs.get("elided"))
@@ -141,16 +162,18 @@ class _Bucket:
         self.io[name] = (attrs, in_arrays, out_arrays)
         spec = LayerSpec(name, kind, attrs, consts, tactic=entry.get("tactic"),
                          allow_tf32=bool(engine.header.get("tf32")), buffers=buffers)
+        remake = None
         try:
             factory = engine.gpu_ops.by_key(entry["kernel"]).fn
             runner = factory(spec, in_arrays, out_arrays, device)
             self.tactics[name] = getattr(runner, "tactic", "cupy")
+            remake = lambda arrays: factory(spec, arrays, out_arrays, device)  # noqa: E731
         except (KeyError, Unsupported) as why:
             log.info("layer %s (%s) runs on the host: %s", name, kind, why)
             runner = _HostLayer(entry, attrs, engine.weights, in_arrays, out_arrays)
             self.host_layers.append(name)
             self.tactics[name] = "host"
-        self.runners.append((name, runner))
+        self._add_runner(name, runner, in_arrays, [a for a in out_arrays if a is not None], remake)
 
     def _cast_inputs(self, engine: GpuEngine, entry: dict, arrays: list) -> list:
         """In an FP16 plan with FP32 layers (engine/precision.py), a layer reads its float inputs in
@@ -165,13 +188,45 @@ class _Bucket:
         for array in arrays:
             if array is not None and array.dtype.kind == "f" and array.dtype != wanted:
                 target = self.arena.allocate(array.shape, wanted)
-                self.runners.append((f"{entry['name']}:cast", lambda t=target, a=array: cp.copyto(t, a)))
+
+                def cast(arrays, t=target):
+                    return lambda a=arrays[0]: cp.copyto(t, a)
+
+                self._add_runner(f"{entry['name']}:cast", cast([array]), [array], [target], cast)
                 array = target
             converted.append(array)
         return converted
 
-    def run_layers(self) -> None:
-        for name, runner in self.runners:
+    def head_length(self, name: str) -> int | None:
+        """How many runners, from the first, it takes to include every one that reads the memory of
+        input `name` (through a view too); None where a runner writes into that memory, or none
+        reads it, or every runner does (there is no tail)."""
+        span = _span(self.bound[name])
+        last = 0
+        for index, (reads, writes, _) in enumerate(self.runner_io):
+            if any(overlap(_span(a), span) for a in writes):
+                return None
+            if any(a is not None and overlap(_span(a), span) for a in reads):
+                last = index + 1
+        return last if 0 < last < len(self.runners) else None
+
+    def rebound_head(self, name: str, array, length: int) -> list:
+        """The first `length` runners, those that read input `name` made again over the same views
+        of `array` (which has the binding's shape, strides and dtype)."""
+        binding = self.bound[name]
+        span = _span(binding)
+        head = []
+        for (layer, runner), (reads, _, remake) in zip(self.runners[:length], self.runner_io):
+            touched = [a is not None and overlap(_span(a), span) for a in reads]
+            if any(touched):
+                if remake is None or not all(inside(_span(a), span) for a, t in zip(reads, touched) if t):
+                    raise Unsupported(f"layer '{layer}' reads input '{name}' in a way that cannot be rebound")
+                runner = remake([_rebased(a, binding, array) if t else a for a, t in zip(reads, touched)])
+            head.append((layer, runner))
+        return head
+
+    def run_layers(self, runners: list | None = None) -> None:
+        for name, runner in self.runners if runners is None else runners:
             try:
                 runner()
             except Exception as exc:
@@ -194,6 +249,22 @@ def uses_channels_last(header: Mapping[str, Any]) -> bool:
 
 def _shares_memory(a, b) -> bool:
     return a.data.ptr == b.data.ptr and a.size == b.size
+
+
+def _span(array) -> tuple[int, int]:
+    return address_span(array.data.ptr, array.shape, array.strides, array.itemsize)
+
+
+def _rebased(view, base, other):
+    """The view of `other` that `view` is of `base` (other has base's shape, strides and dtype)."""
+    import cupy as cp
+
+    return cp.ndarray(view.shape, view.dtype, memptr=other.data + (view.data.ptr - base.data.ptr),
+                      strides=view.strides)
+
+
+def _layout(array) -> tuple:
+    return tuple(array.shape), tuple(array.strides), str(array.dtype)
 
 
 class _HostLayer:
@@ -270,17 +341,68 @@ class GpuContext:
         if self.use_graphs and not bucket.host_layers:
             bucket.graph = self._capture(bucket)
 
-    def _capture(self, bucket: _Bucket):
+    def _capture(self, bucket: _Bucket, runners: list | None = None):
         try:
             self.stream.begin_capture()
             try:
-                bucket.run_layers()
+                bucket.run_layers(runners)
             finally:
                 graph = self.stream.end_capture()
             return graph
         except Exception as exc:  # capture is an optimization: run eagerly if a kernel refuses it
             log.warning("CUDA graph capture failed, running eagerly: %s: %s", type(exc).__name__, exc)
             return None
+
+    def prepare_input(self, bucket: _Bucket, name: str, array) -> str | None:
+        """Make `bucket` able to read input `name` in place from `array` (see the module doc): None
+        once it can, else why not. Call it before other threads use the GPU: it captures graphs."""
+        binding = bucket.bound.get(name)
+        if binding is None or name not in bucket.staging:
+            return f"the engine has no input '{name}'"
+        if _layout(array) != _layout(binding):
+            return (f"input '{name}' is bound as {_layout(binding)} (shape, strides, dtype), "
+                    f"the array is {_layout(array)}")
+        key = (name, array.data.ptr) + _layout(array)
+        if key in bucket.heads:
+            return None
+        if bucket.graph is None:
+            return "the bucket runs without a CUDA graph" if bucket.host_layers or not self.use_graphs \
+                else "the bucket has not run yet"
+        length = bucket.head_length(name)
+        if length is None:
+            return f"no split of the layers separates the readers of input '{name}' from the rest"
+        if bucket.tail is not None and bucket.tail[0] != length:
+            return (f"the tail graph starts at runner {bucket.tail[0]}, the readers of input '{name}' end at "
+                    f"runner {length}")
+        try:
+            head = bucket.rebound_head(name, array, length)
+        except Unsupported as why:
+            return str(why)
+        with self.stream:
+            bucket.run_layers(head)  # eagerly once, before its capture
+            if bucket.tail is None:
+                tail = self._capture(bucket, bucket.runners[length:])
+                if tail is None:
+                    return "the tail's CUDA graph capture failed"
+                bucket.tail = (length, tail)
+            graph = self._capture(bucket, head)
+        self.stream.synchronize()
+        if graph is None:
+            return "the head's CUDA graph capture failed"
+        bucket.heads[key] = (graph, head)
+        return None
+
+    def execute_from(self, bucket: _Bucket, name: str, array, between=None) -> None:
+        """One forward pass on the context's stream that reads input `name` from `array` in place
+        (prepared by prepare_input): the head graph, `between()` (where given), the tail graph."""
+        key = (name, array.data.ptr) + _layout(array)
+        if key not in bucket.heads:
+            raise ValueError(f"input '{name}' was not prepared to be read from this array "
+                             f"(shape {tuple(array.shape)}, strides {tuple(array.strides)}): call prepare_input first")
+        bucket.heads[key][0].launch(self.stream)
+        if between is not None:
+            between()
+        bucket.tail[1].launch(self.stream)
 
 
 def _as_array(value):

@@ -96,6 +96,8 @@ class Metrics:
     decoded_by: dict[str, int] = field(default_factory=dict)
     # CPUs the worker's threads left because they ran its work slowly (scoring.slow_cpus.SlowCpu dicts)
     slow_cpus: list[dict] = field(default_factory=list)
+    # How the engine took device ring slots: "in place", or "copied: <why>" (scoring.gpu_runner)
+    slot_input: str | None = None
 
     _SAMPLE_EVERY_S = 0.25
 
@@ -260,6 +262,7 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
                                         if m.images else {}),
             "host_cores": m.host_cores,
             "decoded_by": dict(m.decoded_by) or None,
+            "slot_input": m.slot_input,
             "slow_cpus_left": list(m.slow_cpus),
         })
 

@@ -337,6 +337,7 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
     metrics.thread_cpu_s.update(getattr(runner, "thread_cpu_s", {}))  # the CPU runner's engine thread
     metrics.slow_cpus = slow_cpus.report() if slow_cpus is not None else []
     metrics.busy_fraction = runner.busy_fraction
+    metrics.slot_input = getattr(runner, "slot_input", None)
     # GPU decoders in this process count their rows per decode path
     metrics.decoded_by = sum_counts(getattr(decoder, "decoded_by", {}) for decoder in decoders) or {}
     metrics.finish()

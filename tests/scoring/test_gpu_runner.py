@@ -91,3 +91,46 @@ def test_the_engine_stream_takes_its_priority_from_stream_priority(tmp_path, mon
         runner.close()
     assert priorities[""] == least and priorities["-1000"] < least
 
+
+
+@pytest.mark.parametrize("value, wanted", [(None, True), ("1", True), ("0", False), ("off", False), (" no ", False)])
+def test_slots_are_read_in_place_unless_the_environment_says_copy(value, wanted):
+    from scoring.gpu_runner import slot_input_wanted
+
+    assert slot_input_wanted({} if value is None else {"BATCHSCORE_SLOT_INPUT": value}) is wanted
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("setting", ["1", "0"])
+def test_batches_back_to_back_score_their_own_rows_read_in_place_or_copied(tmp_path, monkeypatch, setting):
+    """Each batch's scores are those of its own rows, through a ring of 2 device slots that the
+    decoders would refill as soon as submit returns; read in place (the default) or copied."""
+    import cupy as cp
+
+    import engine
+    from scoring.gpu_runner import GpuRunner
+    from scoring.pipeline import Slot
+    from tests.scoring.test_run_local import CROP as TINY_CROP, tiny_network
+
+    monkeypatch.setenv("BATCHSCORE_SLOT_INPUT", setting)
+    plan = engine.build(tiny_network().graph(), engine.BuildConfig(max_batch=16, device="cuda", precision="fp16"))
+    eng = engine.load(plan.save(tmp_path / "tiny_fp16.plan"))
+    runner = GpuRunner(eng, 16, Preprocess(resize_shorter=TINY_CROP, crop=TINY_CROP, dtype="float16"))
+    ring = runner.make_ring(2, on_device=True)
+    assert runner.slot_input == ("in place" if setting == "1" else "copied: BATCHSCORE_SLOT_INPUT=0")
+    rng = np.random.default_rng(7)
+    batches = [rng.standard_normal((16, 3, TINY_CROP, TINY_CROP)).astype(np.float16) for _ in range(8)]
+    got, pending = [], None
+    for i, rows in enumerate(batches):  # as the worker does: submit batch i, then collect batch i-1
+        ring.buffers[i % 2][...] = cp.asarray(np.ascontiguousarray(rows.transpose(0, 2, 3, 1)))
+        handle = runner.submit(Slot(i % 2, ring.buffers[i % 2], np.arange(16), [None] * 16, 16))
+        if pending is not None:
+            got.append(pending.result())
+        pending = handle
+    got.append(pending.result())
+    runner.close()
+    assert (runner.stages["input"] == 0.0) is (setting == "1")  # no copy into the binding in place
+    reference = eng.create_context()
+    for rows, scores in zip(batches, got):
+        want = reference.run({eng.inputs[0].name: rows.astype(np.float32)})[eng.outputs[0].name]
+        np.testing.assert_allclose(scores, np.asarray(want, np.float32).reshape(16, -1), rtol=1e-3, atol=1e-3)

@@ -1,0 +1,29 @@
+# Issue #5, session 22, call 1: device slots read in place by the engine (per-slot head graphs, a
+# shared tail graph) against copied into the input binding (BATCHSCORE_SLOT_INPUT=0), alternating,
+# end to end; first the GPU tests of the new code.
+set -u
+source .scratch/env.sh
+[ -d .scratch/cache ] && cp -r .scratch/cache /tmp/bscache
+rm -rf /tmp/r; mkdir -p /tmp/r
+t0=$(date +%s)
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > /tmp/r/device.txt
+sha1sum engine/gpu_runtime.py scoring/gpu_runner.py engine/address_span.py > /tmp/r/sha1.txt
+timeout 120 python3 -m pytest -q -m gpu tests/gpu/test_gpu_input_heads.py tests/scoring/test_gpu_runner.py -n 4 -p no:cacheprovider > /tmp/r/gpu_tests_new.txt 2>&1; echo "tests rc=$? $(( $(date +%s)-t0 ))s"; tail -15 /tmp/r/gpu_tests_new.txt
+e2e() {  # name, then env assignments
+  local name=$1; shift
+  env "$@" python3 benchmarks/scoring_gpu_e2e.py /tmp/e --rows 100000 --cpu-rows 0 > /tmp/r/e2e_$name.log 2>&1; echo "e2e $name rc=$? $(( $(date +%s)-t0 ))s"
+  cp /tmp/e/scoring_gpu_e2e.json /tmp/r/e2e_$name.json
+}
+e2e inplace_1 X=1
+for r in 1 2 3 4 5; do
+  [ $(( $(date +%s)-t0 )) -lt 470 ] && e2e copied_$r BATCHSCORE_SLOT_INPUT=0
+  [ $(( $(date +%s)-t0 )) -lt 490 ] && e2e inplace_$((r+1)) X=1
+done
+python3 - <<'PY' | tee /tmp/r/summary.txt
+import json, glob, os
+for f in sorted(glob.glob("/tmp/r/e2e_*.json")):
+    b = json.load(open(f)); e = b["end_to_end"]
+    st = e.get("stages", {})
+    print(f"{os.path.basename(f)}: alone {b['engine_only']['images_per_s']:.0f} steady {e.get('steady_images_per_s')} ratio {b.get('ratio_steady_over_engine')} busy {e.get('busy_fraction')} slot_input {e.get('slot_input')!r} input_s {st.get('input', {}).get('seconds')} compute_s {st.get('compute', {}).get('seconds')} {str(e.get('error', ''))[:300]}")
+PY
+tar czf $OUT/results.tgz -C /tmp r
