@@ -16,10 +16,12 @@ A device slot (GPU decode) is not copied: the engine reads it in place. For each
 has the engine capture the layers that read the input bound to that slot (the head, ResNet-50's
 first conv) as a graph of their own, and the rest of the pass (the tail) as one graph all slots
 share (engine.gpu_runtime: prepare_input). A batch is its slot's head graph, an event that frees
-the slot, then the tail graph. That saves a 77 MB device-to-device copy a batch (ResNet-50 FP16 at
-256: 0.08-0.10 ms on an H100, about 1% of the engine's time). $BATCHSCORE_SLOT_INPUT=0 copies every
-slot into the binding as before (for A/B runs); so does any slot the engine cannot read in place
-(then `slot_input` says why).
+the slot, then the tail graph. That saves a 77 MB device-to-device copy a batch. For ResNet-50 FP16
+at 256 on an H100, the copy took 0.10-0.13 ms and the graphs then ran 0.03 ms longer: 0-1% of a
+batch's GPU time, and the split into two graphs cost nothing measurable
+(benchmarks/results/scoring/h100_2026-11-23_s22/NOTES.md). $BATCHSCORE_SLOT_INPUT=0 copies every
+slot into the binding as before (for A/B runs), and so does any slot the engine cannot read in
+place (`slot_input` then says why).
 
 The ring holds rows in the plan input's memory layout (`ring_preprocess`): an FP16 plan keeps its
 NCHW input channels-last, so the decoders write NHWC rows and the compute stream's copy into the
@@ -29,8 +31,9 @@ Every batch runs at the full `capacity` (a short one too, the run's last or one 
 was not there in time: its padding rows are left over from an earlier batch, or what the slot
 held before where it is read in place, and their scores dropped; no layer mixes rows), so one
 CUDA graph serves the whole job. The caller submits batch i+1 before it collects batch i (`lag` =
-1): while the GPU computes batch i, the host copies batch i+1 in and writes batch i-1's rows out. A slot filled by the GPU decoder is already on the device (its stream was
-synchronized by the decode thread), so only the compute stream touches it.
+1): while the GPU computes batch i, the host copies batch i+1 in and writes batch i-1's rows out.
+A slot filled by the GPU decoder is already on the device (its stream was synchronized by the
+decode thread), so only the compute stream touches it.
 
 The busy fraction comes from events on the compute stream: per batch, the time from its start to
 its end, against the gap since the previous batch ended. Within it, the stage "input" is the copy

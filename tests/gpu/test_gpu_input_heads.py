@@ -22,7 +22,8 @@ def two_readers() -> Network:
     rng = np.random.default_rng(0)
     net = Network("two_readers")
     x = net.input("input", [None, 3, SIZE, SIZE])
-    y = net.relu(net.conv(x, rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3, np.zeros(8, np.float32), pad=1))
+    w = rng.standard_normal((8, 3, 3, 3)).astype(np.float32) * 0.3
+    y = net.relu(net.conv(x, w, np.zeros(8, np.float32), pad=1))
     y = net.linear(net.flatten(net.global_avg_pool(y)), rng.standard_normal((CLASSES, 8)).astype(np.float32))
     z = net.linear(net.flatten(x), rng.standard_normal((CLASSES, 3 * SIZE * SIZE)).astype(np.float32) * 0.1)
     net.output(net.add(y, z), "logits")

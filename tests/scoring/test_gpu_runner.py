@@ -92,7 +92,6 @@ def test_the_engine_stream_takes_its_priority_from_stream_priority(tmp_path, mon
     assert priorities[""] == least and priorities["-1000"] < least
 
 
-
 @pytest.mark.parametrize("value, wanted", [(None, True), ("1", True), ("0", False), ("off", False), (" no ", False)])
 def test_slots_are_read_in_place_unless_the_environment_says_copy(value, wanted):
     from scoring.gpu_runner import slot_input_wanted
