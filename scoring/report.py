@@ -471,6 +471,20 @@ DECODE_PATH_NAMES = {"hardware": "the GPU's hardware JPEG decoder", "nvimgcodec"
                      "tensor": "none (decoded tensors)", "cpu": "Pillow on the CPU"}
 
 
+def _slot_input_text(workers: list[dict]) -> str | None:
+    """How the GPU workers' engines took their device ring slots (scoring.gpu_runner): each way,
+    with the workers that took it where they differ; None where no worker says."""
+    by_way: dict[str, list] = {}
+    for w in workers:
+        if w.get("slot_input"):
+            by_way.setdefault(w["slot_input"], []).append(w["worker"])
+    if not by_way:
+        return None
+    if len(by_way) == 1 and len(next(iter(by_way.values()))) == len(workers):
+        return next(iter(by_way))
+    return "; ".join(f"{way} (workers {', '.join(map(str, ids))})" for way, ids in by_way.items())
+
+
 def _decoded_by_text(counts: dict[str, int]) -> str:
     """Where the rows were decoded, largest share first: "the GPU's hardware JPEG decoder 99.9%, ..."."""
     total = sum(counts.values())
@@ -522,6 +536,9 @@ def render_markdown(data: dict) -> str:
                                    f"busy on average{of}"])
     if s.get("decoded_by"):
         rows.append(["Decoded by", _decoded_by_text(s["decoded_by"])])
+    ways = _slot_input_text(workers)
+    if ways:
+        rows.append(["Engine input", ways])
     left = [w for w in workers if w.get("slow_cpus_left")]
     if left:
         rows.append(["Slow CPUs left", "; ".join(_slow_cpus_text(w, len(workers) > 1) for w in left)])

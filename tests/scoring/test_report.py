@@ -261,6 +261,21 @@ def test_decode_paths_are_summed_over_the_workers_that_counted_them(metrics, tmp
     assert "Decoded by" not in write_report(tmp_path, {}, metrics).md_path.read_text()
 
 
+def test_the_way_each_engine_took_its_slots_is_reported(metrics, tmp_path):
+    for m in metrics:
+        m.slot_input = "in place"
+    assert [w["slot_input"] for w in build_report({}, metrics)["workers"]] == ["in place"] * len(metrics)
+    assert "| Engine input | in place |" in write_report(tmp_path, {}, metrics).md_path.read_text()
+    metrics[1].slot_input = "copied: BATCHSCORE_SLOT_INPUT=0"
+    metrics[2].slot_input = None  # a CPU worker, say
+    text = write_report(tmp_path, {}, metrics).md_path.read_text()
+    assert (f"| Engine input | in place (workers {metrics[0].worker}); copied: BATCHSCORE_SLOT_INPUT=0 "
+            f"(workers {metrics[1].worker}) |") in text
+    for m in metrics:
+        m.slot_input = None
+    assert "Engine input" not in write_report(tmp_path, {}, metrics).md_path.read_text()
+
+
 # -- Metrics helpers --------------------------------------------------------------------------
 
 def test_metrics_helpers_and_round_trip():
