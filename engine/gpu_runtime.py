@@ -267,6 +267,11 @@ def _layout(array) -> tuple:
     return tuple(array.shape), tuple(array.strides), str(array.dtype)
 
 
+def _head_key(name: str, array) -> tuple:
+    """Which head graph reads input `name` from `array`: its address and layout."""
+    return (name, array.data.ptr) + _layout(array)
+
+
 class _HostLayer:
     """A layer without a GPU kernel: copy its inputs out, run the numpy kernel, copy the result in."""
 
@@ -356,13 +361,13 @@ class GpuContext:
     def prepare_input(self, bucket: _Bucket, name: str, array) -> str | None:
         """Make `bucket` able to read input `name` in place from `array` (see the module doc): None
         once it can, else why not. Call it before other threads use the GPU: it captures graphs."""
-        binding = bucket.bound.get(name)
-        if binding is None or name not in bucket.staging:
+        if name not in bucket.staging:
             return f"the engine has no input '{name}'"
+        binding = bucket.bound[name]
         if _layout(array) != _layout(binding):
             return (f"input '{name}' is bound as {_layout(binding)} (shape, strides, dtype), "
                     f"the array is {_layout(array)}")
-        key = (name, array.data.ptr) + _layout(array)
+        key = _head_key(name, array)
         if key in bucket.heads:
             return None
         if bucket.graph is None:
@@ -392,10 +397,14 @@ class GpuContext:
         bucket.heads[key] = (graph, head)
         return None
 
+    def reads_in_place(self, bucket: _Bucket, name: str, array) -> bool:
+        """Whether prepare_input has made `bucket` able to read input `name` from `array`."""
+        return _head_key(name, array) in bucket.heads
+
     def execute_from(self, bucket: _Bucket, name: str, array, between=None) -> None:
         """One forward pass on the context's stream that reads input `name` from `array` in place
         (prepared by prepare_input): the head graph, `between()` (where given), the tail graph."""
-        key = (name, array.data.ptr) + _layout(array)
+        key = _head_key(name, array)
         if key not in bucket.heads:
             raise ValueError(f"input '{name}' was not prepared to be read from this array "
                              f"(shape {tuple(array.shape)}, strides {tuple(array.strides)}): call prepare_input first")
