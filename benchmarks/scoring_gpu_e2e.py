@@ -314,6 +314,7 @@ def score(job: dict, base: Path) -> dict:
         "startup_s": w["startup_s"], "launch_to_first_batch_s": s.get("launch_to_first_batch_s"),
         "decode_threads": data["job"].get("decode_threads"), "decode_processes": job["run"].get("decode_processes"),
         "bottleneck": s["bottleneck"], "slot_input": w.get("slot_input"),
+        "nvjpeg_streams": w.get("nvjpeg_streams"),
         "latency": s["latency"], "stages": data["stages"],
     }
 

@@ -76,6 +76,7 @@ def gpu_decode_unavailable() -> str | None:
     why = cuda_unavailable()
     if why is not None:
         return why
+    _nvjpeg_before_nvimgcodec()
     try:
         from nvidia import nvimgcodec  # noqa: F401
     except (ImportError, OSError) as exc:  # OSError: the package is there but a library fails to load
@@ -128,7 +129,21 @@ def backend_preset(nv, name: str) -> list | None:
     raise GpuDecodeError(f"unknown nvImageCodec backend preset {name!r}; use one of {', '.join(BACKEND_PRESETS)}")
 
 
+def _nvjpeg_before_nvimgcodec() -> None:
+    """Load libnvjpeg for the hardware decoder before nvImageCodec: importing nvImageCodec starts
+    nvJPEG's CUDA runtime (nvImageCodec shares the library), after which the priority of the
+    streams nvJPEG makes can no longer be set (scoring.nvjpeg_streams)."""
+    from scoring.nvjpeg_hardware import NvjpegUnavailable, hardware_decoding_wanted, load_library
+
+    if hardware_decoding_wanted():
+        try:
+            load_library()
+        except NvjpegUnavailable:
+            pass  # the hardware decoder reports it when it is made
+
+
 def _import_nvimgcodec():
+    _nvjpeg_before_nvimgcodec()
     try:
         from nvidia import nvimgcodec
     except (ImportError, OSError) as exc:

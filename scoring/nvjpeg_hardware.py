@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import BatchscoreError
+from scoring import nvjpeg_streams
 
 _BACKEND_HARDWARE = 3  # nvjpegBackend_t NVJPEG_BACKEND_HARDWARE
 # nvjpegCreateEx flags (nvjpeg.h: NVJPEG_FLAGS_*), by name, for trials ($BATCHSCORE_NVJPEG_FLAGS).
@@ -93,7 +94,8 @@ _LIBRARY: ctypes.CDLL | None = None
 
 
 def load_library() -> ctypes.CDLL:
-    """libnvjpeg with the signatures used here (loaded once)."""
+    """libnvjpeg with the signatures used here (loaded once), its own CUDA streams set to be made
+    at the decoders' priority (scoring.nvjpeg_streams)."""
     global _LIBRARY
     if _LIBRARY is not None:
         return _LIBRARY
@@ -106,6 +108,8 @@ def load_library() -> ctypes.CDLL:
             errors.append(f"{candidate}: {exc}")
     else:
         raise NvjpegUnavailable("libnvjpeg cannot be loaded (pip install 'batchscore[gpu]'): " + "; ".join(errors[-2:]))
+    # before nvJPEG's first call, while its CUDA runtime has not looked up the driver's functions
+    nvjpeg_streams.raise_priority(lib)
     handle_p, void_p = ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p
     lib.nvjpegCreateEx.argtypes = [ctypes.c_int, void_p, void_p, ctypes.c_uint, handle_p]
     lib.nvjpegJpegStateCreate.argtypes = [void_p, handle_p]

@@ -98,6 +98,9 @@ class Metrics:
     slow_cpus: list[dict] = field(default_factory=list)
     # How the engine took device ring slots: "in place", or "copied: <why>" (scoring.gpu_runner)
     slot_input: str | None = None
+    # The priority of the streams nvJPEG made for the hardware decoders, or why it was left as
+    # nvJPEG sets it (scoring.nvjpeg_streams.state); None where no row went to the hardware decoder
+    nvjpeg_streams: str | None = None
 
     _SAMPLE_EVERY_S = 0.25
 
@@ -263,6 +266,7 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
             "host_cores": m.host_cores,
             "decoded_by": dict(m.decoded_by) or None,
             "slot_input": m.slot_input,
+            "nvjpeg_streams": m.nvjpeg_streams,
             "slow_cpus_left": list(m.slow_cpus),
         })
 
@@ -471,13 +475,14 @@ DECODE_PATH_NAMES = {"hardware": "the GPU's hardware JPEG decoder", "nvimgcodec"
                      "tensor": "none (decoded tensors)", "cpu": "Pillow on the CPU"}
 
 
-def _slot_input_text(workers: list[dict]) -> str | None:
-    """How the GPU workers' engines took their device ring slots (scoring.gpu_runner): each way,
-    with the workers that took it where they differ; None where no worker says."""
+def _ways_text(workers: list[dict], key: str) -> str | None:
+    """What the workers say under `key` (how the engine took its device ring slots, the priority
+    of nvJPEG's streams): each way, with the workers that took it where they differ; None where
+    no worker says."""
     by_way: dict[str, list] = {}
     for w in workers:
-        if w.get("slot_input"):
-            by_way.setdefault(w["slot_input"], []).append(w["worker"])
+        if w.get(key):
+            by_way.setdefault(w[key], []).append(w["worker"])
     if not by_way:
         return None
     if len(by_way) == 1 and len(next(iter(by_way.values()))) == len(workers):
@@ -536,9 +541,10 @@ def render_markdown(data: dict) -> str:
                                    f"busy on average{of}"])
     if s.get("decoded_by"):
         rows.append(["Decoded by", _decoded_by_text(s["decoded_by"])])
-    ways = _slot_input_text(workers)
-    if ways:
-        rows.append(["Engine input", ways])
+    for key, name in (("slot_input", "Engine input"), ("nvjpeg_streams", "nvJPEG streams")):
+        ways = _ways_text(workers, key)
+        if ways:
+            rows.append([name, ways])
     left = [w for w in workers if w.get("slow_cpus_left")]
     if left:
         rows.append(["Slow CPUs left", "; ".join(_slow_cpus_text(w, len(workers) > 1) for w in left)])

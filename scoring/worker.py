@@ -32,6 +32,7 @@ from typing import Callable, Iterable
 
 
 import engine as engine_api
+from scoring import nvjpeg_streams
 from scoring.dataset import ImageDataset, Shard, open_dataset
 from scoring.decode import CpuDecoder, available_cores
 from scoring.errors import ScoringError
@@ -340,6 +341,8 @@ def _score(job: JobSpec, runner, spec, dataset, shards, decoders, ring, metrics:
     metrics.slot_input = getattr(runner, "slot_input", None)
     # GPU decoders in this process count their rows per decode path
     metrics.decoded_by = sum_counts(getattr(decoder, "decoded_by", {}) for decoder in decoders) or {}
+    if metrics.decoded_by.get("hardware"):  # this process's hardware decoders: their nvJPEG streams
+        metrics.nvjpeg_streams = nvjpeg_streams.state()
     metrics.finish()
     return metrics
 

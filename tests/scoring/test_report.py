@@ -276,6 +276,20 @@ def test_the_way_each_engine_took_its_slots_is_reported(metrics, tmp_path):
     assert "Engine input" not in write_report(tmp_path, {}, metrics).md_path.read_text()
 
 
+def test_the_priority_of_nvjpegs_streams_is_reported(metrics, tmp_path):
+    for m in metrics:
+        m.nvjpeg_streams = "priority -1000 (7 streams)"
+    assert [w["nvjpeg_streams"] for w in build_report({}, metrics)["workers"]] == ["priority -1000 (7 streams)"] * len(metrics)
+    assert "| nvJPEG streams | priority -1000 (7 streams) |" in write_report(tmp_path, {}, metrics).md_path.read_text()
+    metrics[0].nvjpeg_streams = "left as nvJPEG makes them: BATCHSCORE_NVJPEG_STREAM_PRIORITY=default"
+    text = write_report(tmp_path, {}, metrics).md_path.read_text()
+    assert f"left as nvJPEG makes them: BATCHSCORE_NVJPEG_STREAM_PRIORITY=default (workers {metrics[0].worker})" in text
+    assert Metrics.from_dict(metrics[0].to_dict()).nvjpeg_streams == metrics[0].nvjpeg_streams
+    for m in metrics:
+        m.nvjpeg_streams = None
+    assert "nvJPEG streams" not in write_report(tmp_path, {}, metrics).md_path.read_text()
+
+
 # -- Metrics helpers --------------------------------------------------------------------------
 
 def test_metrics_helpers_and_round_trip():
