@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import BatchscoreError
+from scoring.libc import linux_libc
 
 # Relocation types that fill a GOT slot with a symbol's address: (jump slot, global data).
 _GOT_RELOCATIONS = {62: (7, 6), 183: (1026, 1025)}  # e_machine: x86-64, AArch64
@@ -116,7 +117,9 @@ def _write_pointer(address: int, value: int) -> None:
     if _writable(address):
         ctypes.c_void_p.from_address(address).value = value
         return
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = linux_libc()
+    if libc is None:
+        raise ImportSlotError("the C library cannot be loaded to lift a page's protection")
     libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     page = mmap.PAGESIZE
     start = address & ~(page - 1)

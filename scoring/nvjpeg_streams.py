@@ -106,13 +106,7 @@ class _Hooks:
             creator = self.real_dlsym(handle, b"cuStreamCreateWithPriority")
             if creator:
                 self.create_with_priority = _STREAM_CREATE_PRIORITY(creator)
-        if name == b"cuGetProcAddress_v2":
-            self.real_v2 = _GET_PROC_V2(found)
-            return self.address(self.get_proc_v2)
-        if name == b"cuGetProcAddress":
-            self.real_v1 = _GET_PROC_V1(found)
-            return self.address(self.get_proc_v1)
-        return self._swap(name, found, _V2_FROM_VERSION)
+        return self._swap(name, found, 0)  # by dlsym, "cuGetProcAddress" is the first (v1) ABI
 
     def _get_proc_v1(self, symbol, pfn, version, flags):
         return self._got(symbol, pfn, version, self.real_v1(symbol, pfn, version, flags))

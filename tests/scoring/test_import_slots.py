@@ -92,3 +92,25 @@ def test_a_library_that_does_not_import_the_symbol_is_refused():
     library = _ctypes_library()
     with pytest.raises(ImportSlotError, match="does not import no_such_function"):
         redirect(library._handle, "no_such_function", 1)
+
+
+def test_a_slot_on_a_read_only_page_is_written_and_the_page_made_read_only_again():
+    # GOT slots under RELRO are read-only once the loader is done; an anonymous read-only page stands in
+    import mmap
+
+    from scoring.import_slots import _writable, _write_pointer
+    from scoring.libc import linux_libc
+
+    libc = linux_libc()
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    page = libc.mmap(None, mmap.PAGESIZE, mmap.PROT_READ, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+    assert page not in (None, ctypes.c_void_p(-1).value)
+    try:
+        assert not _writable(page + 64)
+        _write_pointer(page + 64, 0x1234)
+        assert ctypes.c_void_p.from_address(page + 64).value == 0x1234
+        assert not _writable(page + 64)
+    finally:
+        libc.munmap(page, mmap.PAGESIZE)
