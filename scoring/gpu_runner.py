@@ -55,6 +55,7 @@ from scoring.decode import Preprocess
 from scoring.gpu_wait import wait_event
 from scoring.pipeline import DEFAULT_SLOTS, HostRing, Slot
 from scoring.runner import PlanBinding
+from scoring.steady_state import steady_busy_fraction
 from scoring.stream_priority import stream_priority
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,7 @@ class GpuPending:
 
     def result(self) -> np.ndarray:
         self.events["end"].synchronize()
-        self.runner._account(self.events)
+        self.runner._account(self.events, self.rows)
         scores = self.out[: self.rows].reshape(self.rows, -1)
         return np.array(scores, dtype=np.float32)  # a copy: the pinned buffer is reused two batches on
 
@@ -135,12 +136,15 @@ class GpuRunner(PlanBinding):
         self._busy_ms = self._gap_ms = 0.0
         self._previous_end = None
         self._accounted = 0
+        # after each batch: (rows done, busy ms, idle ms) so far, for the steady state's busy share
+        self._timeline: list[tuple[int, float, float]] = []
+        self._rows_done = 0
         self._warm_up()
 
     @property
     def busy_fraction(self) -> float | None:
-        total = self._busy_ms + self._gap_ms
-        return self._busy_ms / total if total > 0 else None
+        """The GPU's busy share over the run's steady state (scoring.steady_state)."""
+        return steady_busy_fraction(self._timeline)
 
     def make_ring(self, slots: int = DEFAULT_SLOTS, on_device: bool = False, allocate=None,
                   layout: str | None = None) -> HostRing:
@@ -245,7 +249,7 @@ class GpuRunner(PlanBinding):
             return rows.transpose(0, 3, 1, 2)
         return rows
 
-    def _account(self, events: dict) -> None:
+    def _account(self, events: dict, rows: int) -> None:
         """Add one finished batch's event times to the stages and the busy fraction."""
         cp = self.cp
         compute = cp.cuda.get_elapsed_time(events["start"], events["end"])
@@ -259,6 +263,8 @@ class GpuRunner(PlanBinding):
             self._busy_ms += compute
             self._gap_ms += max(0.0, cp.cuda.get_elapsed_time(self._previous_end, events["start"]))
         self._previous_end = events["end"]
+        self._rows_done += rows
+        self._timeline.append((self._rows_done, self._busy_ms, self._gap_ms))
 
     def close(self) -> None:
         self.stream.synchronize()

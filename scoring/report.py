@@ -37,6 +37,7 @@ import numpy as np
 
 from scoring.decode import available_cores
 from scoring.errors import ScoringError
+from scoring.steady_state import steady_rate
 
 log = logging.getLogger(__name__)
 
@@ -721,20 +722,11 @@ def dear_thread(worker: dict, others: list[dict]) -> dict | None:
     return best[1] if best else None
 
 
-def steady_rate(samples) -> float | None:
-    """One worker's images/s from its first finished batch to its last sample ((seconds, images
-    done) pairs): its throughput with start-up left out. None with fewer than two such samples."""
-    points = [(float(t), int(n)) for t, n in samples if int(n) > 0]
-    if len(points) < 2 or points[-1][0] <= points[0][0]:
-        return None
-    (t0, n0), (t1, n1) = points[0], points[-1]
-    return (n1 - n0) / (t1 - t0)
-
-
-def steady_images_per_s(report: dict) -> float | None:
-    """Images/s summed over the workers, each from its first finished batch to its last sample:
-    the throughput with start-up (plan load, GPU setup) and the end's tail left out."""
-    rates = [steady_rate(series) for series in (report.get("series") or {}).get("workers", {}).values()]
+def steady_images_per_s(report: dict, rate=steady_rate) -> float | None:
+    """Images/s summed over the workers, each over its steady state (scoring.steady_state: the
+    middle of its rows, start-up and the end's tail left out). `rate`: first_batch_to_end_rate for
+    the figure from each worker's first finished batch to its end instead."""
+    rates = [rate(series) for series in (report.get("series") or {}).get("workers", {}).values()]
     rates = [r for r in rates if r is not None]
     return sum(rates) if rates else None
 
@@ -816,7 +808,7 @@ def render_scaling_markdown(result: dict) -> str:
              f"Speedup and efficiency are against {result['baseline_workers']} worker"
              f"{'s' if result['baseline_workers'] != 1 else ''}; 100% efficiency is linear scaling. "
              "images/s counts from launch to the end (start-up included); steady counts each worker "
-             "from its first batch to its last.", ""]
+             "over the middle of its rows (from 20% done to 90% done).", ""]
     lines += _table(["Workers", "images/s", "per worker", "Speedup", "Efficiency", "Steady per worker",
                      "Steady efficiency", "Stragglers", "Run"], rows, "rrrrrrrll")
     lines += ["", "![images/s against workers](scaling.png)", ""]
