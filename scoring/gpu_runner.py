@@ -39,8 +39,9 @@ The busy fraction comes from events on the compute stream: per batch, the time f
 its end, against the gap since the previous batch ended. Within it, the stage "input" is the copy
 into the input binding (and any wait for the host to launch the graph after it), "compute" the
 graph and the scores' copy out (a slot read in place has no "input" stage). A starved GPU
-shows as gaps; the first batches (graph warm-up, the prefetcher filling up) are left out of the
-steady state.
+shows as gaps. The busy fraction is over the run's steady state, the middle of its rows
+(scoring.steady_state), which leaves out the start (graph warm-up, the prefetcher filling up)
+and the end.
 """
 
 from __future__ import annotations

@@ -735,7 +735,7 @@ def combine_scaling(run_dirs, out_dir=None) -> dict:
     """A scaling table from the reports of several runs (one per worker count): images/s,
     speedup and efficiency against the run with the fewest workers, images/s per worker, the
     stragglers of each run (workers more than 10% below its median); the
-    same for the steady state (each worker from its first batch to its last), which leaves out
+    same for the steady state (each worker over the middle of its rows: scoring.steady_state), which leaves out
     the start-up that dominates short runs; and each pipeline stage's seconds per image, summed
     over the workers, which says what got slower when every worker slows alike (a resource the
     workers share). Writes scaling.json, scaling.md and scaling.png into out_dir (default: the
