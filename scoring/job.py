@@ -33,7 +33,8 @@
     jpeg_hardware = "auto"         # nvJPEG's batched hardware JPEG decode where the GPU has it | off
     fail_fast = false              # stop at the first bad image instead of writing an error row
     pin_cpus = false               # GPU workers: run on the CPU cores next to the GPU (scoring.affinity)
-    avoid_slow_cpus = "auto"       # busy threads leave CPUs that run them slowly: auto (GPU workers) | on | off
+    avoid_slow_cpus = "auto"       # busy threads leave CPUs that run them slowly, and GPU workers the CPUs that
+                                   # take the GPU's interrupts: auto (GPU workers) | on | off
     gpu_wait = "auto"              # threads waiting for the GPU sleep or spin: auto (block) | block | spin
     launcher = "local"             # local | mpi | ray
 

@@ -102,6 +102,9 @@ class Metrics:
     # The priority of the streams nvJPEG made for the hardware decoders, or why it was left as
     # nvJPEG sets it (scoring.nvjpeg_streams.state); None where no row went to the hardware decoder
     nvjpeg_streams: str | None = None
+    # The CPUs the worker left because the GPU's interrupts go there (scoring.irq_cpus), in words;
+    # None where it left none
+    interrupt_cpus: str | None = None
 
     _SAMPLE_EVERY_S = 0.25
 
@@ -268,6 +271,7 @@ def build_report(job_info: dict, metrics: list[Metrics]) -> dict:
             "decoded_by": dict(m.decoded_by) or None,
             "slot_input": m.slot_input,
             "nvjpeg_streams": m.nvjpeg_streams,
+            "interrupt_cpus_left": m.interrupt_cpus,
             "slow_cpus_left": list(m.slow_cpus),
         })
 
@@ -542,7 +546,8 @@ def render_markdown(data: dict) -> str:
                                    f"busy on average{of}"])
     if s.get("decoded_by"):
         rows.append(["Decoded by", _decoded_by_text(s["decoded_by"])])
-    for key, name in (("slot_input", "Engine input"), ("nvjpeg_streams", "nvJPEG streams")):
+    for key, name in (("slot_input", "Engine input"), ("nvjpeg_streams", "nvJPEG streams"),
+                      ("interrupt_cpus_left", "GPU interrupt CPUs left")):
         ways = _ways_text(workers, key)
         if ways:
             rows.append([name, ways])

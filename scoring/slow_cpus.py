@@ -139,6 +139,11 @@ class SlowCpus:
         _this_process = {os.getpid(): cls(allowed)}  # a forked child starts its own
         return _this_process[os.getpid()]
 
+    def leave(self, cpus) -> None:
+        """No longer use `cpus` at all (the process left them for another reason: scoring.irq_cpus)."""
+        with self._lock:
+            self.allowed = self.allowed - frozenset(cpus)
+
     @property
     def slow(self) -> frozenset[int]:
         return frozenset(s.cpu for s in self.found)

@@ -75,3 +75,25 @@ def _dataset_shards(job):
     from scoring.worker import open_job_dataset
 
     return open_job_dataset(job).shards(job.data.shard_rows)
+
+
+def test_a_gpu_worker_leaves_the_cpus_that_take_the_gpus_interrupts(work, tmp_path):
+    """Where this host delivers the GPU's interrupts to a few of the worker's CPUs (an H100 host:
+    CPU 14), the worker names them and its threads run elsewhere; where it does not, it says
+    nothing and keeps every CPU."""
+    import os
+
+    from scoring.irq_cpus import MIN_LEFT, gpu_interrupt_cpus
+
+    root, _, gpu_plan = work
+    before = set(os.sched_getaffinity(0))
+    job = _job(root, gpu_plan, tmp_path / "gpu", "cuda", "gpu")
+    metrics = score_shards(job, gpu_plan, iter(_dataset_shards(job)), 0, device="cuda:0")
+    after = set(os.sched_getaffinity(0))
+    busy = gpu_interrupt_cpus(before)
+    if busy and len(before - busy) >= MIN_LEFT and len(busy) <= len(before) // 4:
+        assert metrics.interrupt_cpus == f"CPU{'s' if len(busy) > 1 else ''} {', '.join(map(str, sorted(busy)))}"
+        assert after == before - busy
+    else:
+        assert metrics.interrupt_cpus is None and after == before
+    os.sched_setaffinity(0, before)  # the next tests get every CPU back

@@ -290,6 +290,17 @@ def test_the_priority_of_nvjpegs_streams_is_reported(metrics, tmp_path):
     assert "nvJPEG streams" not in write_report(tmp_path, {}, metrics).md_path.read_text()
 
 
+def test_the_cpus_left_for_the_gpus_interrupts_are_reported(metrics, tmp_path):
+    metrics[0].interrupt_cpus = "CPU 14"
+    data = build_report({}, metrics)
+    assert [w["interrupt_cpus_left"] for w in data["workers"]] == ["CPU 14", None, None]
+    text = write_report(tmp_path, {}, metrics).md_path.read_text()
+    assert f"| GPU interrupt CPUs left | CPU 14 (workers {metrics[0].worker}) |" in text
+    assert Metrics.from_dict(metrics[0].to_dict()).interrupt_cpus == "CPU 14"
+    metrics[0].interrupt_cpus = None
+    assert "GPU interrupt CPUs" not in write_report(tmp_path, {}, metrics).md_path.read_text()
+
+
 # -- Metrics helpers --------------------------------------------------------------------------
 
 def test_metrics_helpers_and_round_trip():

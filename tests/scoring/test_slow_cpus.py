@@ -162,6 +162,14 @@ def test_at_most_a_quarter_of_the_cpus_are_left():
     assert cpus.usable(also_avoid=set(range(2, 8))) == set(range(2, 8)), "never no CPU at all"
 
 
+def test_cpus_left_for_another_reason_are_never_used_again():
+    cpus = SlowCpus(set(range(16)), pin_thread=lambda c: None, pin_process=lambda c: None)
+    cpus.leave([14])  # the GPU's interrupts go there (scoring.irq_cpus)
+    assert 14 not in cpus.usable() and 14 not in cpus.far_half(3)
+    assert not cpus.mark(SlowCpu(14, "read", 40.0, 7, 20.0)), "no longer the process's CPU"
+    assert cpus.mark(SlowCpu(5, "read", 40.0, 7, 20.0)) and cpus.usable() == set(range(16)) - {5, 14}
+
+
 def test_far_half_leaves_out_the_neighbourhood_cyclically():
     cpus = SlowCpus(set(range(64)))
     assert cpus.far_half(14) == set(range(31, 62))
