@@ -15,8 +15,8 @@ the CPUs found once its engine is loaded and warmed up (the driver has fired by 
 reading, decoding and writing threads start, where that leaves at least MIN_LEFT CPUs and takes no
 more than a quarter of them.
 
-    cpus = gpu_interrupt_cpus()                  # {14} on those hosts
-    left = leave_interrupt_cpus()                # the process pinned to the others; what it left
+    cpus = gpu_interrupt_cpus(set(os.sched_getaffinity(0)))   # {14} on those hosts
+    left = leave_interrupt_cpus()       # the process pinned to the others; what it left ([14])
 """
 
 from __future__ import annotations
