@@ -81,11 +81,11 @@ def irq_cpus(irq: int, proc: Path = Path("/proc")) -> set[int]:
     for name in ("effective_affinity_list", "smp_affinity_list"):
         path = proc / "irq" / str(irq) / name
         try:
-            text = path.read_text()
-        except OSError:
+            cpus = parse_cpu_list(path.read_text())
+        except (OSError, ValueError):  # missing, or not what this kernel writes: ask the next file
             continue
-        if text.strip():
-            return parse_cpu_list(text)
+        if cpus:
+            return cpus
     return set()
 
 
@@ -112,7 +112,11 @@ def leave_interrupt_cpus(proc: Path = Path("/proc"), pin=pin_process, allowed: s
         if not hasattr(os, "sched_getaffinity"):
             return []
         allowed = set(os.sched_getaffinity(0))
-    busy = gpu_interrupt_cpus(allowed, proc)
+    try:
+        busy = gpu_interrupt_cpus(allowed, proc)
+    except Exception:  # a help to the job, never a reason for it to fail
+        log.warning("could not read where the GPU's interrupts go", exc_info=True)
+        return []
     keep = allowed - busy
     if not busy or len(keep) < MIN_LEFT or len(busy) > len(allowed) // 4:
         return []

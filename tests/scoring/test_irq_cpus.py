@@ -101,3 +101,19 @@ def test_a_failed_pin_changes_nothing(tmp_path):
 
     proc = _proc(tmp_path, affinity={42: "14"})
     assert leave_interrupt_cpus(proc, pin=refuse, allowed=set(range(16))) == []
+
+
+def test_an_unreadable_affinity_is_skipped(tmp_path):
+    proc = _proc(tmp_path, affinity={42: "fourteen"})
+    assert gpu_interrupt_cpus(set(range(16)), proc) == set()
+    (proc / "irq" / "42" / "smp_affinity_list").write_text("14\n")
+    assert gpu_interrupt_cpus(set(range(16)), proc) == {14}
+    (proc / "irq" / "42" / "effective_affinity_list").write_text("\n")  # empty: says nothing
+    assert gpu_interrupt_cpus(set(range(16)), proc) == {14}
+
+
+def test_a_proc_that_cannot_be_read_leaves_nothing(tmp_path):
+    (tmp_path / "interrupts").write_bytes(b"\xff\xfe not text")
+    pinned = []
+    assert leave_interrupt_cpus(tmp_path, pin=pinned.append, allowed=set(range(16))) == []
+    assert pinned == []
