@@ -139,7 +139,6 @@ class GpuRunner(PlanBinding):
         self._accounted = 0
         # after each batch: (rows done, busy ms, idle ms) so far, for the steady state's busy share
         self._timeline: list[tuple[int, float, float]] = []
-        self._rows_done = 0
         self._warm_up()
 
     @property
@@ -264,8 +263,8 @@ class GpuRunner(PlanBinding):
             self._busy_ms += compute
             self._gap_ms += max(0.0, cp.cuda.get_elapsed_time(self._previous_end, events["start"]))
         self._previous_end = events["end"]
-        self._rows_done += rows
-        self._timeline.append((self._rows_done, self._busy_ms, self._gap_ms))
+        done = self._timeline[-1][0] if self._timeline else 0
+        self._timeline.append((done + rows, self._busy_ms, self._gap_ms))
 
     def close(self) -> None:
         self.stream.synchronize()

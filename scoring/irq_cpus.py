@@ -104,6 +104,12 @@ def gpu_interrupt_cpus(allowed: set[int], proc: Path = Path("/proc")) -> set[int
     return found
 
 
+def cpus_text(cpus) -> str:
+    """CPUs in words, for the log and the report: "CPU 14", "CPUs 5, 6"."""
+    cpus = sorted(cpus)
+    return f"CPU{'s' if len(cpus) > 1 else ''} {', '.join(map(str, cpus))}"
+
+
 def leave_interrupt_cpus(proc: Path = Path("/proc"), pin=pin_process, allowed: set[int] | None = None) -> list[int]:
     """Pin this process off the CPUs that take the GPUs' interrupts, where enough are left (see
     the module); the CPUs it left, sorted (none: nothing changed). `allowed`: the CPUs the process
@@ -124,6 +130,5 @@ def leave_interrupt_cpus(proc: Path = Path("/proc"), pin=pin_process, allowed: s
         pin(sorted(keep))
     except OSError:
         return []
-    log.info("leaving CPU%s %s: they take the GPU's interrupts", "s" if len(busy) > 1 else "",
-             ", ".join(map(str, sorted(busy))))
+    log.info("leaving %s: the GPU's interrupts go there", cpus_text(busy))
     return sorted(busy)

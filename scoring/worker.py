@@ -37,7 +37,7 @@ from scoring.dataset import ImageDataset, Shard, open_dataset
 from scoring.decode import CpuDecoder, available_cores
 from scoring.errors import ScoringError
 from scoring.gpu_wait import spin_wait
-from scoring.irq_cpus import leave_interrupt_cpus
+from scoring.irq_cpus import cpus_text, leave_interrupt_cpus
 from scoring.job import JobSpec
 from scoring.manifest import Manifest
 from scoring.pipeline import DEFAULT_SLOTS, Prefetcher
@@ -212,7 +212,7 @@ def score_shards(job: JobSpec, plan_path, shards: Iterable[Shard], worker_id: in
         if on_gpu and slow_cpus is not None:  # the engine has run: the driver's interrupts have a CPU
             left = leave_interrupt_cpus()
             if left:
-                metrics.interrupt_cpus = f"CPU{'s' if len(left) > 1 else ''} {', '.join(map(str, left))}"
+                metrics.interrupt_cpus = cpus_text(left)
                 slow_cpus.leave(left)
         return _score(job, runner, spec, dataset, shards, decoders, ring, metrics, on_gpu, worker_id,
                       on_batch, on_shard, slow_cpus)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from scoring.irq_cpus import (MIN_INTERRUPTS, busy_irqs, driver_interrupts, gpu_interrupt_cpus,
+from scoring.irq_cpus import (MIN_INTERRUPTS, busy_irqs, cpus_text, driver_interrupts, gpu_interrupt_cpus,
                               leave_interrupt_cpus, parse_cpu_list)
 
 # /proc/interrupts as an H100 host shows it after scoring (4 of its 16 CPUs kept, spaces trimmed)
@@ -117,3 +117,8 @@ def test_a_proc_that_cannot_be_read_leaves_nothing(tmp_path):
     pinned = []
     assert leave_interrupt_cpus(tmp_path, pin=pinned.append, allowed=set(range(16))) == []
     assert pinned == []
+
+
+def test_cpus_in_words():
+    assert cpus_text([14]) == "CPU 14"
+    assert cpus_text({6, 5}) == "CPUs 5, 6"
