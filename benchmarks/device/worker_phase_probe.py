@@ -291,7 +291,7 @@ def _canary_summary() -> dict:
     top = sorted(holders.items(), key=lambda kv: -kv[1][1])[:15]
     return {"steady_s": round(end - begin, 3), "wakes": len(late),
             **{q: round(float(np.percentile(late, int(q[1:]))), 3) for q in ("p50", "p90", "p99")},
-            "max": round(float(late.max()), 2), "over_1ms": int((late > 1).sum()),
+            "max": round(float(late.max()), 3), "over_1ms": int((late > 1).sum()),
             "over_1ms_total_ms": round(float(late[late > 1].sum()), 1),
             f"wakes_over_{HOG_MS:g}ms": len(late_wakes),
             "holders": [{"where": key, "wakes": n, "cpu_ms": round(ms, 1)} for key, (n, ms) in top],
