@@ -22,6 +22,13 @@ log = logging.getLogger("batchscore.run")
 SYSFS_PCI = Path("/sys/bus/pci/devices")
 
 
+def most_cpus_to_leave(allowed) -> int:
+    """How many of the `allowed` CPUs a worker may stop using for any one reason (slow ones:
+    scoring.slow_cpus; the GPU's interrupt CPUs: scoring.irq_cpus): a quarter, so its threads keep
+    most of what the launcher gave it."""
+    return len(allowed) // 4
+
+
 def parse_cpulist(text: str) -> list[int]:
     """The CPUs of a Linux cpulist ("0-3,8,10-11"), sorted; ValueError on anything else."""
     cpus: set[int] = set()

@@ -26,7 +26,7 @@ import os
 import re
 from pathlib import Path
 
-from scoring.affinity import pin_process
+from scoring.affinity import most_cpus_to_leave, pin_process
 
 log = logging.getLogger("batchscore.run")
 
@@ -124,7 +124,7 @@ def leave_interrupt_cpus(proc: Path = Path("/proc"), pin=pin_process, allowed: s
         log.warning("could not read where the GPU's interrupts go", exc_info=True)
         return []
     keep = allowed - busy
-    if not busy or len(keep) < MIN_LEFT or len(busy) > len(allowed) // 4:
+    if not busy or len(keep) < MIN_LEFT or len(busy) > most_cpus_to_leave(allowed):
         return []
     try:
         pin(sorted(keep))

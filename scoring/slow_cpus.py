@@ -36,7 +36,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from scoring.affinity import pin_process
+from scoring.affinity import most_cpus_to_leave, pin_process
 from scoring.libc import linux_libc
 
 log = logging.getLogger("batchscore.run")
@@ -108,7 +108,7 @@ class SlowCpus:
                  clock: Callable[[], float] = time.monotonic, cpu_clock: Callable[[], float] = time.thread_time,
                  where: Callable[[], int | None] = current_cpu):
         self.allowed = frozenset(allowed)
-        self.max_slow = len(self.allowed) // 4
+        self.max_slow = most_cpus_to_leave(self.allowed)
         self.found: list[SlowCpu] = []
         self.watches: list[ThreadWatch] = []
         self.pin_thread, self.pin_process = pin_thread, pin_process

@@ -225,3 +225,20 @@ def test_a_crop_window_holds_every_pixel_the_kernels_read(size):
         moved = image.copy()
         moved[y0 + h // 2, x0 + w // 2] ^= 0xFF
         assert not np.array_equal(reference_resize_crop(moved, p), reference_resize_crop(image, p))
+
+
+def test_the_json_alone_reaches_stdout_whatever_else_prints(tmp_path):
+    """Python prints and native writes to fd 1 after the switch land on stderr; the JSON on stdout
+    parses whole."""
+    import json
+    import subprocess
+
+    here = Path(__file__).resolve().parents[1] / "benchmarks" / "device"
+    script = ("import os, sys, json; sys.path.insert(0, sys.argv[1]); import worker_phase_probe as p\n"
+              "out = p._stdout_for_json_alone()\n"
+              "print('a trial says hello'); os.write(1, b'native banner\\n')\n"
+              "print(json.dumps({'images': 3}), file=out, flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(here)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"images": 3}
+    assert "a trial says hello" in done.stderr and "native banner" in done.stderr

@@ -7,6 +7,7 @@ calling thread's submit, input copy, graph launch and result waits are timed the
                                                    [--skip resize,hardware] [--output yuv]
                                                    [--order decoded|read] [--raw]
                                                                           -> one JSON on stdout
+                                                             (anything else printed goes to stderr)
 
 --raw writes each row's whole score vector too ([output] raw). --switch-interval, --slots and
 --order override scoring.worker's GPU_WORKER_SWITCH_INTERVAL_S, GPU_DECODE_SLOTS and BATCH_ORDER
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import sys
 import threading
 import time
@@ -473,6 +475,16 @@ def _decode_planar(self, pointers, lengths, outputs, pitches, stream_ptr) -> Non
         raise HardwareDecodeError(f"planar hardware decode of {n} images failed: status {status}")
 
 
+def _stdout_for_json_alone():
+    """A file on the process's stdout, for the JSON; from now on anything else written to stdout,
+    from Python or native code (a trial's print, a library's banner), lands on stderr, so the JSON
+    stays whole (a trial's print broke session 24's call 3 JSON)."""
+    sys.stdout.flush()
+    kept = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    return kept
+
+
 def main() -> int:
     import argparse
 
@@ -491,6 +503,7 @@ def main() -> int:
     if skip - {"resize", "hardware"}:
         parser.error(f"--skip: unknown {sorted(skip - {'resize', 'hardware'})}; use resize, hardware")
     plan, data, out = args.plan, args.data, args.out
+    json_out = _stdout_for_json_alone()
     from scoring import worker
 
     if args.switch_interval is not None:
@@ -586,7 +599,7 @@ def main() -> int:
         "compute_ms_per_batch": round(graph_ms, 3),
         "phases_s": {k: round(v, 3) for k, v in sorted(SECONDS.items(), key=lambda kv: -kv[1])},
         "phase_us_per_image": {k: round(1e6 * v / images, 1) for k, v in SECONDS.items()},
-        "calls": dict(CALLS)}, indent=1))
+        "calls": dict(CALLS)}, indent=1), file=json_out, flush=True)
     return 0
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from scoring.affinity import local_cpus, parse_cpulist
+from scoring.affinity import local_cpus, most_cpus_to_leave, parse_cpulist
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,3 +73,7 @@ print("ok", len(before), len(after))
 """
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.startswith("ok"), done.stderr[-2000:]
+
+
+def test_a_worker_leaves_at_most_a_quarter_of_its_cpus():
+    assert [most_cpus_to_leave(range(n)) for n in (1, 3, 4, 7, 16)] == [0, 0, 1, 1, 4]
