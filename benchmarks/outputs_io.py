@@ -6,8 +6,13 @@
   written as the worker writes them (scoring/shard_writer.py's ShardWriter): one PartWriter per
   shard of 4096 rows, add() per batch of 256 rows (top-k computed there), close(),
   Manifest.record(). Twice: top-k only, and top-k plus the raw score vectors ([output] raw =
-  true). Rows/s is the median of 3 repeats, each into an empty OUTDIR/writer/<variant>; bytes are
-  the part files' of the last one.
+  true). Then the GPU worker's case, an FP16 plan's float16 scores, top-k only: as they are now
+  handed over (float16, ranked as they are: top_k_float16), and as they were until session 25 (each
+  batch converted to float32 on the main loop first: top_k_float16_as_float32; the conversion is
+  in the time). Rows/s is the median of 3 repeats, each into an empty OUTDIR/writer/<variant>;
+  bytes are the part files' of the last one. `result_step_ms`: the main loop's copy of one batch of
+  scores out of the pinned buffer (scoring.gpu_runner.GpuPending.result), float16 as it is against
+  converted to float32, median of 200.
 - `reader`: a JPEG Parquet dataset of --rows photo-like rows (make_dataset, seed 0, the layout of
   scoring_gpu_e2e.py: files of ~8k rows, row groups of ~1024), made once in OUTDIR/data and reused
   while OUTDIR/data.json matches; open_dataset, then every shard of 4096 rows read with read_shard
@@ -49,16 +54,17 @@ REPEATS = 3
 SEED = 0
 
 
-def write_parts(out: Path, ids: np.ndarray, logits: np.ndarray, spec: OutputSpec) -> int:
-    """The worker's writing of every shard: one part per SHARD_ROWS rows, BATCH_ROWS rows per add().
-    Returns the part files' bytes."""
+def write_parts(out: Path, ids: np.ndarray, logits: np.ndarray, spec: OutputSpec, as_float32: bool = False) -> int:
+    """The worker's writing of every shard: one part per SHARD_ROWS rows, BATCH_ROWS rows per add()
+    (each batch converted to float32 first where `as_float32`). Returns the part files' bytes."""
     manifest = Manifest(out)
     written = 0
     for index, first in enumerate(range(0, len(ids), SHARD_ROWS)):
         writer = PartWriter(out, f"part-{index:05d}", spec)
         for start in range(first, min(first + SHARD_ROWS, len(ids)), BATCH_ROWS):
             stop = min(start + BATCH_ROWS, first + SHARD_ROWS, len(ids))
-            writer.add(ids[start:stop], logits[start:stop], [None] * (stop - start))
+            scores = logits[start:stop].astype(np.float32) if as_float32 else logits[start:stop]
+            writer.add(ids[start:stop], scores, [None] * (stop - start))
         info = writer.close()
         manifest.record(info)
         written += info.bytes
@@ -68,21 +74,42 @@ def write_parts(out: Path, ids: np.ndarray, logits: np.ndarray, spec: OutputSpec
 def time_writer(out: Path, rows: int, classes: int, k: int) -> dict:
     logits = np.random.default_rng(SEED).standard_normal((rows, classes), dtype=np.float32)
     ids = pa.array([f"img-{i:0{max(6, len(str(rows - 1)))}d}" for i in range(rows)]).to_numpy(zero_copy_only=False)
+    half = logits.astype(np.float16)
     result = {}
-    for name, raw in (("top_k", False), ("top_k_raw", True)):
+    for name, raw, scores, as_float32 in (("top_k", False, logits, False), ("top_k_raw", True, logits, False),
+                                          ("top_k_float16", False, half, False),
+                                          ("top_k_float16_as_float32", False, half, True)):
         spec = OutputSpec(top_k=k, raw=raw, num_classes=classes)
         where = out / "writer" / name
         seconds = []
         for _ in range(REPEATS):
             shutil.rmtree(where, ignore_errors=True)
             start = time.perf_counter()
-            size = write_parts(where, ids, logits, spec)
+            size = write_parts(where, ids, scores, spec, as_float32)
             seconds.append(time.perf_counter() - start)
         median = statistics.median(seconds)
-        result[name] = {"raw": raw, "rows_per_s": rows / median, "seconds": [round(s, 4) for s in seconds],
+        result[name] = {"raw": raw, "scores": str(scores.dtype), "converted_to_float32_per_batch": as_float32,
+                        "rows_per_s": rows / median, "seconds": [round(s, 4) for s in seconds],
                         "bytes": size, "bytes_per_row": size / rows, "parts": -(-rows // SHARD_ROWS)}
         print(f"writer {name}: {rows / median:,.0f} rows/s, {size / 1e6:.2f} MB", flush=True)
     return result
+
+
+def time_result_step(classes: int) -> dict:
+    """The main loop's copy of one batch's scores out of the pinned output buffer, ms (median of
+    200): as they are (float16) and converted to float32, as GpuPending.result did until session 25."""
+    out = np.random.default_rng(SEED).standard_normal((BATCH_ROWS, classes)).astype(np.float16)
+    timed = {}
+    for name, copy in (("float16_copy", lambda: np.array(out)),
+                       ("float32_conversion", lambda: np.array(out, dtype=np.float32))):
+        seconds = []
+        for _ in range(200):
+            start = time.perf_counter()
+            copy()
+            seconds.append(time.perf_counter() - start)
+        timed[name] = round(1e3 * statistics.median(seconds), 4)
+    print(f"result step, a batch of {BATCH_ROWS} x {classes}: {timed} ms", flush=True)
+    return timed
 
 
 def read_all(data_dir: Path) -> tuple[int, int]:
@@ -127,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     writer = time_writer(args.out, args.rows, args.classes, args.top_k)
+    result_step = time_result_step(args.classes)
     reader = time_reader(args.out, args.rows)
     record = {
         "benchmark": "outputs_io",
@@ -138,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": {"rows": args.rows, "classes": args.classes, "top_k": args.top_k, "batch_rows": BATCH_ROWS,
                        "shard_rows": SHARD_ROWS, "repeats": REPEATS, "seed": SEED},
         "writer": writer,
+        "result_step_ms": result_step,
         "reader": reader,
         "total_s": round(time.perf_counter() - started, 1),
     }
@@ -146,11 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"outputs_io: {args.rows:,} rows, {args.classes} classes, top {args.top_k}, batches of {BATCH_ROWS}, "
           f"shards of {SHARD_ROWS}, median of {REPEATS}")
-    print(f"{'':22} {'rows/s':>10} {'MB/s':>8} {'MB':>8}")
+    print(f"{'':32} {'rows/s':>10} {'MB/s':>8} {'MB':>8}")
     for name, w in writer.items():
         mb = w["bytes"] / 1e6
-        print(f"{'writer ' + name:22} {w['rows_per_s']:>10,.0f} {mb * w['rows_per_s'] / args.rows:>8,.1f} {mb:>8.2f}")
-    print(f"{'reader (JPEG bytes)':22} {reader['rows_per_s']:>10,.0f} {reader['mb_per_s']:>8,.1f} "
+        print(f"{'writer ' + name:32} {w['rows_per_s']:>10,.0f} {mb * w['rows_per_s'] / args.rows:>8,.1f} {mb:>8.2f}")
+    print(f"{'reader (JPEG bytes)':32} {reader['rows_per_s']:>10,.0f} {reader['mb_per_s']:>8,.1f} "
           f"{reader['image_bytes'] / 1e6:>8.2f}")
     print(f"wrote {path} in {record['total_s']:.0f} s")
     return 0

@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from scoring.errors import OutputError
 from scoring.manifest import MANIFEST_NAME, PARTS_DIR, Manifest, PartInfo, file_sha256
+from scoring.top_k import top_k
 
 ROW_GROUP_ROWS = 65536  # rows buffered before they go to the temporary file as one row group
 # Parquet dictionary encoding only where values repeat: the class names. pyarrow tries it on every
@@ -120,71 +121,6 @@ class OutputSpec:
             source = f"labels file {self.labels_file}" if self.labels_file else "the labels list"
             raise OutputError(f"{source} has {len(self.labels)} labels but the model has {num_classes} "
                               f"classes; give one label per line for every class")
-
-
-# ---------------------------------------------------------------------------------------------
-# Top-k
-# ---------------------------------------------------------------------------------------------
-
-
-# Up to this k, k rounds of argmax (one fast vectorised pass over the batch each) beat partitioning
-# every row; above it, argpartition of the whole batch is cheaper.
-_ARGMAX_MAX_K = 16
-
-
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the k best class indices (int32) and their scores, best first. Equal scores keep
-    the lower index first; NaN ranks below every number. k is clamped to the number of classes."""
-    scores = np.asarray(scores, dtype=np.float32)
-    rows, classes = scores.shape
-    k = min(k, classes)
-    if rows == 0 or k == 0:
-        indices = np.empty((rows, k), np.int64)
-    elif k <= _ARGMAX_MAX_K:
-        indices = _top_k_by_argmax(scores, k)
-    else:
-        indices = _top_k_by_partition(scores, k)
-    return indices.astype(np.int32), np.take_along_axis(scores, indices, axis=1)
-
-
-def _top_k_by_argmax(scores: np.ndarray, k: int) -> np.ndarray:
-    """k rounds of argmax over the batch, each striking out (-inf) the class it picked. argmax
-    returns the first of equal maxima, so ties go to the lower index. A round whose best remaining
-    score is not above -inf means the row has a NaN (argmax picks a NaN first) or is down to -inf
-    scores (where a struck-out class could be picked again); only those rows are sorted in full."""
-    remaining = scores.copy()  # never write into the caller's scores
-    rows = np.arange(len(scores))
-    indices = np.empty((len(scores), k), np.int64)
-    settled = np.ones(len(scores), bool)
-    for place in range(k):
-        best = remaining.argmax(axis=1)
-        settled &= remaining[rows, best] > -np.inf
-        indices[:, place] = best
-        remaining[rows, best] = -np.inf
-    _sort_rows_in_full(scores, indices, unsettled=~settled)
-    return indices
-
-
-def _top_k_by_partition(scores: np.ndarray, k: int) -> np.ndarray:
-    """argpartition moves each row's k best classes to its end, in no order; sorting those k by
-    score, then index, is the answer unless another class ties the k-th best score (the lower index
-    must then win, which argpartition does not promise) or the row has a NaN. Only those rows are
-    sorted in full."""
-    classes = scores.shape[1]
-    candidates = np.argpartition(scores, classes - k, axis=1)[:, classes - k:]
-    values = np.take_along_axis(scores, candidates, axis=1)
-    indices = np.take_along_axis(candidates, np.lexsort((candidates, -values), axis=1), axis=1)
-    kth = values.min(axis=1, keepdims=True)  # NaN for a row with a NaN: then no score is >= it
-    _sort_rows_in_full(scores, indices, unsettled=np.count_nonzero(scores >= kth, axis=1) != k)
-    return indices
-
-
-def _sort_rows_in_full(scores: np.ndarray, indices: np.ndarray, unsettled: np.ndarray) -> None:
-    """The definition itself for the rows a fast path cannot settle: a stable sort of the whole row
-    by descending score (NaN sorts last), its first k classes written into indices."""
-    rows = np.flatnonzero(unsettled)
-    if len(rows):
-        indices[rows] = np.argsort(-scores[rows], axis=1, kind="stable")[:, :indices.shape[1]]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,15 +247,16 @@ class PartWriter:
             if scores.ndim != 2 or scores.shape[0] != n:
                 raise ValueError(f"part {self.key}: {n} ids but scores of shape {scores.shape}; "
                                  f"expected ({n}, classes)")
-            scores = scores.astype(np.float32, copy=False)
+            if scores.dtype != np.float16:  # an FP16 plan's scores are ranked as they are (scoring.top_k)
+                scores = scores.astype(np.float32, copy=False)
             self._set_classes(scores.shape[1])
         if raw is not None:
             raw = np.asarray(raw)
             if raw.ndim != 2 or raw.shape[0] != n:
                 raise ValueError(f"part {self.key}: {n} ids but raw of shape {raw.shape}")
             raw = raw.astype(np.float32, copy=False)
-        elif scores is not None:
-            raw = scores
+        elif scores is not None and self.spec.raw:
+            raw = scores.astype(np.float32, copy=False)
 
         ok = ~failed
         if scores is not None:

@@ -6,7 +6,7 @@
         for slot in batches:                    # slot.seq, slot.segments, slot.ids, slot.errors
             pending = runner.submit(slot)       # the slot's buffer is consumed when submit returns
             batches.release(slot)               # so it may be refilled now
-            scores = pending.result()           # (rows, classes) float32; on a GPU, later (see below)
+            scores = pending.result()           # (rows, classes); on a GPU, later (see below)
 
 The threads of a worker:
 

@@ -3,9 +3,9 @@
     runner = CpuRunner(engine, batch=64, preprocess=preprocess)   # or scoring.gpu_runner.GpuRunner
     ring = runner.make_ring(slots=3)
     pending = runner.submit(slot)                                 # the slot may be refilled on return
-    scores = pending.result()                                     # (rows, classes) float32
+    scores = pending.result()                                     # (rows, classes) float32 on a CPU
 
-Runners (`CpuRunner` here, `GpuRunner` in scoring/gpu_runner.py) share one interface:
+Runners (`CpuRunner` here, `GpuRunner` in scoring/gpu_runner.py: scores in the plan output's type) share one interface:
 `make_ring(slots)`, `submit(slot) -> Pending` (`Pending.result()` gives the scores), `lag` (how
 many submitted batches may be outstanding before the caller must collect the oldest: 1 for both,
 whose engines run beside the caller), `capacity`, `num_classes` and `ring_preprocess` (what the

@@ -417,6 +417,11 @@ def test_outputs_io_measures_the_writer_and_the_reader(tmp_path):
     top_k, raw = record["writer"]["top_k"], record["writer"]["top_k_raw"]
     assert top_k["rows_per_s"] > 0 and raw["rows_per_s"] > 0
     assert raw["bytes"] > 300 * 50 * 4 > top_k["bytes"] > 0  # the raw column holds every score
+    half, converted = record["writer"]["top_k_float16"], record["writer"]["top_k_float16_as_float32"]
+    assert half["scores"] == "float16" and converted["converted_to_float32_per_batch"] and half["rows_per_s"] > 0
+    assert half["bytes"] == converted["bytes"] > 0  # the same part files, however the scores were handed over
+    assert sorted(record["result_step_ms"]) == ["float16_copy", "float32_conversion"]
+    assert all(ms > 0 for ms in record["result_step_ms"].values())
     reader = record["reader"]
     assert reader["rows_per_s"] > 0 and reader["mb_per_s"] > 0 and reader["image_bytes"] > 0
     assert (out / "data.json").is_file() and "reader (JPEG bytes)" in proc.stdout

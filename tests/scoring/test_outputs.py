@@ -151,6 +151,22 @@ def test_part_columns_types_and_error_rows(tmp_path):
             assert row["top_k_labels"] is None and np.isnan(row["raw"]).all() and len(row["raw"]) == scores.shape[1]
 
 
+@pytest.mark.parametrize("raw", [True, False])
+def test_float16_scores_write_what_their_float32_copy_writes(tmp_path, raw):
+    """An FP16 plan's scores reach the part file as float16 (ranked as they are, scoring.top_k):
+    the file is byte for byte the one their float32 copy gives, raw column and error rows included."""
+    rng = np.random.default_rng(3)
+    scores = rng.integers(-3, 4, size=(12, 6)).astype(np.float16)  # ties
+    scores[5, 2], scores[7] = np.nan, -0.0
+    errors = [None] * 12
+    errors[4] = "cannot identify image file"
+    spec = OutputSpec(top_k=3, labels=[f"c{i}" for i in range(6)], raw=raw)
+    half = write_part(tmp_path / "half", "part-00000", np.arange(12), scores, errors, spec)
+    full = write_part(tmp_path / "full", "part-00000", np.arange(12), scores.astype(np.float32), errors, spec)
+    assert half.sha256 == full.sha256 and half.rows == 12 and half.errors == 1
+    assert ("raw" in pq.read_schema(tmp_path / "half" / half.file).names) == raw
+
+
 def test_only_the_class_names_are_dictionary_encoded(tmp_path):
     rng = np.random.default_rng(2)
     spec = OutputSpec(top_k=3, labels=[f"class {i}" for i in range(6)], raw=True)
