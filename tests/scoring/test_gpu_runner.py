@@ -67,6 +67,7 @@ def test_nhwc_slots_give_an_fp16_plan_the_scores_of_nchw_rows(tmp_path, dtype):
     rows = np.random.default_rng(3).standard_normal((16, 3, TINY_CROP, TINY_CROP)).astype(np.float16).astype(dtype)
     ring.buffers[0][...] = cp.asarray(np.ascontiguousarray(rows.transpose(0, 2, 3, 1)))
     got = runner.submit(Slot(0, ring.buffers[0], np.arange(16), [None] * 16, 16)).result()
+    assert got.dtype == runner.outputs[0].dtype  # as the plan gives them: float16 is ranked as it is
     want = eng.create_context().run({eng.inputs[0].name: rows.astype(np.float32)})[eng.outputs[0].name]
     np.testing.assert_allclose(got, np.asarray(want, np.float32).reshape(16, -1), rtol=1e-3, atol=1e-3)
     runner.close()
