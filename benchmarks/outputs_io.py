@@ -11,8 +11,8 @@
   batch converted to float32 on the main loop first: top_k_float16_as_float32; the conversion is
   in the time). Rows/s is the median of 3 repeats, each into an empty OUTDIR/writer/<variant>;
   bytes are the part files' of the last one. `result_step_ms`: the main loop's copy of one batch of
-  scores out of the pinned buffer (scoring.gpu_runner.GpuPending.result), float16 as it is against
-  converted to float32, median of 200.
+  scores out of the output buffer (scoring.gpu_runner.GpuPending.result; an ordinary array here),
+  float16 as it is against converted to float32, median of 200.
 - `reader`: a JPEG Parquet dataset of --rows photo-like rows (make_dataset, seed 0, the layout of
   scoring_gpu_e2e.py: files of ~8k rows, row groups of ~1024), made once in OUTDIR/data and reused
   while OUTDIR/data.json matches; open_dataset, then every shard of 4096 rows read with read_shard
@@ -96,8 +96,9 @@ def time_writer(out: Path, rows: int, classes: int, k: int) -> dict:
 
 
 def time_result_step(classes: int) -> dict:
-    """The main loop's copy of one batch's scores out of the pinned output buffer, ms (median of
-    200): as they are (float16) and converted to float32, as GpuPending.result did until session 25."""
+    """The main loop's copy of one batch's scores out of the output buffer (an ordinary array stands
+    in for the pinned one), ms, median of 200: as they are (float16), and converted to float32 as
+    GpuPending.result did until session 25."""
     out = np.random.default_rng(SEED).standard_normal((BATCH_ROWS, classes)).astype(np.float16)
     timed = {}
     for name, copy in (("float16_copy", lambda: np.array(out)),
