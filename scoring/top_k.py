@@ -57,33 +57,32 @@ def half_order_keys(scores: np.ndarray) -> np.ndarray:
     return keys
 
 
-def _top_k_by_argmax_of_keys(keys: np.ndarray, k: int) -> np.ndarray:
-    """k rounds of argmax over the keys, each striking out the class it picked with a key below
-    every score's (NaN's included), so no row needs sorting in full. argmax returns the first of
-    equal maxima: ties go to the lower index."""
-    rows = np.arange(len(keys))
-    indices = np.empty((len(keys), k), np.int64)
+def _argmax_rounds(remaining: np.ndarray, k: int, struck) -> tuple[np.ndarray, np.ndarray]:
+    """k rounds of argmax over `remaining` (written into: pass a copy), each striking out the
+    class it picked with `struck`. argmax returns the first of equal maxima, so ties go to the
+    lower index. Returns the picks, best first, and per row whether every pick was above `struck`."""
+    rows = np.arange(len(remaining))
+    indices = np.empty((len(remaining), k), np.int64)
+    above = np.ones(len(remaining), bool)
     for place in range(k):
-        best = keys.argmax(axis=1)
+        best = remaining.argmax(axis=1)
+        above &= remaining[rows, best] > struck
         indices[:, place] = best
-        keys[rows, best] = _STRUCK_KEY
-    return indices
+        remaining[rows, best] = struck
+    return indices, above
+
+
+def _top_k_by_argmax_of_keys(keys: np.ndarray, k: int) -> np.ndarray:
+    """Argmax rounds over the keys, striking out with a key below every score's (NaN's included),
+    so no row needs sorting in full."""
+    return _argmax_rounds(keys, k, _STRUCK_KEY)[0]
 
 
 def _top_k_by_argmax(scores: np.ndarray, k: int) -> np.ndarray:
-    """k rounds of argmax over the batch, each striking out (-inf) the class it picked. argmax
-    returns the first of equal maxima, so ties go to the lower index. A round whose best remaining
-    score is not above -inf means the row has a NaN (argmax picks a NaN first) or is down to -inf
-    scores (where a struck-out class could be picked again); only those rows are sorted in full."""
-    remaining = scores.copy()  # never write into the caller's scores
-    rows = np.arange(len(scores))
-    indices = np.empty((len(scores), k), np.int64)
-    settled = np.ones(len(scores), bool)
-    for place in range(k):
-        best = remaining.argmax(axis=1)
-        settled &= remaining[rows, best] > -np.inf
-        indices[:, place] = best
-        remaining[rows, best] = -np.inf
+    """Argmax rounds over the batch, striking out with -inf. A round whose pick is not above -inf
+    means the row has a NaN (argmax picks a NaN first) or is down to -inf scores (where a
+    struck-out class could be picked again); only those rows are sorted in full."""
+    indices, settled = _argmax_rounds(scores.copy(), k, -np.inf)  # never write into the caller's scores
     _sort_rows_in_full(scores, indices, unsettled=~settled)
     return indices
 
