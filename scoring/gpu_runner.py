@@ -139,9 +139,7 @@ class GpuRunner(PlanBinding):
         self.submitted = 0
         self.slot_input: str | None = None  # "in place", or why device slots are copied
         self.stages: dict[str, float] = {"h2d": 0.0, "input": 0.0, "compute": 0.0}
-        self._busy_ms = self._gap_ms = 0.0
         self._previous_end = None
-        self._accounted = 0
         # after each batch: (rows done, busy ms, idle ms) so far, for the steady state's busy share
         self._timeline: list[tuple[int, float, float]] = []
         self._warm_up()
@@ -263,13 +261,12 @@ class GpuRunner(PlanBinding):
         self.stages["compute"] += (compute - copy_in) / 1e3
         if "h2d_start" in events:
             self.stages["h2d"] += cp.cuda.get_elapsed_time(events["h2d_start"], events["h2d_end"]) / 1e3
-        self._accounted += 1
-        if self._previous_end is not None and self._accounted > STEADY_AFTER:
-            self._busy_ms += compute
-            self._gap_ms += max(0.0, cp.cuda.get_elapsed_time(self._previous_end, events["start"]))
+        done, busy, idle = self._timeline[-1] if self._timeline else (0, 0.0, 0.0)
+        if self._previous_end is not None and len(self._timeline) >= STEADY_AFTER:  # this is batch len + 1
+            busy += compute
+            idle += max(0.0, cp.cuda.get_elapsed_time(self._previous_end, events["start"]))
         self._previous_end = events["end"]
-        done = self._timeline[-1][0] if self._timeline else 0
-        self._timeline.append((done + rows, self._busy_ms, self._gap_ms))
+        self._timeline.append((done + rows, busy, idle))
 
     def close(self) -> None:
         self.stream.synchronize()

@@ -134,3 +134,25 @@ def test_batches_back_to_back_score_their_own_rows_read_in_place_or_copied(tmp_p
     for rows, scores in zip(batches, got):
         want = reference.run({eng.inputs[0].name: rows.astype(np.float32)})[eng.outputs[0].name]
         np.testing.assert_allclose(scores, np.asarray(want, np.float32).reshape(16, -1), rtol=1e-3, atol=1e-3)
+
+
+def test_the_runner_keeps_running_totals_and_leaves_the_first_batches_out_of_busy():
+    """_account on CUDA event times (a stand-in for cupy's clock: events are ms stamps): rows done,
+    busy and idle ms after each batch, the first STEADY_AFTER batches' busy and idle left out."""
+    from types import SimpleNamespace
+
+    from scoring.gpu_runner import STEADY_AFTER, GpuRunner
+
+    runner = GpuRunner.__new__(GpuRunner)  # no GPU: only the bookkeeping runs
+    runner.cp = SimpleNamespace(cuda=SimpleNamespace(get_elapsed_time=lambda a, b: b - a))
+    runner.stages = {"h2d": 0.0, "input": 0.0, "compute": 0.0}
+    runner._previous_end, runner._timeline = None, []
+    start = 0.0
+    for batch in range(STEADY_AFTER + 3):  # 8 ms a batch, 1 ms after the previous one ended
+        runner._account({"start": start, "graph": start + 0.5, "end": start + 8.0}, 256)
+        start += 9.0
+    assert [entry[0] for entry in runner._timeline] == [256 * (i + 1) for i in range(STEADY_AFTER + 3)]
+    assert runner._timeline[STEADY_AFTER - 1][1:] == (0.0, 0.0)
+    assert runner._timeline[-1][1:] == (3 * 8.0, 3 * 1.0)  # the last three batches counted
+    assert runner.busy_fraction == pytest.approx(8.0 / 9.0)  # a short run: measured whole
+    assert runner.stages["input"] == pytest.approx((STEADY_AFTER + 3) * 0.5e-3)
