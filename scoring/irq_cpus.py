@@ -26,7 +26,7 @@ import os
 import re
 from pathlib import Path
 
-from scoring.affinity import most_cpus_to_leave, pin_process
+from scoring.affinity import most_cpus_to_leave, parse_cpulist, pin_process
 
 log = logging.getLogger("batchscore.run")
 
@@ -34,20 +34,6 @@ DRIVER = "nvidia"
 MIN_LEFT = 4  # CPUs the process keeps at the least
 MIN_INTERRUPTS = 100  # fewer so far (a GPU that has done nothing yet) say nothing about where they go
 BUSY_SHARE = 0.10
-
-
-def parse_cpu_list(text: str) -> set[int]:
-    """The kernel's CPU list format: "14", "0-3,8,10-11" -> a set of CPU numbers."""
-    cpus: set[int] = set()
-    for part in text.strip().split(","):
-        part = part.strip()
-        if not part:
-            continue
-        low, _, high = part.partition("-")
-        if not low.isdigit() or (high and not high.isdigit()):
-            raise ValueError(f"not a CPU list: {text!r}")
-        cpus.update(range(int(low), int(high or low) + 1))
-    return cpus
 
 
 def driver_interrupts(interrupts: str, driver: str = DRIVER) -> dict[int, int]:
@@ -81,7 +67,7 @@ def irq_cpus(irq: int, proc: Path = Path("/proc")) -> set[int]:
     for name in ("effective_affinity_list", "smp_affinity_list"):
         path = proc / "irq" / str(irq) / name
         try:
-            cpus = parse_cpu_list(path.read_text())
+            cpus = set(parse_cpulist(path.read_text()))
         except (OSError, ValueError):  # missing, or not what this kernel writes: ask the next file
             continue
         if cpus:

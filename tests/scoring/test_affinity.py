@@ -14,8 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_cpulists_are_read_as_linux_writes_them():
     assert parse_cpulist("0-3,8,10-11\n") == [0, 1, 2, 3, 8, 10, 11]
-    assert parse_cpulist("5") == [5] and parse_cpulist("") == []
-    for bad in ("3-1", "a", "1-b", "-2"):
+    assert parse_cpulist("5") == [5] and parse_cpulist("") == [] and parse_cpulist("14\n") == [14]
+    for bad in ("3-1", "a", "1-b", "-2", "0-x"):  # scoring.irq_cpus reads /proc/irq's lists with it too
         with pytest.raises(ValueError):
             parse_cpulist(bad)
 

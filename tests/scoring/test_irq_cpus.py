@@ -3,7 +3,7 @@
 import pytest
 
 from scoring.irq_cpus import (MIN_INTERRUPTS, busy_irqs, cpus_text, driver_interrupts, gpu_interrupt_cpus,
-                              leave_interrupt_cpus, parse_cpu_list)
+                              leave_interrupt_cpus)
 
 # /proc/interrupts as an H100 host shows it after scoring (4 of its 16 CPUs kept, spaces trimmed)
 INTERRUPTS = """\
@@ -25,14 +25,6 @@ def _proc(tmp_path, interrupts=INTERRUPTS, affinity=None, name="effective_affini
         d.mkdir(parents=True)
         (d / name).write_text(cpus + "\n")
     return tmp_path
-
-
-def test_cpu_lists():
-    assert parse_cpu_list("14\n") == {14}
-    assert parse_cpu_list("0-3,8,10-11") == {0, 1, 2, 3, 8, 10, 11}
-    assert parse_cpu_list("") == set()
-    with pytest.raises(ValueError, match="not a CPU list"):
-        parse_cpu_list("0-x")
 
 
 def test_the_drivers_interrupts_and_their_counts():
