@@ -242,3 +242,22 @@ def test_the_json_alone_reaches_stdout_whatever_else_prints(tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"images": 3}
     assert "a trial says hello" in done.stderr and "native banner" in done.stderr
+
+
+def test_each_wrapper_takes_what_the_method_it_wraps_takes():
+    # The probe wraps private methods with wrappers of fixed signatures; session 24 gave
+    # GpuRunner._account a `rows` and the probe's wrapper failed on the device's first batch.
+    # On the CPU, without the GPU run, the signatures are what can be compared.
+    import inspect
+
+    from scoring.gpu_runner import GpuRunner
+    from scoring.report import Metrics
+
+    wrapped = [(probe._noting_gaps, GpuRunner._account), (probe._noting_warm_up, GpuRunner._warm_up),
+               (probe._noting_submits, GpuRunner.submit), (probe._noting_hand_over, pipeline.Prefetcher._hand_over),
+               (probe._noting_ticks, Metrics.tick), (probe._noting_waits, pipeline.Prefetcher._wait_for_next)]
+    for make_wrapper, method in wrapped:
+        names = [p.name for p in inspect.signature(method).parameters.values()]
+        assert [p.name for p in inspect.signature(make_wrapper(method)).parameters.values()] == names, method
+    poll = [p.name for p in inspect.signature(pipeline.Prefetcher._poll).parameters.values()]
+    assert [p.name for p in inspect.signature(probe._timed_poll(pipeline)).parameters.values()] == poll

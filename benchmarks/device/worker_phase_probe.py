@@ -380,12 +380,12 @@ def _tick_summary(metrics) -> dict:
 def _noting_gaps(account):
     """GpuRunner._account with the gap before each batch noted in GAPS, as the busy fraction
     counts it (the time from the previous batch's end to this one's start)."""
-    def wrapper(self, events):
+    def wrapper(self, events, rows):
         if self._previous_end is not None:
             GAPS.append(max(0.0, self.cp.cuda.get_elapsed_time(self._previous_end, events["start"])))
         if GPU_CLOCK:
             BATCH_TIMES.append((_on_host_clock(self.cp, events["start"]), _on_host_clock(self.cp, events["end"])))
-        return account(self, events)
+        return account(self, events, rows)
     return wrapper
 
 
