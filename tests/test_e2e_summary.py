@@ -51,6 +51,13 @@ def test_a_report_and_a_steal_reading_join_their_run(tmp_path):
     assert "steal 5.00% | main 3.0 read 21.7 slow [(14, 'read')]" in e2e_summary.summarize([tmp_path])
 
 
+def test_a_report_without_workers_leaves_the_run_without_thread_figures(tmp_path):
+    write_run(tmp_path, "main_1", 0.9)
+    (tmp_path / "report_main_1.json").write_text(json.dumps({"workers": []}))
+    run = e2e_summary.run_line(tmp_path / "e2e_main_1.json")
+    assert run["thread_cpu_us_per_image"] == {} and run["slow_cpus"] == []
+
+
 def test_a_steal_file_without_both_readings_gives_none(tmp_path):
     half = tmp_path / "steal_x.txt"
     half.write_text("before user 1 system 1 idle 1 steal 1\n")

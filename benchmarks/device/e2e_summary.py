@@ -55,7 +55,7 @@ def run_line(e2e_path: Path) -> dict:
            "busy": end.get("busy_fraction"), "error": end.get("error")}
     report = e2e_path.with_name("report_" + e2e_path.name[len("e2e_"):])
     if report.is_file():
-        worker = json.loads(report.read_text())["workers"][0]
+        worker = (json.loads(report.read_text()).get("workers") or [{}])[0]  # a report without workers: no figures
         run["thread_cpu_us_per_image"] = {name: round(us, 1) for name, us in
                                           (worker.get("thread_cpu_us_per_image") or {}).items()}
         run["slow_cpus"] = [(slow["cpu"], slow["thread"]) for slow in worker.get("slow_cpus_left") or []]
