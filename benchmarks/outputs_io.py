@@ -19,6 +19,13 @@
   in batches of 256, as the worker's prefetch thread does (ids and encoded image bytes, not decoded).
   Rows/s and MB/s (image bytes, 1e6) are the median of 3 repeats, from the page cache (the files
   were just written or read).
+- `reader_thread`: the same rows as a GPU worker's reader thread reads them (scoring.pipeline.Prefetcher:
+  a shard's last rows share a batch with the next shard's first, and each batch is routed for the
+  GPU decoders, scoring.decode_route), the decoding left out. Two variants, alternating, 3 repeats
+  each: `resized`, as read_shard reads (Arrow asked for full batches after a shard's first one),
+  and `not_resized` (Arrow kept at the first batch's size, as before session 27: the later batches
+  straddle two of Arrow's and have their bytes copied). Per variant: rows/s (median), the reader
+  thread's CPU per row (median) and how many batches came in more than one Arrow chunk.
 
 Writes OUTDIR/outputs_io.json (date, command, machine, versions, parameters, figures) and prints a table.
 """
@@ -44,7 +51,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from scoring import dataset as dataset_module  # noqa: E402
+from scoring import encoded_items  # noqa: E402
 from scoring.dataset import open_dataset, read_shard  # noqa: E402
+from scoring.decode_route import route_batch  # noqa: E402
+from scoring.pipeline import HostRing, Prefetcher  # noqa: E402
 from scoring.manifest import Manifest  # noqa: E402
 from scoring.outputs import OutputSpec, PartWriter  # noqa: E402
 from scoring_gpu_e2e import SHARD_ROWS, host_cores, prepare_data  # noqa: E402
@@ -143,6 +154,74 @@ def time_reader(out: Path, rows: int) -> dict:
             "data_make_s": made.get("seconds")}
 
 
+class _RoutingOnly:
+    """A GPU decoder's host side without the GPU: the reader routes each batch ahead for it
+    (hardware decoder assumed there), and decoding writes nothing."""
+
+    def route(self, items):
+        return route_batch(items, hardware=True, pixel_limit=None)
+
+    def decode_into(self, items, out, route=None):
+        return [None] * len(items)
+
+
+def _count_arrow_chunks(chunks: list):
+    """EncodedItems.from_arrow, noting how many Arrow chunks each batch's column came in."""
+    real = encoded_items.EncodedItems.from_arrow.__func__
+
+    def from_arrow(cls, array):
+        chunks.append(array.num_chunks if isinstance(array, pa.ChunkedArray) else 1)
+        return real(cls, array)
+
+    return classmethod(from_arrow)
+
+
+def read_as_the_worker(data_dir: Path, resized: bool) -> dict:
+    """Every shard through a Prefetcher's reader thread, as one GPU worker reads them."""
+    dataset = open_dataset(data_dir)
+    chunks: list[int] = []
+    real_from_arrow, real_ask = encoded_items.EncodedItems.__dict__["from_arrow"], dataset_module._ask_arrow_for
+    encoded_items.EncodedItems.from_arrow = _count_arrow_chunks(chunks)
+    if not resized:
+        dataset_module._ask_arrow_for = lambda pf, batch_rows: None
+    try:
+        ring = HostRing(4, BATCH_ROWS, (1,), np.uint8)
+        rows = 0
+        start = time.perf_counter()
+        with Prefetcher(dataset, dataset.shards(SHARD_ROWS), [_RoutingOnly()], ring, BATCH_ROWS) as batches:
+            for slot in batches:
+                rows += slot.rows
+        seconds = time.perf_counter() - start
+    finally:
+        encoded_items.EncodedItems.from_arrow = real_from_arrow
+        dataset_module._ask_arrow_for = real_ask
+    return {"rows": rows, "seconds": seconds, "read_cpu_s": batches.thread_cpu_s["read"], "batches": len(chunks),
+            "batches_of_several_chunks": sum(n > 1 for n in chunks)}
+
+
+def time_reader_thread(data_dir: Path, rows: int) -> dict:
+    runs: dict[str, list[dict]] = {"resized": [], "not_resized": []}
+    for _ in range(REPEATS):
+        for name in runs:
+            run = read_as_the_worker(data_dir, resized=name == "resized")
+            if run["rows"] != rows:
+                raise RuntimeError(f"the reader thread handed over {run['rows']} rows of the {rows} in {data_dir}")
+            runs[name].append(run)
+    figures = {}
+    for name, done in runs.items():
+        figures[name] = {
+            "rows_per_s": rows / statistics.median(r["seconds"] for r in done),
+            "read_cpu_us_per_row": 1e6 * statistics.median(r["read_cpu_s"] for r in done) / rows,
+            "batches": done[0]["batches"],
+            "batches_of_several_chunks": done[0]["batches_of_several_chunks"],
+            "seconds": [round(r["seconds"], 4) for r in done],
+        }
+        print(f"reader thread, {name}: {figures[name]['rows_per_s']:,.0f} rows/s, "
+              f"{figures[name]['read_cpu_us_per_row']:.1f} us of CPU a row, {figures[name]['batches_of_several_chunks']} "
+              f"of {figures[name]['batches']} batches in several Arrow chunks", flush=True)
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
@@ -157,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     writer = time_writer(args.out, args.rows, args.classes, args.top_k)
     result_step = time_result_step(args.classes)
     reader = time_reader(args.out, args.rows)
+    reader_thread = time_reader_thread(Path(reader["data_dir"]), args.rows)
     record = {
         "benchmark": "outputs_io",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -169,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         "writer": writer,
         "result_step_ms": result_step,
         "reader": reader,
+        "reader_thread": reader_thread,
         "total_s": round(time.perf_counter() - started, 1),
     }
     path = args.out / "outputs_io.json"
@@ -182,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'writer ' + name:32} {w['rows_per_s']:>10,.0f} {mb * w['rows_per_s'] / args.rows:>8,.1f} {mb:>8.2f}")
     print(f"{'reader (JPEG bytes)':32} {reader['rows_per_s']:>10,.0f} {reader['mb_per_s']:>8,.1f} "
           f"{reader['image_bytes'] / 1e6:>8.2f}")
+    for name, r in reader_thread.items():
+        print(f"{'reader thread, ' + name:32} {r['rows_per_s']:>10,.0f} {'':>8} {'':>8}  {r['read_cpu_us_per_row']:.1f} us "
+              f"of CPU a row, {r['batches_of_several_chunks']} of {r['batches']} batches copied")
     print(f"wrote {path} in {record['total_s']:.0f} s")
     return 0
 

@@ -196,11 +196,12 @@ def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int, first_rows:
         # --rows 20000` read 92,800 rows/s without against 73,400 with (the code of 2dc5f59, run
         # alternately; a first pair gave 96,100 and 72,200): benchmarks/results/outputs_io_cpu_
         # 2026-11-22_s9_{reads_without_arrow_pool,before_2dc5f59}.json.
-        batches = pf.iter_batches(batch_size=batch_rows, row_groups=range(start, stop), columns=columns,
+        batches = pf.iter_batches(batch_size=want, row_groups=range(start, stop), columns=columns,
                                   use_threads=False)
         next_row = shard.first_row
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
+        first_batch = True
         while True:
             try:
                 batch = next(batches, None)
@@ -208,6 +209,9 @@ def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int, first_rows:
                 raise DatasetError(f"cannot read row groups {start}..{stop - 1} of {shard.file} "
                                    f"(shard {shard.key}): {exc}") from None
             if batch is not None:
+                if first_batch and want != batch_rows:  # full batches from here on
+                    _ask_arrow_for(pf, batch_rows)
+                first_batch = False
                 pending.append(batch)
                 pending_rows += batch.num_rows
             # Hand out full batches whatever sizes the reader produced; the remainder at the end.
@@ -222,6 +226,20 @@ def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int, first_rows:
                 return
     finally:
         pf.close()
+
+
+def _ask_arrow_for(pf: pq.ParquetFile, batch_rows: int) -> None:
+    """Have the batches `pf` is reading from here on be `batch_rows` rows long, where Arrow lets it.
+
+    Why: a shard whose first batch fills another shard's last (first_rows) would otherwise have
+    every later batch straddle two of Arrow's, and EncodedItems copy such a batch's bytes into one
+    buffer. With row groups of 1,041-1,042 rows and shards of 4,096 rows, 369 of the 414 batches
+    of 256 did (benchmarks/results/scoring/h100_2026-11-23_s27/NOTES.md). Arrow's reader takes the
+    new size at its next batch; where it does not (another pyarrow), read_shard's slicing still
+    gives the right rows, with the copies."""
+    set_batch_size = getattr(getattr(pf, "reader", None), "set_batch_size", None)
+    if set_batch_size is not None:
+        set_batch_size(batch_rows)
 
 
 # -- finding the files -------------------------------------------------------------------------------

@@ -425,6 +425,12 @@ def test_outputs_io_measures_the_writer_and_the_reader(tmp_path):
     reader = record["reader"]
     assert reader["rows_per_s"] > 0 and reader["mb_per_s"] > 0 and reader["image_bytes"] > 0
     assert (out / "data.json").is_file() and "reader (JPEG bytes)" in proc.stdout
+    threads = record["reader_thread"]
+    assert sorted(threads) == ["not_resized", "resized"]
+    for figures in threads.values():  # one shard of 300 rows: two batches, nothing to straddle
+        assert figures["batches"] == 2 and figures["batches_of_several_chunks"] == 0
+        assert figures["rows_per_s"] > 0 and figures["read_cpu_us_per_row"] > 0 and len(figures["seconds"]) == 3
+    assert "reader thread, resized" in proc.stdout
 
 
 def test_fp16_top1_emulated_measures_agreement_on_the_cpu(tmp_path):

@@ -301,6 +301,50 @@ def test_a_first_batch_of_its_own_size_then_full_ones_joined_to_another_shards(t
     assert [type(i) for i in tensors.joined(tensors).items] == [np.ndarray, type(None)] * 2
 
 
+def _arrow_chunks_per_batch(monkeypatch) -> list[int]:
+    """How many Arrow chunks each batch's image column came in (EncodedItems copies those of more
+    than one into a buffer of their own)."""
+    from scoring import encoded_items
+
+    chunks = []
+    real = encoded_items.EncodedItems.from_arrow.__func__
+
+    def from_arrow(cls, array):
+        chunks.append(array.num_chunks if isinstance(array, pa.ChunkedArray) else 1)
+        return real(cls, array)
+
+    monkeypatch.setattr(encoded_items.EncodedItems, "from_arrow", classmethod(from_arrow))
+    return chunks
+
+
+@pytest.mark.parametrize("kind", ["binary", "hf_struct"])
+def test_batches_after_a_first_batch_of_its_own_size_are_each_one_arrow_chunk(tmp_path, monkeypatch, kind):
+    # 3 rows, then 4 at a time: were Arrow to go on reading 3 at a time, every later batch would
+    # straddle two of its batches and have its bytes copied.
+    rows = range(23)
+    images = [fake_bytes(r) for r in rows]
+    column = (pa.array(images, pa.binary()) if kind == "binary"
+              else pa.array([{"bytes": b, "path": f"{r}.jpg"} for r, b in zip(rows, images)], HF_TYPE))
+    ds = open_dataset(write(tmp_path / "a.parquet", {"image": column}, row_group_rows=[7, 9, 7]))
+    chunks = _arrow_chunks_per_batch(monkeypatch)
+    batches = list(read_shard(ds, ds.shards(100)[0], 4, first_rows=3))
+    assert [len(b) for b in batches] == [3, 4, 4, 4, 4, 4]
+    assert [item for b in batches for item in b.items] == images
+    assert chunks == [1] * 6
+
+
+def test_batches_come_right_where_arrow_keeps_its_first_batch_size(tmp_path, monkeypatch):
+    # Another pyarrow may not take the new size: the rows are sliced out of Arrow's batches instead.
+    from scoring import dataset
+
+    monkeypatch.setattr(dataset, "_ask_arrow_for", lambda pf, batch_rows: None)
+    ds = open_dataset(binary_file(tmp_path / "a.parquet", range(23), row_group_rows=[7, 9, 7]))
+    chunks = _arrow_chunks_per_batch(monkeypatch)
+    batches = list(read_shard(ds, ds.shards(100)[0], 4, first_rows=3))
+    assert [b.ids.tolist() for b in batches] == [[0, 1, 2]] + [list(range(r, r + 4)) for r in range(3, 23, 4)]
+    assert [item for b in batches for item in b.items] == [fake_bytes(r) for r in range(23)]
+    assert max(chunks) == 2  # the slicing path this test is about was taken
+
 # -- errors ---------------------------------------------------------------------------------------------
 
 def test_errors_are_batchscore_errors():
