@@ -76,3 +76,26 @@ def test_an_empty_folder_or_a_bad_file_is_an_error_not_a_trace(tmp_path, capsys)
     (tmp_path / "e2e_broken_1.json").write_text("{not json")
     assert e2e_summary.main([str(tmp_path)]) == 2
     assert "e2e_summary:" in capsys.readouterr().err
+
+
+def _steal(percent: float) -> str:
+    """A /proc/stat reading pair with `percent` of the CPU time stolen."""
+    stolen = round(percent * 100)
+    return f"before user 0 system 0 idle 0 steal 0\nafter user 10000 system 0 idle {-stolen} steal {stolen}\n"
+
+
+def test_runs_fall_into_bands_of_the_hosts_steal_time(tmp_path):
+    for name, share, percent in [("a_1", 0.91, 0.0), ("a_2", 0.905, 0.05), ("b_1", 0.89, 0.5), ("b_2", 0.86, 0.6),
+                                 ("b_3", 0.75, 1.5), ("prof_1", 0.03, 0.0)]:
+        write_run(tmp_path, name, share, steal=_steal(percent))
+    write_run(tmp_path, "c_1", 0.92)  # no steal reading: in no band
+    runs = [e2e_summary.run_line(p) for p in sorted(tmp_path.glob("e2e_*.json")) if "prof" not in p.name]
+    bands = e2e_summary.steal_bands(runs)
+    assert [(b["steal"], b["runs"], b["at_target"]) for b in bands] == [
+        ((0.0, 0.001), 2, 2), ((0.004, 0.008), 2, 0), ((0.008, 1.0), 1, 0)]
+    assert bands[0]["median"] == pytest.approx(0.9075) and bands[1]["lowest"] == 0.86
+    text = e2e_summary.summarize([tmp_path], by_steal=True, exclude=("prof",))
+    assert "prof_1" not in text and "by the host's CPU steal time (1 folder):" in text
+    assert "steal 0.0% to 0.1%: 2 runs, share median 0.9075, lowest 0.905, 2 at 0.90 or more" in text
+    assert "steal 0.8% to 100.0%: 1 run, share median 0.7500, lowest 0.750, 0 at 0.90 or more" in text
+    assert "by the host" not in e2e_summary.summarize([tmp_path])

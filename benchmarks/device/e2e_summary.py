@@ -3,12 +3,17 @@ script copies into its results folder: `e2e_NAME.json` (benchmarks/scoring_gpu_e
 beside it `report_NAME.json` (the worker's report) and `steal_NAME.txt` (/proc/stat's cpu line
 before and after the run), the last two optional.
 
-    python3 benchmarks/device/e2e_summary.py DIR [DIR ...]
+    python3 benchmarks/device/e2e_summary.py DIR [DIR ...] [--by-steal] [--exclude TEXT ...]
 
 A run's variant is its name without the trailing run number (`e2e_slots12_3.json`: slots12). Per
 variant: the share of the engine alone (steady images/s over the middle of the rows against the
 engine alone, as the benchmark computes it), its median, the GPU busy fraction, and the runs at
 or above the issue's 0.90. Call scripts used to print this with a block of their own each.
+
+--by-steal also puts every run of every DIR with a steal reading into bands of the host's CPU steal
+time during the run (STEAL_EDGES), each with its runs, the share's median and lowest, and the runs
+at 0.90: whether the shortfall follows the VM's host. --exclude leaves out runs whose name holds
+TEXT (a run under a profiler, say).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import sys
 from pathlib import Path
 
 TARGET = 0.90  # issue #5: end to end at 90% of the engine alone
+STEAL_EDGES = (0.001, 0.002, 0.004, 0.008)  # --by-steal's band edges, shares of all CPU time
 _RUN = re.compile(r"^e2e_(?P<variant>.+?)(?:_(?P<run>\d+))?\.json$")
 
 
@@ -82,6 +88,21 @@ def variant_lines(runs: list[dict]) -> dict[str, dict]:
     return summary
 
 
+def steal_bands(runs: list[dict], edges=STEAL_EDGES) -> list[dict]:
+    """The runs with a share and a steal reading, in bands of steal [0, e1), [e1, e2), ..., [eN, 1]:
+    per band its bounds, runs, the share's median and lowest, and the runs at TARGET. Empty bands
+    are left out."""
+    bounds = [0.0, *edges, 1.0]
+    bands = []
+    for low, high in zip(bounds, bounds[1:]):
+        shares = [r["share"] for r in runs if r["share"] is not None and r.get("steal") is not None
+                  and low <= r["steal"] < high + (high == 1.0)]
+        if shares:
+            bands.append({"steal": (low, high), "runs": len(shares), "median": statistics.median(shares),
+                          "lowest": min(shares), "at_target": sum(s >= TARGET for s in shares)})
+    return bands
+
+
 def _range(pair, digits: int = 3) -> str:
     return "-" if pair is None else f"{pair[0]:.{digits}f}-{pair[1]:.{digits}f}"
 
@@ -90,13 +111,14 @@ def _number(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def summarize(directories: list[Path]) -> str:
-    lines = []
+def summarize(directories: list[Path], by_steal: bool = False, exclude: tuple[str, ...] = ()) -> str:
+    lines, every_run = [], []
     for directory in directories:
         files = sorted(directory.glob("e2e_*.json"))
         if not files:
             raise FileNotFoundError(f"no e2e_*.json in {directory}")
-        runs = [run_line(path) for path in files]
+        runs = [run for run in map(run_line, files) if not any(text in run["name"] for text in exclude)]
+        every_run += runs
         lines.append(f"{directory}:")
         for run in runs:
             threads = " ".join(f"{name} {us}" for name, us in sorted((run.get("thread_cpu_us_per_image") or {}).items()))
@@ -110,15 +132,25 @@ def summarize(directories: list[Path]) -> str:
         for variant, v in variant_lines(runs).items():
             lines.append(f"  = {variant}: {v['runs']} run{'s' if v['runs'] != 1 else ''}, share {_range(v['share'])} median "
                          f"{_number(v['median'], '.4f')}, busy {_range(v['busy'])}, {v['at_target']} at {TARGET:.2f} or more")
+    if by_steal:
+        lines.append(f"by the host's CPU steal time ({len(directories)} folder{'s' if len(directories) != 1 else ''}):")
+        for band in steal_bands(every_run):
+            low, high = band["steal"]
+            lines.append(f"  steal {low:.1%} to {high:.1%}: {band['runs']} run{'s' if band['runs'] != 1 else ''}, share "
+                         f"median {band['median']:.4f}, lowest {band['lowest']:.3f}, {band['at_target']} at "
+                         f"{TARGET:.2f} or more")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("directories", nargs="+", type=Path)
+    parser.add_argument("--by-steal", action="store_true", help="also every run in bands of the host's steal time")
+    parser.add_argument("--exclude", action="append", default=[], metavar="TEXT",
+                        help="leave out runs whose name holds TEXT (repeatable)")
     args = parser.parse_args(argv)
     try:
-        print(summarize(args.directories))
+        print(summarize(args.directories, args.by_steal, tuple(args.exclude)))
     except (FileNotFoundError, ValueError, json.JSONDecodeError) as exc:
         print(f"e2e_summary: {exc}", file=sys.stderr)
         return 2
