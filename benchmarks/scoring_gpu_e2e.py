@@ -44,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from host_cpu import cpu_shares, cpu_times  # noqa: E402
 from scoring.report import steady_images_per_s  # noqa: E402
 from scoring.steady_state import first_batch_to_end_rate  # noqa: E402
 
@@ -303,9 +304,9 @@ def score(job: dict, base: Path) -> dict:
 
     out = Path(job["output"]["dir"])
     shutil.rmtree(out, ignore_errors=True)  # a fresh run every time: no resume
-    started = time.perf_counter()
+    started, cpu_before = time.perf_counter(), cpu_times()
     report = run_local(parse_job(job, base_dir=base), workers=1, quiet=True)
-    command_s = time.perf_counter() - started
+    command_s, host_cpu = time.perf_counter() - started, cpu_shares(cpu_before, cpu_times())
     data = report.data
     s, (w,) = data["summary"], data["workers"]
     return {
@@ -321,6 +322,8 @@ def score(job: dict, base: Path) -> dict:
         "bottleneck": s["bottleneck"], "slot_input": w.get("slot_input"),
         "nvjpeg_streams": w.get("nvjpeg_streams"),
         "latency": s["latency"], "stages": data["stages"],
+        # the host's CPU over the whole job (start-up too): steal is what the VM's hypervisor took
+        "host_cpu": host_cpu,
     }
 
 
@@ -454,6 +457,9 @@ def print_table(r: dict) -> None:
         print(f"  stages: {stages}")
         print(f"  launch to first batch {e2e['launch_to_first_batch_s'] or 0:.1f} s, worker start to first batch "
               f"{e2e['startup_s'] or 0:.1f} s, job {e2e['wall_s']:.1f} s")
+        if e2e.get("host_cpu"):
+            print(f"  host CPU during the job: {_pct(e2e['host_cpu']['busy'])} busy, "
+                  f"{e2e['host_cpu']['steal']:.2%} stolen by the VM's hypervisor")
         steady = r["ratio_steady_over_engine"]
         busy = e2e["busy_fraction"]
         print(f"  targets: steady >= {_pct(TARGET_RATIO)} of the engine: {_pct(steady)} "

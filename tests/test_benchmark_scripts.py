@@ -220,8 +220,11 @@ def test_e2e_flow_on_the_cpu(on_the_cpu, capsys):
     assert record["cpu_decode"]["images_per_s_per_core"] > 0
     assert {"python", "numpy", "pyarrow", "cupy", "cudnn_frontend", "nvimgcodec"} <= set(record["versions"])
     assert record["host_cores"] >= 1 and record["command"]
+    host = record["end_to_end"]["host_cpu"]  # this machine has /proc/stat: the job's CPU shares
+    assert 0 <= host["steal"] < 1 and 0 < host["busy"] <= 1 and host["ticks"] > 0
     shown = capsys.readouterr().out
     assert "engine alone" in shown and "targets:" in shown and "CPU decode per core" in shown
+    assert "stolen by the VM's hypervisor" in shown
 
 
 def test_scaling_flow_on_the_cpu_with_mpi(on_the_cpu, capsys):

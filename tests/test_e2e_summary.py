@@ -99,3 +99,13 @@ def test_runs_fall_into_bands_of_the_hosts_steal_time(tmp_path):
     assert "steal 0.0% to 0.1%: 2 runs, share median 0.9075, lowest 0.905, 2 at 0.90 or more" in text
     assert "steal 0.8% to 100.0%: 1 run, share median 0.7500, lowest 0.750, 0 at 0.90 or more" in text
     assert "by the host" not in e2e_summary.summarize([tmp_path])
+
+
+def test_without_a_steal_file_the_benchmarks_own_reading_is_used(tmp_path):
+    write_run(tmp_path, "main_1", 0.9)
+    bench = json.loads((tmp_path / "e2e_main_1.json").read_text())
+    bench["end_to_end"]["host_cpu"] = {"steal": 0.0042, "busy": 0.2, "ticks": 1000}
+    (tmp_path / "e2e_main_1.json").write_text(json.dumps(bench))
+    assert e2e_summary.run_line(tmp_path / "e2e_main_1.json")["steal"] == 0.0042
+    write_run(tmp_path, "main_2", 0.9, steal=_steal(1.0))  # a call script's reading wins
+    assert e2e_summary.run_line(tmp_path / "e2e_main_2.json")["steal"] == pytest.approx(0.01)

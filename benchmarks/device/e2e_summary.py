@@ -1,7 +1,8 @@
 """The figures of a device call's end-to-end runs, one line a run and one a variant, from what a call
 script copies into its results folder: `e2e_NAME.json` (benchmarks/scoring_gpu_e2e.py's JSON),
 beside it `report_NAME.json` (the worker's report) and `steal_NAME.txt` (/proc/stat's cpu line
-before and after the run), the last two optional.
+before and after the run), the last two optional. Without a steal file, the benchmark's own
+reading of the job's steal time (`end_to_end.host_cpu`, since session 27) is used.
 
     python3 benchmarks/device/e2e_summary.py DIR [DIR ...] [--by-steal] [--exclude TEXT ...]
 
@@ -66,6 +67,8 @@ def run_line(e2e_path: Path) -> dict:
                                           (worker.get("thread_cpu_us_per_image") or {}).items()}
         run["slow_cpus"] = [(slow["cpu"], slow["thread"]) for slow in worker.get("slow_cpus_left") or []]
     run["steal"] = steal_share(e2e_path.with_name("steal_" + e2e_path.stem[len("e2e_"):] + ".txt"))
+    if run["steal"] is None:  # the benchmark's own reading, since session 27 (its job only, no engine-alone part)
+        run["steal"] = (end.get("host_cpu") or {}).get("steal")
     return run
 
 
