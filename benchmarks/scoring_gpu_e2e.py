@@ -2,13 +2,15 @@
 
     python benchmarks/scoring_gpu_e2e.py OUTDIR [--rows 100000] [--batch 256] [--model resnet50]
                                                 [--precision fp16] [--cpu-rows 5000] [--decode gpu]
-                                                [--short-side 256]
+                                                [--short-side 256] [--noise 5 --jpeg-quality 90-98]
 
 On the GPU machine, in order:
 1. a JPEG Parquet dataset of --rows synthetic photo-like images in OUTDIR/data (make_dataset on every
    core; several files, row groups of about 1024 rows), reused while OUTDIR/data.json matches;
    photo-sized (long side 400-500, as ImageNet's validation set), or with --short-side N stored
    pre-resized (shorter side N, longer up to 4N/3), as datasets kept for scoring often are;
+   with --noise and --jpeg-quality, heavier files (make_dataset's: about 30 KB by default, lighter
+   than real photos of that size) in OUTDIR/data-detailed;
 2. the zoo model's plan for this GPU in OUTDIR/plan/, reused while it was built for the same GPU;
 3. engine-only throughput at --batch (device-resident input, CUDA graph: `batchscore bench`'s code);
 4. the dataset scored end to end by the local launcher: one worker, [run] decode = "gpu",
@@ -45,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from host_cpu import cpu_shares, cpu_times  # noqa: E402
+from launchers.make_data_cli import parse_noise, parse_quality  # noqa: E402
 from scoring.report import steady_images_per_s  # noqa: E402
 from scoring.steady_state import first_batch_to_end_rate  # noqa: E402
 
@@ -87,12 +90,20 @@ def image_size_rule(short_side: int | None):
     return None if short_side is None else ((short_side, short_side), (short_side, round(short_side * 4 / 3)))
 
 
-def reusable_data(data_dir: Path, rows: int, seed: int = 0, short_side: int | None = None) -> dict | None:
-    """What data_dir's marker (data_dir + .json) records, when it says these rows, seed and image
-    sizes and the files it lists are all there; else None."""
+def _detail(noise: float, jpeg_quality: tuple[int, int]) -> dict:
+    """The marker's record of the images' detail; empty for the defaults, so that markers written
+    before these settings existed still match."""
+    return {} if (noise, tuple(jpeg_quality)) == (1.0, (75, 95)) else {"noise": noise, "jpeg_quality": list(jpeg_quality)}
+
+
+def reusable_data(data_dir: Path, rows: int, seed: int = 0, short_side: int | None = None, noise: float = 1.0,
+                  jpeg_quality: tuple[int, int] = (75, 95)) -> dict | None:
+    """What data_dir's marker (data_dir + .json) records, when it says these rows, seed, image
+    sizes and detail and the files it lists are all there; else None."""
     marker = data_dir.with_name(data_dir.name + ".json")
     files, groups = dataset_layout(rows)
-    wanted = {"rows": rows, "seed": seed, "files": files, "row_groups_per_file": groups, "short_side": short_side}
+    wanted = {"rows": rows, "seed": seed, "files": files, "row_groups_per_file": groups, "short_side": short_side,
+              "noise": None, "jpeg_quality": None} | _detail(noise, jpeg_quality)
     if not (marker.is_file() and data_dir.is_dir()):
         return None
     try:
@@ -105,14 +116,14 @@ def reusable_data(data_dir: Path, rows: int, seed: int = 0, short_side: int | No
 
 
 def prepare_data(data_dir: Path, rows: int, seed: int = 0, also_look_in: tuple[Path, ...] = (),
-                 short_side: int | None = None) -> dict:
+                 short_side: int | None = None, noise: float = 1.0, jpeg_quality: tuple[int, int] = (75, 95)) -> dict:
     """Make the JPEG dataset in data_dir, or reuse one (in data_dir, else in also_look_in) whose
     marker says it has these rows and seed. The same seed gives the same image for the same row,
     so a smaller dataset holds the first rows of a larger one. The result's "dir" is where it is."""
     from scoring.make_data import make_dataset
 
     for where in (data_dir, *also_look_in):
-        made = reusable_data(where, rows, seed, short_side)
+        made = reusable_data(where, rows, seed, short_side, noise, jpeg_quality)
         if made is not None:
             print(f"reusing the dataset in {where}: {rows:,} rows, {made.get('bytes', 0) / 1e9:.2f} GB", flush=True)
             return made | {"dir": str(where), "reused": True}
@@ -122,10 +133,10 @@ def prepare_data(data_dir: Path, rows: int, seed: int = 0, also_look_in: tuple[P
     marker.unlink(missing_ok=True)
     print(f"making {rows:,} JPEG rows in {data_dir} on {host_cores()} cores ...", flush=True)
     made = make_dataset(data_dir, rows, row_groups=groups, files=files, seed=seed, workers=host_cores(),
-                        image_size=image_size_rule(short_side))
+                        image_size=image_size_rule(short_side), noise=noise, jpeg_quality=jpeg_quality)
     print(made.summary(), flush=True)
     record = {"rows": rows, "seed": seed, "files": files, "row_groups_per_file": groups, "short_side": short_side,
-              "paths": made.files,
+              **_detail(noise, jpeg_quality), "paths": made.files,
               "bytes": made.bytes, "seconds": round(made.seconds, 1)}
     marker.write_text(json.dumps(record, indent=1) + "\n")
     return record | {"dir": str(data_dir), "reused": False}
@@ -344,6 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--short-side", type=int, default=None,
                         help="images stored pre-resized: this shorter side, the longer up to 4/3 of it "
                              "(default: photo-like, long side 400-500)")
+    parser.add_argument("--noise", type=parse_noise, default=1.0,
+                        help="the synthetic images' noise, a multiple of make_dataset's default (heavier files)")
+    parser.add_argument("--jpeg-quality", type=parse_quality, default=(75, 95), metavar="LOW-HIGH",
+                        help="the synthetic JPEGs' quality range (default 75-95); with --noise 5, 90-98 gives "
+                             "files of about 120 KB, as real photos of that size")
     parser.add_argument("--iterations", type=int, default=50, help="engine-only timed iterations")
     parser.add_argument("--decode-processes", default="auto", type=_count_or_auto,
                         help="[run] decode_processes of the main run: auto (GPU decode: in the worker's threads) or a count")
@@ -365,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
     cores = host_cores()
     started = time.perf_counter()
 
-    data = prepare_data(out / "data", args.rows, short_side=args.short_side)
+    data_name = "data" if not _detail(args.noise, args.jpeg_quality) else "data-detailed"
+    data = prepare_data(out / data_name, args.rows, short_side=args.short_side, noise=args.noise,
+                        jpeg_quality=args.jpeg_quality)
     plan = prepare_plan(out / "plan", args.model, args.precision, args.batch)
     print(f"engine alone at batch {args.batch} ...", flush=True)
     alone = engine_only(plan["path"], args.batch, args.iterations, warmup=5)
@@ -378,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                                       decode_processes=args.decode_processes), out))
     cpu = None
     if args.cpu_rows > 0:
-        cpu_data = prepare_data(out / "data-cpu", args.cpu_rows, short_side=args.short_side)
+        cpu_data = prepare_data(out / (data_name + "-cpu"), args.cpu_rows, short_side=args.short_side,
+                                noise=args.noise, jpeg_quality=args.jpeg_quality)
         cpu_processes = cores if args.cpu_processes is None else args.cpu_processes
         print(f"CPU decode path, {args.cpu_rows:,} rows on {cores} threads in {cpu_processes} processes ...", flush=True)
         cpu = _try(lambda: score(job_dict(plan["path"], Path(cpu_data["dir"]), out / "runs" / "cpu-path", args.batch,

@@ -38,6 +38,28 @@ def _fraction(text: str) -> float:
     return value
 
 
+def parse_noise(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not 0.0 < value <= 20.0:
+        raise argparse.ArgumentTypeError(f"noise is a multiple of the default, above 0 and at most 20; got {value}")
+    return value
+
+
+def parse_quality(text: str) -> tuple[int, int]:
+    """'75-95' (a range) or '90' (every image at 90): JPEG qualities between 1 and 100."""
+    low, sep, high = text.partition("-")
+    try:
+        values = (int(low), int(high)) if sep else (int(text), int(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}': give a quality or a range LOW-HIGH, e.g. 90-98") from None
+    if not 1 <= values[0] <= values[1] <= 100:
+        raise argparse.ArgumentTypeError(f"'{text}': qualities go from 1 to 100, low to high")
+    return values
+
+
 def parse_image_size(text: str):
     """'375x500' (HxW), '256' (square), '300-500' (each side in a range), '300-400x400-500'."""
     def side(part: str):
@@ -85,6 +107,11 @@ def configure_make_data_parser(parser: argparse.ArgumentParser) -> argparse.Argu
                         help="fraction of images with an alpha channel, stored as PNG when JPEG is asked (default 0)")
     parser.add_argument("--exif-rotated", type=_fraction, default=0.0, metavar="FRACTION",
                         help="fraction of JPEGs stored turned, with an EXIF orientation tag (default 0)")
+    parser.add_argument("--noise", type=parse_noise, default=1.0, metavar="X",
+                        help="sensor-like noise of synthetic images, X times the default's (default 1; "
+                        "5 with --jpeg-quality 90-98 gives files of about 120 KB, as real photos of that size)")
+    parser.add_argument("--jpeg-quality", type=parse_quality, default=(75, 95), metavar="LOW-HIGH",
+                        help="quality of synthetic JPEGs, drawn per image from the range (default 75-95)")
     parser.add_argument("--from-folder", metavar="DIR", help="take the images from this folder instead of "
                         "synthesising them (searched recursively; bytes stored as they are)")
     parser.add_argument("--workers", type=_count, default=None, help="processes for synthesis (default: the CPUs)")
@@ -101,6 +128,6 @@ def cmd_make_data(args: argparse.Namespace) -> int:
         args.out, rows, row_groups=args.row_groups, files=args.files, image_size=args.image_size, seed=args.seed,
         corrupt=args.corrupt, source_folder=args.from_folder, column_kind=args.column_kind, format=args.format,
         grayscale=args.grayscale, rgba=args.rgba, exif_rotated=args.exif_rotated, workers=args.workers,
-        overwrite=args.overwrite)
+        overwrite=args.overwrite, noise=args.noise, jpeg_quality=args.jpeg_quality)
     print(made.summary())
     return 0

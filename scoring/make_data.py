@@ -5,8 +5,12 @@
 The images are either taken from a folder (their bytes stored as they are) or synthesised: smooth
 colour fields with shapes, striped and blotchy textures, a little blur and sensor-like noise, at
 photo-like sizes (long side 400-500 px, aspect 1 to 3:2, some portrait), JPEG at quality 75-95 by
-default, so that file sizes (~30-80 KB) and decode costs resemble a real photo dataset. Everything
-follows from the seed: the same call writes the same bytes.
+default. Everything follows from the seed: the same call writes the same bytes.
+
+The default files average about 30 KB, lighter than real photos of that size (ImageNet's are about
+110 KB): there is less fine detail to code. `noise` (a multiple of the default sensor noise) and
+`jpeg_quality` (a range) make them heavier: noise=5 with quality 90-98 averages about 120 KB, for
+benchmarks whose reading and JPEG decoding should cost what real files cost.
 
 Rows get ids "img-000123" in a string column "id" and the images go in a column "image" of one of
 three kinds (see scoring/dataset.py): "hf_struct", "binary" or "tensor" (HWC uint8, fixed size).
@@ -69,7 +73,8 @@ class MadeDataset:
 def make_dataset(out: str | os.PathLike, rows: int | None = 1000, *, row_groups: int = 4, files: int = 1,
                  image_size=None, seed: int = 0, corrupt: int = 0, source_folder: str | os.PathLike | None = None,
                  column_kind: str = "hf_struct", format: str = "JPEG", grayscale: float = 0.0, rgba: float = 0.0,
-                 exif_rotated: float = 0.0, workers: int | None = None, overwrite: bool = False) -> MadeDataset:
+                 exif_rotated: float = 0.0, workers: int | None = None, overwrite: bool = False,
+                 noise: float = 1.0, jpeg_quality: tuple[int, int] = (75, 95)) -> MadeDataset:
     """Write `rows` images to Parquet under `out`.
 
     out           a directory (files part-00000.parquet, ...) or, with files=1, a path ending in .parquet
@@ -83,10 +88,12 @@ def make_dataset(out: str | os.PathLike, rows: int | None = 1000, *, row_groups:
                   fractions of synthetic rows that are single-channel, have an alpha channel, or are
                   stored rotated with an EXIF orientation tag (6) that turns them upright (JPEG only)
     workers       processes for synthesis (None: the CPUs, for 256 rows or more; 1: in this process)
+    noise         sensor-like noise of synthetic images, a multiple of the default's strength (> 0)
+    jpeg_quality  (low, high): each synthetic JPEG's quality is drawn from low..high (1-100)
     """
     start = time.perf_counter()
     spec = _check_arguments(rows, row_groups, files, corrupt, source_folder, column_kind, format, grayscale,
-                            rgba, exif_rotated, workers)
+                            rgba, exif_rotated, workers) | _check_detail(noise, jpeg_quality)
     size_rule = _size_rule(image_size, column_kind)
     sources = _folder_images(Path(source_folder)) if source_folder is not None else None
     if rows is None:
@@ -136,6 +143,22 @@ def make_dataset(out: str | os.PathLike, rows: int | None = 1000, *, row_groups:
 
 
 # -- arguments ------------------------------------------------------------------------------------------
+
+MAX_NOISE = 20.0  # beyond this the pictures are mostly noise
+
+
+def _check_detail(noise, jpeg_quality) -> dict:
+    if isinstance(noise, bool) or not isinstance(noise, (int, float, np.integer, np.floating)) \
+            or not 0.0 < float(noise) <= MAX_NOISE:
+        raise DatasetError(f"noise is a multiple of the default noise, above 0 and at most {MAX_NOISE:g}; got {noise!r}")
+    try:
+        low, high = (int(q) for q in jpeg_quality)
+    except (TypeError, ValueError):
+        raise DatasetError(f"jpeg_quality is a range (low, high), got {jpeg_quality!r}") from None
+    if not 1 <= low <= high <= 100:
+        raise DatasetError(f"jpeg_quality must satisfy 1 <= low <= high <= 100, got {jpeg_quality!r}")
+    return {"noise": float(noise), "quality": (low, high)}
+
 
 def _check_arguments(rows, row_groups, files, corrupt, source_folder, column_kind, format, grayscale, rgba,
                      exif_rotated, workers) -> dict:
@@ -372,7 +395,7 @@ def _synth_one(seed: int, row: int, spec: dict):
 
     rng = np.random.default_rng([seed, row])
     h, w = _draw_size(rng, spec["size"])
-    image = _draw_picture(rng, h, w)
+    image = _draw_picture(rng, h, w, spec.get("noise", 1.0))
     if spec["kind"] == "tensor":
         return np.asarray(image)
     offset = (seed * 0.7548776662466927) % 1.0  # another seed, other rows
@@ -387,7 +410,8 @@ def _synth_one(seed: int, row: int, spec: dict):
         fmt = "PNG"
     out = io.BytesIO()
     if fmt == "JPEG":
-        options = {"quality": int(rng.integers(75, 96))}
+        low, high = spec.get("quality", (75, 95))
+        options = {"quality": int(rng.integers(low, high + 1))}
         if _spread(row, spec["exif"], offset + 0.37):
             exif = Image.Exif()
             exif[0x0112] = 6  # "rotate 90 CW to display": store it turned the other way
@@ -413,11 +437,11 @@ def _draw_size(rng: np.random.Generator, rule: tuple) -> tuple[int, int]:
     return (long, short) if rng.random() < 1 / 3 else (short, long)
 
 
-def _draw_picture(rng: np.random.Generator, h: int, w: int):
+def _draw_picture(rng: np.random.Generator, h: int, w: int, noise_scale: float = 1.0):
     """Smooth colour field + shapes (some textured) + optional softening + noise, RGB."""
     from PIL import Image, ImageChops, ImageDraw
 
-    noise_tiles, textures = _tiles()
+    noise_tiles, textures = _tiles(noise_scale)
     base = rng.integers(30, 226, 3)
     grid = np.clip(base + rng.normal(0, 55, (int(rng.integers(2, 6)), int(rng.integers(2, 6)), 3)), 0, 255)
     image = Image.fromarray(grid.astype(np.uint8), "RGB").resize((w, h), Image.Resampling.BICUBIC)
@@ -486,20 +510,20 @@ def _crop(tile, rng: np.random.Generator, w: int, h: int):
     return out
 
 
-_TILES = None
+_TILES: dict = {}  # noise scale -> (noise tiles, textures)
 
 
-def _tiles():
-    """Noise tiles (three strengths, centred on 128) and grey textures, made once per process from a
-    fixed seed: images differ by where they crop them, so the output still depends only on the seed."""
-    global _TILES
-    if _TILES is None:
+def _tiles(noise_scale: float = 1.0):
+    """Noise tiles (three strengths times `noise_scale`, centred on 128) and grey textures, made once
+    per process and scale from a fixed seed: images differ by where they crop them, so the output
+    still depends only on the seed."""
+    if noise_scale not in _TILES:
         from PIL import Image
 
         rng = np.random.default_rng(20240611)
         s = _TILE
-        noise = [Image.fromarray(np.clip(128 + rng.normal(0, sigma, (s, s, 3)), 0, 255).astype(np.uint8), "RGB")
-                 for sigma in (2.5, 5, 9)]
+        noise = [Image.fromarray(np.clip(128 + rng.normal(0, sigma * noise_scale, (s, s, 3)), 0, 255).astype(np.uint8),
+                                 "RGB") for sigma in (2.5, 5, 9)]
         yy, xx = np.mgrid[0:s, 0:s].astype(np.float32)
         textures = []
         for k in range(6):
@@ -511,8 +535,8 @@ def _tiles():
         for cells in (8, 20):  # blotches: coarse random fields, smoothly upscaled
             blob = rng.integers(0, 256, (cells, cells), dtype=np.uint8)
             textures.append(Image.fromarray(blob, "L").resize((s, s), Image.Resampling.BICUBIC))
-        _TILES = (noise, textures)
-    return _TILES
+        _TILES[noise_scale] = (noise, textures)
+    return _TILES[noise_scale]
 
 
 def _human_bytes(n: int) -> str:

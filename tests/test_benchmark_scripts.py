@@ -107,6 +107,17 @@ def test_prepare_data_reuses_a_matching_dataset(tmp_path, capsys):
     assert not small["reused"] and small["short_side"] == 64
 
 
+def test_heavier_images_are_a_dataset_of_their_own_and_old_markers_still_match(tmp_path):
+    plain = e2e.prepare_data(tmp_path / "data", 6)
+    marker = json.loads((tmp_path / "data.json").read_text())
+    assert "noise" not in marker and "jpeg_quality" not in marker  # the defaults: as markers were before
+    heavy = e2e.prepare_data(tmp_path / "data", 6, noise=5.0, jpeg_quality=(90, 98))  # not the plain one
+    assert not heavy["reused"] and heavy["noise"] == 5.0 and heavy["jpeg_quality"] == [90, 98]
+    assert heavy["bytes"] > 2 * plain["bytes"]
+    assert e2e.prepare_data(tmp_path / "data", 6, noise=5.0, jpeg_quality=(90, 98))["reused"]
+    assert not e2e.prepare_data(tmp_path / "data", 6)["reused"]
+
+
 def test_pre_resized_images_have_the_asked_shorter_side(tmp_path):
     import pyarrow.parquet as pq
     from PIL import Image

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageOps
 
-from launchers.make_data_cli import cmd_make_data, configure_make_data_parser, parse_image_size
+from launchers.make_data_cli import cmd_make_data, configure_make_data_parser, parse_image_size, parse_quality
 from scoring.dataset import open_dataset, read_shard
 from scoring.errors import DatasetError
 from scoring.make_data import make_dataset
@@ -144,6 +144,21 @@ def test_realistic_sizes_and_content(tmp_path):
     assert made.bytes > lengths.sum()
 
 
+def test_more_noise_and_a_higher_quality_make_heavier_files_deterministically(tmp_path):
+    # the default files (about 30 KB) are lighter than real photos of their size: these settings
+    # bring them near real ones, for benchmarks of reading and decoding
+    make_dataset(tmp_path / "light", 24, row_groups=1, seed=3)
+    heavy = make_dataset(tmp_path / "heavy", 24, row_groups=1, seed=3, noise=5, jpeg_quality=(90, 98))
+    again = make_dataset(tmp_path / "again", 24, row_groups=1, seed=3, noise=5, jpeg_quality=(90, 98))
+    assert sha(heavy.files[0]) == sha(again.files[0])
+    _, _, light_items = all_items(tmp_path / "light")
+    _, _, heavy_items = all_items(tmp_path / "heavy")
+    light, dense = np.mean([len(i) for i in light_items]), np.mean([len(i) for i in heavy_items])
+    assert dense > 2.5 * light
+    assert [decode(a).size for a in light_items] == [decode(b).size for b in heavy_items]  # same pictures
+    assert {decode(b).format for b in heavy_items} == {"JPEG"}
+
+
 def test_grayscale_rgba_and_exif_rows(tmp_path):
     make_dataset(tmp_path / "d", 30, row_groups=1, grayscale=0.2, rgba=0.1, exif_rotated=0.2, image_size=(30, 50))
     _, _, items = all_items(tmp_path / "d")
@@ -212,6 +227,12 @@ def test_from_folder_keeps_the_bytes_and_cycles(tmp_path):
     (dict(image_size=((5, 2), (1, 2))), "a size range goes from low to high"),
     (dict(image_size="big"), "image_size is an int, \\(h, w\\) or"),
     (dict(row_groups=0), "row_groups must be a positive integer"),
+    (dict(noise=0), "noise is a multiple of the default noise, above 0 and at most 20; got 0"),
+    (dict(noise=21.0), "at most 20; got 21.0"),
+    (dict(noise="loud"), "got 'loud'"),
+    (dict(jpeg_quality=(95, 90)), r"1 <= low <= high <= 100, got \(95, 90\)"),
+    (dict(jpeg_quality=(0, 90)), r"1 <= low <= high <= 100"),
+    (dict(jpeg_quality=90), r"jpeg_quality is a range \(low, high\), got 90"),
 ])
 def test_argument_errors(tmp_path, kwargs, message):
     kwargs = {"rows": 2, **kwargs}
@@ -285,6 +306,26 @@ def test_parse_image_size_rejects(text):
         parse_image_size(text)
 
 
+def test_cli_takes_noise_and_a_quality_range(tmp_path):
+    args = parser().parse_args([str(tmp_path / "d"), "--rows", "2", "--image-size", "40x60", "--noise", "3",
+                                "--jpeg-quality", "90-98"])
+    assert (args.noise, args.jpeg_quality) == (3.0, (90, 98))
+    assert args.func(args) == 0 and open_dataset(tmp_path / "d").num_rows == 2
+    defaults = parser().parse_args(["out"])
+    assert (defaults.noise, defaults.jpeg_quality) == (1.0, (75, 95))
+
+
+@pytest.mark.parametrize("text, value", [("75-95", (75, 95)), ("90", (90, 90)), ("1-100", (1, 100))])
+def test_parse_quality(text, value):
+    assert parse_quality(text) == value
+
+
+@pytest.mark.parametrize("text", ["0-90", "95-90", "101", "high", "90-"])
+def test_parse_quality_rejects(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_quality(text)
+
+
 def test_cli_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         parser().parse_args(["out", "--grayscale", "2"])
@@ -292,3 +333,6 @@ def test_cli_rejects_bad_arguments(capsys):
     with pytest.raises(SystemExit):
         parser().parse_args(["out", "--rows", "0"])
     assert "must be at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser().parse_args(["out", "--noise", "0"])
+    assert "above 0 and at most 20" in capsys.readouterr().err
