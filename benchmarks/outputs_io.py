@@ -1,6 +1,7 @@
 """How fast the scoring job's host-side I/O runs on the CPU: the part writer and the dataset reader.
 
     python benchmarks/outputs_io.py OUTDIR [--rows 20000] [--classes 1000] [--top-k 5]
+                                           [--noise 5 --jpeg-quality 90-98]
 
 - `writer`: --rows rows of random float32 logits (numpy, seed 0) with string ids like make_dataset's
   written as the worker writes them (scoring/shard_writer.py's ShardWriter): one PartWriter per
@@ -15,7 +16,8 @@
   float16 as it is against converted to float32, median of 200.
 - `reader`: a JPEG Parquet dataset of --rows photo-like rows (make_dataset, seed 0, the layout of
   scoring_gpu_e2e.py: files of ~8k rows, row groups of ~1024), made once in OUTDIR/data and reused
-  while OUTDIR/data.json matches; open_dataset, then every shard of 4096 rows read with read_shard
+  while OUTDIR/data.json matches (with --noise and --jpeg-quality, heavier files, as real photos of
+  that size, in OUTDIR/data-detailed); open_dataset, then every shard of 4096 rows read with read_shard
   in batches of 256, as the worker's prefetch thread does (ids and encoded image bytes, not decoded).
   Rows/s and MB/s (image bytes, 1e6) are the median of 3 repeats, from the page cache (the files
   were just written or read).
@@ -58,7 +60,8 @@ from scoring.decode_route import route_batch  # noqa: E402
 from scoring.pipeline import HostRing, Prefetcher  # noqa: E402
 from scoring.manifest import Manifest  # noqa: E402
 from scoring.outputs import OutputSpec, PartWriter  # noqa: E402
-from scoring_gpu_e2e import SHARD_ROWS, host_cores, prepare_data  # noqa: E402
+from launchers.make_data_cli import parse_noise, parse_quality  # noqa: E402
+from scoring_gpu_e2e import SHARD_ROWS, _detail, host_cores, prepare_data  # noqa: E402
 
 BATCH_ROWS = 256
 REPEATS = 3
@@ -135,8 +138,9 @@ def read_all(data_dir: Path) -> tuple[int, int]:
     return rows, nbytes
 
 
-def time_reader(out: Path, rows: int) -> dict:
-    made = prepare_data(out / "data", rows, seed=SEED)
+def time_reader(out: Path, rows: int, noise: float = 1.0, jpeg_quality: tuple[int, int] = (75, 95)) -> dict:
+    name = "data-detailed" if _detail(noise, jpeg_quality) else "data"
+    made = prepare_data(out / name, rows, seed=SEED, noise=noise, jpeg_quality=jpeg_quality)
     dataset = open_dataset(made["dir"])
     seconds = []
     for _ in range(REPEATS):
@@ -228,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--top-k", type=int, default=5)
+    parser.add_argument("--noise", type=parse_noise, default=1.0, help="the reader's images: make_dataset's noise")
+    parser.add_argument("--jpeg-quality", type=parse_quality, default=(75, 95), metavar="LOW-HIGH",
+                        help="the reader's images: make_dataset's JPEG quality range")
     args = parser.parse_args(argv)
     if min(args.rows, args.classes, args.top_k) < 1:
         parser.error("--rows, --classes and --top-k must be positive")
@@ -235,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     writer = time_writer(args.out, args.rows, args.classes, args.top_k)
     result_step = time_result_step(args.classes)
-    reader = time_reader(args.out, args.rows)
+    reader = time_reader(args.out, args.rows, args.noise, args.jpeg_quality)
     reader_thread = time_reader_thread(Path(reader["data_dir"]), args.rows)
     record = {
         "benchmark": "outputs_io",
@@ -245,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                     "usable_cores": host_cores(), "python": platform.python_version(), "numpy": np.__version__,
                     "pyarrow": pa.__version__},
         "parameters": {"rows": args.rows, "classes": args.classes, "top_k": args.top_k, "batch_rows": BATCH_ROWS,
-                       "shard_rows": SHARD_ROWS, "repeats": REPEATS, "seed": SEED},
+                       "shard_rows": SHARD_ROWS, "repeats": REPEATS, "seed": SEED, **_detail(args.noise, args.jpeg_quality)},
         "writer": writer,
         "result_step_ms": result_step,
         "reader": reader,

@@ -9,7 +9,8 @@ default. Everything follows from the seed: the same call writes the same bytes.
 
 The default files average about 30 KB, lighter than real photos of that size (ImageNet's are about
 110 KB): there is less fine detail to code. `noise` (a multiple of the default sensor noise) and
-`jpeg_quality` (a range) make them heavier: noise=5 with quality 90-98 averages about 120 KB, for
+`jpeg_quality` (a range) make them heavier: noise=5 with quality 90-98 averaged 119.6 KB over
+100,000 rows (benchmarks/results/scoring/h100_2026-11-23_s27/call8/e2e_heavy_1.json), for
 benchmarks whose reading and JPEG decoding should cost what real files cost.
 
 Rows get ids "img-000123" in a string column "id" and the images go in a column "image" of one of

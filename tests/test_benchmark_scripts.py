@@ -741,3 +741,13 @@ def test_gpu_vs_torch_ratios_cover_what_was_measured_and_the_record_is_written_b
     written = json.loads((tmp_path / "gpu_vs_torch.json").read_text())["ratios"]
     assert ("compile-default", 1.25) in [(r["peer_mode"], r["ratio"]) for r in written]
     assert [r["ratio"] for r in written if r["peer_mode"] == gpu_vs_torch.FP32_PEER_MODE] == [1.25]
+
+
+def test_outputs_io_reads_heavier_files_from_a_dataset_of_their_own(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    import outputs_io
+
+    light = outputs_io.time_reader(tmp_path, 12)
+    heavy = outputs_io.time_reader(tmp_path, 12, noise=5.0, jpeg_quality=(90, 98))
+    assert Path(light["data_dir"]).name == "data" and Path(heavy["data_dir"]).name == "data-detailed"
+    assert heavy["image_bytes"] > 2 * light["image_bytes"] and heavy["rows_per_s"] > 0
