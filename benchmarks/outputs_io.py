@@ -53,7 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scoring import dataset as dataset_module  # noqa: E402
+from scoring import row_group_reads  # noqa: E402
 from scoring import encoded_items  # noqa: E402
 from scoring.dataset import open_dataset, read_shard  # noqa: E402
 from scoring.decode_route import route_batch  # noqa: E402
@@ -184,10 +184,10 @@ def read_as_the_worker(data_dir: Path, resized: bool) -> dict:
     """Every shard through a Prefetcher's reader thread, as one GPU worker reads them."""
     dataset = open_dataset(data_dir)
     chunks: list[int] = []
-    real_from_arrow, real_ask = encoded_items.EncodedItems.__dict__["from_arrow"], dataset_module._ask_arrow_for
+    real_from_arrow, real_resize = encoded_items.EncodedItems.__dict__["from_arrow"], row_group_reads.resize_batches
     encoded_items.EncodedItems.from_arrow = _count_arrow_chunks(chunks)
     if not resized:
-        dataset_module._ask_arrow_for = lambda pf, batch_rows: None
+        row_group_reads.resize_batches = lambda pf, size: None
     try:
         ring = HostRing(4, BATCH_ROWS, (1,), np.uint8)
         rows = 0
@@ -198,7 +198,7 @@ def read_as_the_worker(data_dir: Path, resized: bool) -> dict:
         seconds = time.perf_counter() - start
     finally:
         encoded_items.EncodedItems.from_arrow = real_from_arrow
-        dataset_module._ask_arrow_for = real_ask
+        row_group_reads.resize_batches = real_resize
     return {"rows": rows, "seconds": seconds, "read_cpu_s": batches.thread_cpu_s["read"], "batches": len(chunks),
             "batches_of_several_chunks": sum(n > 1 for n in chunks)}
 

@@ -34,8 +34,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from scoring import row_group_reads
 from scoring.encoded_items import EncodedItems
 from scoring.errors import DatasetError
+from scoring.row_group_reads import READ_THREADS, ReadCpu
 
 log = logging.getLogger(__name__)
 
@@ -170,16 +172,30 @@ def open_dataset(source: str | os.PathLike | Sequence[str | os.PathLike], image_
                         row_groups=tuple(row_groups), tensor_shape=tensor_shape)
 
 
-def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int, first_rows: int | None = None
-               ) -> Iterator[RowBatch]:
+def read_threads(environ=os.environ) -> int:
+    """Threads that read a shard's row groups at once: $BATCHSCORE_READ_THREADS where set, else
+    READ_THREADS (scoring.row_group_reads)."""
+    value = environ.get("BATCHSCORE_READ_THREADS", "").strip()
+    if not value:
+        return READ_THREADS
+    if not value.isdigit() or int(value) < 1:
+        raise DatasetError(f"BATCHSCORE_READ_THREADS must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int, first_rows: int | None = None,
+               threads: int | None = None, cpu: ReadCpu | None = None) -> Iterator[RowBatch]:
     """Yield the shard's rows in order, batch_rows at a time (the last batch may be shorter), the
-    first batch `first_rows` rows where given (to fill a batch begun with another shard's rows)."""
+    first batch `first_rows` rows where given (to fill a batch begun with another shard's rows).
+    With `threads` > 1 (None: read_threads()) its row groups are read on that many threads at once
+    (scoring.row_group_reads), whose CPU time `cpu` adds up."""
     for name, value in (("batch_rows", batch_rows), ("first_rows", batch_rows if first_rows is None else first_rows)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     want = batch_rows if first_rows is None else first_rows
     start, stop = shard.row_groups
     pf = _read_footer(shard.file)
+    batches = None
     try:
         meta = pf.metadata
         have = sum(meta.row_group(g).num_rows for g in range(start, min(stop, meta.num_row_groups)))
@@ -196,12 +212,16 @@ def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int, first_rows:
         # --rows 20000` read 92,800 rows/s without against 73,400 with (the code of 2dc5f59, run
         # alternately; a first pair gave 96,100 and 72,200): benchmarks/results/outputs_io_cpu_
         # 2026-11-22_s9_{reads_without_arrow_pool,before_2dc5f59}.json.
-        batches = pf.iter_batches(batch_size=want, row_groups=range(start, stop), columns=columns,
-                                  use_threads=False)
+        threads = read_threads() if threads is None else threads
+        if threads > 1 and stop - start > 1:
+            groups = [(g, meta.row_group(g).num_rows) for g in range(start, stop)]
+            batches = row_group_reads.row_group_batches(lambda: _read_footer(shard.file), groups, columns, want,
+                                                        batch_rows, threads, cpu)
+        else:
+            batches = _whole_range(pf, start, stop, columns, want, batch_rows)
         next_row = shard.first_row
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
-        first_batch = True
         while True:
             try:
                 batch = next(batches, None)
@@ -209,9 +229,6 @@ def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int, first_rows:
                 raise DatasetError(f"cannot read row groups {start}..{stop - 1} of {shard.file} "
                                    f"(shard {shard.key}): {exc}") from None
             if batch is not None:
-                if first_batch and want != batch_rows:  # full batches from here on
-                    _ask_arrow_for(pf, batch_rows)
-                first_batch = False
                 pending.append(batch)
                 pending_rows += batch.num_rows
             # Hand out full batches whatever sizes the reader produced; the remainder at the end.
@@ -225,21 +242,26 @@ def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int, first_rows:
             if batch is None:
                 return
     finally:
+        if batches is not None:
+            batches.close()  # a parallel read waits for its reads in flight
         pf.close()
 
 
-def _ask_arrow_for(pf: pq.ParquetFile, batch_rows: int) -> None:
-    """Have the batches `pf` is reading from here on be `batch_rows` rows long, where Arrow lets it.
+def _whole_range(pf: pq.ParquetFile, start: int, stop: int, columns: list[str], first: int, size: int
+                 ) -> Iterator[pa.RecordBatch]:
+    """Row groups start..stop-1 on this thread in one Arrow read: `first` rows, then `size` at a
+    time, Arrow's batches running on across row groups.
 
-    Why: a shard whose first batch fills another shard's last (first_rows) would otherwise have
-    every later batch straddle two of Arrow's, and EncodedItems copy such a batch's bytes into one
-    buffer. With row groups of 1,041-1,042 rows and shards of 4,096 rows, 369 of the 414 batches
-    of 256 did (benchmarks/results/scoring/h100_2026-11-23_s27/NOTES.md). Arrow's reader takes the
-    new size at its next batch; where it does not (another pyarrow), read_shard's slicing still
-    gives the right rows, with the copies."""
-    set_batch_size = getattr(getattr(pf, "reader", None), "set_batch_size", None)
-    if set_batch_size is not None:
-        set_batch_size(batch_rows)
+    The later batches are resized because a shard whose first batch fills another shard's last
+    (first_rows) would otherwise have every later batch straddle two of Arrow's, and EncodedItems
+    copy such a batch's bytes into one buffer. With row groups of 1,041-1,042 rows and shards of
+    4,096 rows, 369 of the 414 batches of 256 did (benchmarks/results/scoring/h100_2026-11-23_s27/
+    NOTES.md)."""
+    batches = pf.iter_batches(batch_size=first, row_groups=range(start, stop), columns=columns, use_threads=False)
+    for n, batch in enumerate(batches):
+        if n == 0 and first != size:
+            row_group_reads.resize_batches(pf, size)
+        yield batch
 
 
 # -- finding the files -------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from scoring.dataset import ImageDataset, RowBatch, Shard, read_shard
+from scoring.row_group_reads import ReadCpu
 from scoring.shard_feed import END, NOT_YET, ShardFeed, Stopped
 from scoring.slow_cpus import SlowCpus, watch
 from scoring.thread_names import name_this_thread
@@ -194,6 +195,7 @@ class Prefetcher:
         # CPU seconds of each background thread (time.thread_time), set as it ends: "read",
         # "decode-0", ...: a worker that falls behind the others shows which one got dear.
         self.thread_cpu_s: dict[str, float] = {}
+        self._read_cpu = ReadCpu()  # the reader's helper threads (row groups read at once), counted in "read"
         self._free: queue.Queue = queue.Queue()
         for i in range(len(ring)):
             self._free.put(i)
@@ -243,7 +245,7 @@ class Prefetcher:
         except Stopped:
             return
         finally:
-            self.thread_cpu_s["read"] = time.thread_time() - cpu_at_start
+            self.thread_cpu_s["read"] = time.thread_time() - cpu_at_start + self._read_cpu.seconds
             for _ in self.decoders:  # one end marker per decoder thread
                 while not self._stop.is_set():
                     try:
@@ -266,7 +268,7 @@ class Prefetcher:
             self._seq += 1
             return
         fill = self.batch_rows - len(carry.batch) if carry is not None else None
-        batches = read_shard(self.dataset, shard, self.batch_rows, first_rows=fill)
+        batches = read_shard(self.dataset, shard, self.batch_rows, first_rows=fill, cpu=self._read_cpu)
         done = 0
         try:
             while True:

@@ -327,20 +327,47 @@ def test_batches_after_a_first_batch_of_its_own_size_are_each_one_arrow_chunk(tm
               else pa.array([{"bytes": b, "path": f"{r}.jpg"} for r, b in zip(rows, images)], HF_TYPE))
     ds = open_dataset(write(tmp_path / "a.parquet", {"image": column}, row_group_rows=[7, 9, 7]))
     chunks = _arrow_chunks_per_batch(monkeypatch)
-    batches = list(read_shard(ds, ds.shards(100)[0], 4, first_rows=3))
+    batches = list(read_shard(ds, ds.shards(100)[0], 4, first_rows=3, threads=1))
     assert [len(b) for b in batches] == [3, 4, 4, 4, 4, 4]
     assert [item for b in batches for item in b.items] == images
     assert chunks == [1] * 6
 
 
+@pytest.mark.parametrize("threads", [2, 3])
+def test_row_groups_read_on_threads_give_the_same_batches_copying_only_across_row_groups(tmp_path, monkeypatch,
+                                                                                          threads):
+    from scoring.row_group_reads import ReadCpu
+
+    ds = open_dataset(binary_file(tmp_path / "a.parquet", range(23), row_group_rows=[7, 9, 7], with_id=True))
+    shard = ds.shards(100)[0]
+    alone = [(b.ids.tolist(), list(b.items)) for b in read_shard(ds, shard, 4, first_rows=3, threads=1)]
+    chunks, cpu = _arrow_chunks_per_batch(monkeypatch), ReadCpu()
+    together = [(b.ids.tolist(), list(b.items)) for b in read_shard(ds, shard, 4, first_rows=3, threads=threads,
+                                                                     cpu=cpu)]
+    assert together == alone
+    # rows 0-2, 3-6 | 7-10, 11-14, 15-18 | 19-22: row groups end after rows 6 and 15, so only the
+    # batch of rows 15-18 spans two row groups (row 7 starts a batch and a row group at once)
+    assert chunks == [1, 1, 1, 1, 2, 1] and cpu.seconds > 0
+
+
+def test_read_threads_come_from_the_environment(monkeypatch):
+    from scoring.dataset import read_threads
+    from scoring.row_group_reads import READ_THREADS
+
+    assert read_threads({}) == READ_THREADS and read_threads({"BATCHSCORE_READ_THREADS": "3"}) == 3
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(DatasetError, match="BATCHSCORE_READ_THREADS must be a positive integer"):
+            read_threads({"BATCHSCORE_READ_THREADS": bad})
+
+
 def test_batches_come_right_where_arrow_keeps_its_first_batch_size(tmp_path, monkeypatch):
     # Another pyarrow may not take the new size: the rows are sliced out of Arrow's batches instead.
-    from scoring import dataset
+    from scoring import row_group_reads
 
-    monkeypatch.setattr(dataset, "_ask_arrow_for", lambda pf, batch_rows: None)
+    monkeypatch.setattr(row_group_reads, "resize_batches", lambda pf, size: None)
     ds = open_dataset(binary_file(tmp_path / "a.parquet", range(23), row_group_rows=[7, 9, 7]))
     chunks = _arrow_chunks_per_batch(monkeypatch)
-    batches = list(read_shard(ds, ds.shards(100)[0], 4, first_rows=3))
+    batches = list(read_shard(ds, ds.shards(100)[0], 4, first_rows=3, threads=1))
     assert [b.ids.tolist() for b in batches] == [[0, 1, 2]] + [list(range(r, r + 4)) for r in range(3, 23, 4)]
     assert [item for b in batches for item in b.items] == [fake_bytes(r) for r in range(23)]
     assert max(chunks) == 2  # the slicing path this test is about was taken

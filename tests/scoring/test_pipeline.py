@@ -170,8 +170,8 @@ def test_a_shard_that_cannot_be_read_comes_after_every_row_before_it_once(data, 
     else:
         real = pipeline.read_shard
 
-        def failing_after_one(dataset, shard, batch_rows, first_rows=None):
-            batches = real(dataset, shard, batch_rows, first_rows)
+        def failing_after_one(dataset, shard, batch_rows, first_rows=None, **kwargs):
+            batches = real(dataset, shard, batch_rows, first_rows, **kwargs)
             yield next(batches)
             if shard.index == next_shard.index:
                 raise DatasetError(f"cannot read row groups of {shard.file}: the disk went away")
