@@ -61,7 +61,7 @@ from scoring.pipeline import HostRing, Prefetcher  # noqa: E402
 from scoring.manifest import Manifest  # noqa: E402
 from scoring.outputs import OutputSpec, PartWriter  # noqa: E402
 from launchers.make_data_cli import parse_noise, parse_quality  # noqa: E402
-from scoring_gpu_e2e import SHARD_ROWS, _detail, host_cores, prepare_data  # noqa: E402
+from scoring_gpu_e2e import SHARD_ROWS, data_detail, data_dir_name, host_cores, prepare_data  # noqa: E402
 
 BATCH_ROWS = 256
 REPEATS = 3
@@ -139,8 +139,8 @@ def read_all(data_dir: Path) -> tuple[int, int]:
 
 
 def time_reader(out: Path, rows: int, noise: float = 1.0, jpeg_quality: tuple[int, int] = (75, 95)) -> dict:
-    name = "data-detailed" if _detail(noise, jpeg_quality) else "data"
-    made = prepare_data(out / name, rows, seed=SEED, noise=noise, jpeg_quality=jpeg_quality)
+    made = prepare_data(out / data_dir_name(noise, jpeg_quality), rows, seed=SEED, noise=noise,
+                        jpeg_quality=jpeg_quality)
     dataset = open_dataset(made["dir"])
     seconds = []
     for _ in range(REPEATS):
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                     "usable_cores": host_cores(), "python": platform.python_version(), "numpy": np.__version__,
                     "pyarrow": pa.__version__},
         "parameters": {"rows": args.rows, "classes": args.classes, "top_k": args.top_k, "batch_rows": BATCH_ROWS,
-                       "shard_rows": SHARD_ROWS, "repeats": REPEATS, "seed": SEED, **_detail(args.noise, args.jpeg_quality)},
+                       "shard_rows": SHARD_ROWS, "repeats": REPEATS, "seed": SEED, **data_detail(args.noise, args.jpeg_quality)},
         "writer": writer,
         "result_step_ms": result_step,
         "reader": reader,

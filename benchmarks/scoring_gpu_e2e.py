@@ -90,10 +90,15 @@ def image_size_rule(short_side: int | None):
     return None if short_side is None else ((short_side, short_side), (short_side, round(short_side * 4 / 3)))
 
 
-def _detail(noise: float, jpeg_quality: tuple[int, int]) -> dict:
+def data_detail(noise: float, jpeg_quality: tuple[int, int]) -> dict:
     """The marker's record of the images' detail; empty for the defaults, so that markers written
     before these settings existed still match."""
     return {} if (noise, tuple(jpeg_quality)) == (1.0, (75, 95)) else {"noise": noise, "jpeg_quality": list(jpeg_quality)}
+
+
+def data_dir_name(noise: float, jpeg_quality: tuple[int, int]) -> str:
+    """OUTDIR's folder for the dataset: "data", or "data-detailed" for heavier files than the defaults."""
+    return "data-detailed" if data_detail(noise, jpeg_quality) else "data"
 
 
 def reusable_data(data_dir: Path, rows: int, seed: int = 0, short_side: int | None = None, noise: float = 1.0,
@@ -103,7 +108,7 @@ def reusable_data(data_dir: Path, rows: int, seed: int = 0, short_side: int | No
     marker = data_dir.with_name(data_dir.name + ".json")
     files, groups = dataset_layout(rows)
     wanted = {"rows": rows, "seed": seed, "files": files, "row_groups_per_file": groups, "short_side": short_side,
-              "noise": None, "jpeg_quality": None} | _detail(noise, jpeg_quality)
+              "noise": None, "jpeg_quality": None} | data_detail(noise, jpeg_quality)
     if not (marker.is_file() and data_dir.is_dir()):
         return None
     try:
@@ -136,7 +141,7 @@ def prepare_data(data_dir: Path, rows: int, seed: int = 0, also_look_in: tuple[P
                         image_size=image_size_rule(short_side), noise=noise, jpeg_quality=jpeg_quality)
     print(made.summary(), flush=True)
     record = {"rows": rows, "seed": seed, "files": files, "row_groups_per_file": groups, "short_side": short_side,
-              **_detail(noise, jpeg_quality), "paths": made.files,
+              **data_detail(noise, jpeg_quality), "paths": made.files,
               "bytes": made.bytes, "seconds": round(made.seconds, 1)}
     marker.write_text(json.dumps(record, indent=1) + "\n")
     return record | {"dir": str(data_dir), "reused": False}
@@ -381,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = host_cores()
     started = time.perf_counter()
 
-    data_name = "data" if not _detail(args.noise, args.jpeg_quality) else "data-detailed"
+    data_name = data_dir_name(args.noise, args.jpeg_quality)
     data = prepare_data(out / data_name, args.rows, short_side=args.short_side, noise=args.noise,
                         jpeg_quality=args.jpeg_quality)
     plan = prepare_plan(out / "plan", args.model, args.precision, args.batch)
