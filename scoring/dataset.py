@@ -218,7 +218,7 @@ def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int, first_rows:
             batches = row_group_reads.row_group_batches(lambda: _read_footer(shard.file), groups, columns, want,
                                                         batch_rows, threads, cpu)
         else:
-            batches = _whole_range(pf, start, stop, columns, want, batch_rows)
+            batches = row_group_reads.cut_batches(pf, range(start, stop), columns, want, batch_rows)
         next_row = shard.first_row
         pending: list[pa.RecordBatch] = []
         pending_rows = 0
@@ -245,23 +245,6 @@ def read_shard(dataset: ImageDataset, shard: Shard, batch_rows: int, first_rows:
         if batches is not None:
             batches.close()  # a parallel read waits for its reads in flight
         pf.close()
-
-
-def _whole_range(pf: pq.ParquetFile, start: int, stop: int, columns: list[str], first: int, size: int
-                 ) -> Iterator[pa.RecordBatch]:
-    """Row groups start..stop-1 on this thread in one Arrow read: `first` rows, then `size` at a
-    time, Arrow's batches running on across row groups.
-
-    The later batches are resized because a shard whose first batch fills another shard's last
-    (first_rows) would otherwise have every later batch straddle two of Arrow's, and EncodedItems
-    copy such a batch's bytes into one buffer. With row groups of 1,041-1,042 rows and shards of
-    4,096 rows, 369 of the 414 batches of 256 did (benchmarks/results/scoring/h100_2026-11-23_s27/
-    NOTES.md)."""
-    batches = pf.iter_batches(batch_size=first, row_groups=range(start, stop), columns=columns, use_threads=False)
-    for n, batch in enumerate(batches):
-        if n == 0 and first != size:
-            row_group_reads.resize_batches(pf, size)
-        yield batch
 
 
 # -- finding the files -------------------------------------------------------------------------------

@@ -59,19 +59,30 @@ def first_batch_rows(offset: int, first: int, size: int) -> int:
     return size - (offset - first) % size
 
 
+def cut_batches(pf: pq.ParquetFile, row_groups: Sequence[int], columns: Sequence[str], first: int,
+                size: int) -> Iterator[pa.RecordBatch]:
+    """Row groups `row_groups` of `pf` in one Arrow read on this thread: `first` rows, then `size`
+    at a time (where this pyarrow lets the batch size change mid-read; else all of `first`),
+    Arrow's batches running on across the row groups.
+
+    The later batches are resized because a shard whose first batch fills another shard's last
+    (first_rows) would otherwise have every later batch straddle two of Arrow's, and EncodedItems
+    copy such a batch's bytes into one buffer. With row groups of 1,041-1,042 rows and shards of
+    4,096 rows, 369 of the 414 batches of 256 did (benchmarks/results/scoring/h100_2026-11-23_s27/
+    NOTES.md)."""
+    batches = pf.iter_batches(batch_size=first, row_groups=list(row_groups), columns=list(columns), use_threads=False)
+    for n, batch in enumerate(batches):
+        if n == 0 and first != size:
+            resize_batches(pf, size)
+        yield batch
+
+
 def read_row_group(open_file: Callable[[], pq.ParquetFile], group: int, columns: Sequence[str], first: int,
                    size: int) -> list[pa.RecordBatch]:
-    """One row group's batches: `first` rows, then `size` at a time (where this pyarrow lets the
-    batch size change mid-read; else all of `first`)."""
+    """One row group's batches, cut_batches' way, from a reader of its own."""
     pf = open_file()
     try:
-        batches = pf.iter_batches(batch_size=first, row_groups=[group], columns=list(columns), use_threads=False)
-        out = []
-        for batch in batches:
-            if not out and first != size:
-                resize_batches(pf, size)
-            out.append(batch)
-        return out
+        return list(cut_batches(pf, [group], columns, first, size))
     finally:
         pf.close()
 
